@@ -1,0 +1,62 @@
+"""Config helpers shared by the Snakefile and the stage entry points.
+
+The config itself is validated against ``workflow/schemas/config.schema.yaml``
+before any job runs; these helpers derive names and seeds from it.
+Model names are ``{arch}-r{replicate}`` (replicates count from 1).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from pathlib import Path
+
+from saliency_trust.io import stable_seed
+
+MODEL_NAME = re.compile(r"^(?P<arch>[a-z0-9_]+)-r(?P<replicate>[0-9]+)$")
+
+
+def model_names(config: dict) -> list[str]:
+    """All trained models of the config, architecture by architecture."""
+    return [f"{m['arch']}-r{r}" for m in config["models"] for r in range(1, m["replicates"] + 1)]
+
+
+def parse_model_name(name: str) -> tuple[str, int]:
+    match = MODEL_NAME.match(name)
+    if not match:
+        raise ValueError(f"model name '{name}' is not of the form '<arch>-r<replicate>'")
+    return match["arch"], int(match["replicate"])
+
+
+def model_entry(config: dict, name: str) -> dict:
+    """The ``models`` entry of the config that a model name belongs to."""
+    arch, replicate = parse_model_name(name)
+    for entry in config["models"]:
+        if entry["arch"] == arch and 1 <= replicate <= entry["replicates"]:
+            return entry
+    raise KeyError(f"model '{name}' is not defined by the config's 'models' list")
+
+
+def model_seed(config: dict, dataset: str, name: str) -> int:
+    """Seed of one replicate: derived from the config seed, the dataset and the model name."""
+    return stable_seed(config["seed"], dataset, name)
+
+
+def primary_models(config: dict) -> list[str]:
+    """Replicates of the architecture whose maps decide the PASS/FAIL table (``stats.primary_architecture``)."""
+    arch = config["stats"].get("primary_architecture") or config["models"][0]["arch"]
+    names = [n for n in model_names(config) if parse_model_name(n)[0] == arch]
+    if not names:
+        raise KeyError(f"stats.primary_architecture '{arch}' is not one of the config's models")
+    return names
+
+
+def setup_logging(log_path: str | Path | None) -> None:
+    """Send log records (and warnings) of a job to its Snakemake log file and stderr."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_path, mode="w"))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers, force=True)
+    logging.captureWarnings(True)

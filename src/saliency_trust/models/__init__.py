@@ -1,0 +1,1 @@
+"""Models: the architecture registry and the training loop (SPEC 4)."""

@@ -1,0 +1,214 @@
+"""Classifier training (SPEC 4; Arun et al., Methods "Model Training").
+
+Binary cross-entropy on one logit per label, Adam, balanced sampling of
+positive and negative images, early stopping on validation AUC with patience;
+the weights of the best validation epoch are kept. All randomness (weight
+init, sampling order, augmentation) comes from one seed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import roc_auc_score
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
+
+from saliency_trust.data.canonical import CanonicalDataset
+from saliency_trust.io import atomic_path, write_csv, write_json
+from saliency_trust.models.registry import build_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Training hyper-parameters (config ``training``, overridable per model)."""
+
+    epochs: int = 30
+    patience: int = 5
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 32
+    hflip: bool = True
+    input_size: int | None = None
+    pretrained_weights: str | None = None
+
+    @classmethod
+    def from_config(cls, training: dict, model_entry: dict) -> "TrainSettings":
+        fields = cls.__dataclass_fields__
+        merged = {k: v for k, v in training.items() if k in fields}
+        merged.update({k: v for k, v in model_entry.items() if k in fields})
+        return cls(**merged)
+
+
+def select_device(requested: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when visible, else CPU."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        log.warning("device '%s' requested but no GPU is visible; using the CPU", requested)
+        return torch.device("cpu")
+    return torch.device(requested)
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def mean_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
+    """Mean ROC AUC over labels (columns); NaN where a label has one class only."""
+    aucs = [
+        roc_auc_score(y_true[:, j], y_score[:, j]) if 0 < y_true[:, j].sum() < len(y_true) else np.nan
+        for j in range(y_true.shape[1])
+    ]
+    return float(np.nanmean(aucs)) if not np.all(np.isnan(aucs)) else float("nan")
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: np.ndarray, device: torch.device, batch_size: int = 64) -> np.ndarray:
+    """Sigmoid probabilities, N x L, for N x H x W images."""
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = torch.from_numpy(images[start : start + batch_size]).unsqueeze(1).to(device)
+        logits = model(x).float()
+        if not torch.isfinite(logits).all():
+            raise FloatingPointError(f"model output is NaN/inf for images {start}..{start + len(x) - 1}")
+        out.append(torch.sigmoid(logits).cpu().numpy())
+    return np.concatenate(out)
+
+
+def balanced_sampler(labels: np.ndarray, seed: int) -> WeightedRandomSampler:
+    """Sample positives (any label) and negatives with equal probability."""
+    positive = labels.max(axis=1) > 0
+    n_pos, n_neg = positive.sum(), (~positive).sum()
+    weights = np.where(positive, 0.5 / max(n_pos, 1), 0.5 / max(n_neg, 1))
+    gen = torch.Generator().manual_seed(seed)
+    return WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), len(labels), replacement=True, generator=gen)
+
+
+def train_classifier(
+    data: CanonicalDataset,
+    arch: str,
+    settings: TrainSettings,
+    seed: int,
+    device: torch.device,
+) -> tuple[nn.Module, pd.DataFrame, dict]:
+    """Train one replicate; return (best model, per-epoch history, metrics)."""
+    seed_everything(seed)
+    labels = data.labels()
+    tr, va, te = data.indices("train"), data.indices("val"), data.indices("test")
+    model = build_model(arch, len(data.label_names), settings.input_size, settings.pretrained_weights).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    loss_fn = nn.BCEWithLogitsLoss()
+    train_set = TensorDataset(torch.from_numpy(data.images[tr]).unsqueeze(1), torch.from_numpy(labels[tr]))
+    loader = DataLoader(train_set, batch_size=settings.batch_size, sampler=balanced_sampler(labels[tr], seed))
+    flip_gen = torch.Generator().manual_seed(seed + 1)
+
+    history, best_auc, best_state, best_epoch, stale = [], -np.inf, None, 0, 0
+    for epoch in range(1, settings.epochs + 1):
+        t0 = time.perf_counter()
+        model.train()
+        total, n_seen = 0.0, 0
+        for x, y in loader:
+            if settings.hflip:
+                flip = torch.rand(len(x), generator=flip_gen) < 0.5
+                x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+            x, y = x.to(device), y.to(device)
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x), y)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{arch}: training loss became NaN/inf at epoch {epoch}")
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(x)
+            n_seen += len(x)
+        p_tr, p_va = predict(model, data.images[tr], device), predict(model, data.images[va], device)
+        val_loss = float(loss_fn(torch.logit(torch.from_numpy(p_va).double().clamp(1e-7, 1 - 1e-7)), torch.from_numpy(labels[va]).double()))
+        row = {
+            "epoch": epoch,
+            "train_loss": total / n_seen,
+            "val_loss": val_loss,
+            "train_auc": mean_auc(labels[tr], p_tr),
+            "val_auc": mean_auc(labels[va], p_va),
+            "seconds": time.perf_counter() - t0,
+        }
+        history.append(row)
+        log.info(
+            "%s epoch %d/%d train_loss %.4f val_loss %.4f val_auc %.4f (%.1f images/s)",
+            arch, epoch, settings.epochs, row["train_loss"], val_loss, row["val_auc"], n_seen / row["seconds"],
+        )
+        if row["val_auc"] > best_auc:
+            best_auc, best_epoch, stale = row["val_auc"], epoch, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= settings.patience:
+                log.info("early stopping at epoch %d (best epoch %d, val AUC %.4f)", epoch, best_epoch, best_auc)
+                break
+    model.load_state_dict(best_state)
+    p_te = predict(model, data.images[te], device)
+    metrics = {
+        "arch": arch,
+        "seed": seed,
+        "best_epoch": best_epoch,
+        "epochs_run": len(history),
+        "val_auc": best_auc,
+        "test_auc": mean_auc(labels[te], p_te),
+        "test_auc_per_label": {
+            name: (float(roc_auc_score(labels[te, j], p_te[:, j])) if 0 < labels[te, j].sum() < len(te) else None)
+            for j, name in enumerate(data.label_names)
+        },
+        "n_train": int(len(tr)),
+        "n_val": int(len(va)),
+        "n_test": int(len(te)),
+        "settings": asdict(settings),
+    }
+    return model, pd.DataFrame(history), metrics
+
+
+def save_checkpoint(model: nn.Module, arch: str, label_names: list[str], settings: TrainSettings, path: str | Path) -> None:
+    """Save weights plus everything needed to rebuild the model, atomically."""
+    payload = {
+        "arch": arch,
+        "label_names": label_names,
+        "input_size": settings.input_size,
+        "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild a trained model from :func:`save_checkpoint` output (eval mode)."""
+    payload = torch.load(path, map_location=device, weights_only=True)
+    model = build_model(payload["arch"], len(payload["label_names"]), payload["input_size"])
+    model.load_state_dict(payload["state_dict"])
+    return model.to(device).eval(), payload
+
+
+def write_training_outputs(model, history, metrics, arch, label_names, settings, model_path, history_path, metrics_path) -> None:
+    save_checkpoint(model, arch, label_names, settings, model_path)
+    write_csv(history, history_path)
+    write_json(metrics, metrics_path)
+
+
+def run_training(manifest_path, images_path, arch: str, settings: dict, seed: int, device: str, threads: int,
+                 model_path, history_path, metrics_path) -> None:
+    """Stage entry: train one (architecture, replicate) and write model.pt, history.csv, metrics.json."""
+    from saliency_trust.data.canonical import load_dataset
+
+    torch.set_num_threads(max(int(threads), 1))
+    data = load_dataset(manifest_path, images_path)
+    ts = TrainSettings(**settings)
+    model, history, metrics = train_classifier(data, arch, ts, seed, select_device(device))
+    log.info("%s: best epoch %d, val AUC %.4f, test AUC %.4f", arch, metrics["best_epoch"], metrics["val_auc"], metrics["test_auc"])
+    write_training_outputs(model, history, metrics, arch, data.label_names, ts, model_path, history_path, metrics_path)

@@ -1,0 +1,1 @@
+"""Figures (SPEC 8). One style and one colour per method across all figures."""

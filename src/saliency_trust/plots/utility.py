@@ -1,0 +1,41 @@
+"""Utility box plots per method with the AVG baseline (Arun et al., Fig. 2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from saliency_trust.io import atomic_path
+from saliency_trust.plots.style import color
+
+METRIC_LABELS = {"pr_auc": "AUPRC (trapezoidal)", "ap": "Average precision"}
+
+
+def plot_utility(utility: pd.DataFrame, metric: str, methods: list[str], path: str | Path, title: str = "") -> None:
+    """Box plot (median line, mean marker) of per-image utility for each method and AVG."""
+    sel = utility[utility["metric"] == metric]
+    groups = [m for m in methods if (sel["method"] == m).any()] + ["AVG"]
+    data = [sel.loc[sel["method"] == g, "value"].to_numpy() for g in groups]
+    fig, ax = plt.subplots(figsize=(1.1 * len(groups) + 2, 4))
+    box = ax.boxplot(data, patch_artist=True, showmeans=True, widths=0.6,
+                     meanprops={"marker": "D", "markerfacecolor": "white", "markeredgecolor": "black"},
+                     medianprops={"color": "black"})
+    ax.set_xticks(range(1, len(groups) + 1), groups)
+    for patch, g in zip(box["boxes"], groups):
+        patch.set_facecolor(color(g))
+        patch.set_alpha(0.8)
+    avg = sel.loc[sel["method"] == "AVG", "value"]
+    if len(avg):
+        ax.axhline(avg.mean(), ls="--", color=color("AVG"), lw=1, label="AVG mean")
+        ax.legend(loc="upper right", frameon=False)
+    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+    ax.set_ylim(0, 1)
+    ax.set_title(title or "Localization utility (positive test images)")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=150)
+    plt.close(fig)

@@ -1,0 +1,103 @@
+"""HDF5 saliency cache (SPEC 5.1).
+
+One file per (dataset, model, method). Layout, readable with plain h5py:
+
+- ``image_id``: N variable-length UTF-8 strings;
+- ``map``: N x H x W float32, post-processed to [0, 1] (what metrics score);
+- ``raw``: N x C x H x W float32, the unprocessed attribution;
+- attributes: ``method``, ``params`` (JSON), ``model_sha256``, ``target``
+  (JSON: label and output), ``versions`` (JSON of package versions),
+  ``created`` (ISO time, UTC).
+
+Datasets are chunked one image per chunk and gzip-compressed. Files are
+written atomically. :func:`read_maps` refuses a file whose method, parameters
+or model hash differ from what the caller expects, so a stale cache is never
+silently reused.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from saliency_trust.io import atomic_path
+
+VERSIONED_PACKAGES = ("saliency-trust", "torch", "captum", "numpy", "h5py", "scikit-image")
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for pkg in VERSIONED_PACKAGES:
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+@dataclass
+class SaliencyMaps:
+    image_ids: list[str]
+    maps: np.ndarray
+    raw: np.ndarray
+    attrs: dict
+
+    def by_id(self) -> dict[str, np.ndarray]:
+        return dict(zip(self.image_ids, self.maps))
+
+
+def write_maps(
+    path: str | Path,
+    image_ids: list[str],
+    maps: np.ndarray,
+    raw: np.ndarray,
+    method: str,
+    params: dict,
+    model_sha256: str,
+    target: dict,
+) -> None:
+    """Write one cache file atomically; refuses NaN maps, naming the image."""
+    if len(image_ids) != len(maps) or len(maps) != len(raw):
+        raise ValueError(f"{path}: {len(image_ids)} ids, {len(maps)} maps and {len(raw)} raw attributions")
+    bad = ~np.isfinite(maps.reshape(len(maps), -1)).all(axis=1)
+    if bad.any():
+        raise FloatingPointError(f"{method}: map of image '{image_ids[int(np.argmax(bad))]}' contains NaN/inf")
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as h5:
+            h5.create_dataset("image_id", data=np.array(image_ids, dtype=object), dtype=h5py.string_dtype())
+            h5.create_dataset("map", data=maps.astype(np.float32), chunks=(1, *maps.shape[1:]), compression="gzip")
+            h5.create_dataset("raw", data=raw.astype(np.float32), chunks=(1, *raw.shape[1:]), compression="gzip")
+            h5.attrs["method"] = method
+            h5.attrs["params"] = json.dumps(params, sort_keys=True)
+            h5.attrs["model_sha256"] = model_sha256
+            h5.attrs["target"] = json.dumps(target, sort_keys=True)
+            h5.attrs["versions"] = json.dumps(package_versions(), sort_keys=True)
+            h5.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def read_maps(
+    path: str | Path,
+    method: str | None = None,
+    params: dict | None = None,
+    model_sha256: str | None = None,
+    with_raw: bool = False,
+) -> SaliencyMaps:
+    """Read a cache file; raise ValueError if it does not match the expected method/params/model."""
+    with h5py.File(path, "r") as h5:
+        attrs = {k: h5.attrs[k] for k in h5.attrs}
+        if method is not None and attrs["method"] != method:
+            raise ValueError(f"{path}: holds method '{attrs['method']}', expected '{method}'")
+        if params is not None and json.loads(attrs["params"]) != json.loads(json.dumps(params)):
+            raise ValueError(f"{path}: computed with params {attrs['params']}, expected {json.dumps(params, sort_keys=True)}")
+        if model_sha256 is not None and attrs["model_sha256"] != model_sha256:
+            raise ValueError(f"{path}: computed from another model checkpoint (hash mismatch)")
+        ids = [s.decode() if isinstance(s, bytes) else str(s) for s in h5["image_id"][:]]
+        maps = h5["map"][:]
+        raw = h5["raw"][:] if with_raw else np.empty((0,))
+    return SaliencyMaps(ids, maps, raw, attrs)

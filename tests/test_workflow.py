@@ -1,0 +1,89 @@
+"""End-to-end: the workflow on a tiny config through the snakemake command line (SPEC 2)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import pandas as pd
+import pytest
+
+from conftest import REPO
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+TINY = REPO / "tests/data/tiny_config.yaml"
+
+
+def _snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    return subprocess.run(
+        [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--configfile", str(TINY), *args],
+        capture_output=True, text=True, env=env, timeout=900,
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("tiny_run")
+    proc = _snakemake(workdir, "--cores", "2")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return workdir / "results/tiny"
+
+
+@pytest.mark.slow
+def test_outputs_follow_the_contract(tiny_run):
+    manifest = pd.read_csv(tiny_run / "data/manifest.csv")
+    assert {"image_id", "split", "abnormal"} <= set(manifest.columns)
+    for model in ("simple_cnn-r1", "simple_cnn-r2", "tiny_resnet-r1"):
+        mdir = tiny_run / "models" / model
+        metrics = json.loads((mdir / "metrics.json").read_text())
+        assert 0 <= metrics["test_auc"] <= 1 and 0 <= metrics["val_auc"] <= 1
+        assert {"epoch", "train_loss", "val_auc"} <= set(pd.read_csv(mdir / "history.csv").columns)
+        assert (mdir / "model.pt").stat().st_size > 0
+        for method in ("GRAD", "IG", "GCAM"):
+            with h5py.File(tiny_run / f"saliency/{model}/{method}.h5") as h5:
+                n_pos = int(((manifest.split == "test") & (manifest.abnormal == 1)).sum())
+                assert h5["map"].shape == (n_pos, 32, 32) and h5["raw"].shape == (n_pos, 1, 32, 32)
+                assert h5.attrs["method"] == method and len(h5.attrs["model_sha256"]) == 64
+                assert {"params", "versions", "created", "target"} <= set(h5.attrs)
+    utility = pd.read_csv(tiny_run / "metrics/utility.csv")
+    assert list(utility.columns) == ["image_id", "model", "method", "metric", "value"]
+    assert set(utility.method) == {"GRAD", "IG", "GCAM", "AVG"}
+    assert utility.value.between(0, 1).all()
+    pass_fail = pd.read_csv(tiny_run / "summary/pass_fail.csv")
+    assert list(pass_fail.columns[:6]) == ["method", "criterion", "baseline", "estimate", "p_value", "verdict"]
+    assert set(pass_fail.method) == {"GRAD", "IG", "GCAM"}
+    assert set(pass_fail.verdict) <= {"PASS", "FAIL"}
+    assert "Utility vs AVG" in (tiny_run / "summary/pass_fail.md").read_text()
+    assert (tiny_run / "figures/utility.png").read_bytes()[:4] == b"\x89PNG"
+    for log in ("data/synthetic_dataset.log", "train/simple_cnn-r1.log", "saliency/simple_cnn-r1/IG.log"):
+        assert (tiny_run / "logs" / log).stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_second_run_has_nothing_to_do(tiny_run):
+    proc = _snakemake(tiny_run.parents[1], "-n", "--cores", "2")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_lint_is_clean(tmp_path):
+    proc = subprocess.run([*SNAKEMAKE, "--lint"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "Lints for" not in out, out[-3000:]
+
+
+def test_invalid_config_stops_before_any_job(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TINY.read_text().replace("methods: [GRAD, IG, GCAM]", "methods: [GRAD, BOGUS]"))
+    proc = subprocess.run(
+        [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--configfile", str(bad), "--cores", "1"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode != 0
+    assert "BOGUS" in proc.stderr + proc.stdout
+    assert not (tmp_path / "results").exists()

@@ -1,0 +1,24 @@
+rule pass_fail:
+    """Mixed-effects model + Tukey comparisons, and the PASS/FAIL table (SPEC 7)."""
+    input:
+        utility="results/{dataset}/metrics/utility.csv",
+        model_metrics=expand("results/{{dataset}}/models/{model}/metrics.json", model=MODELS),
+    output:
+        csv="results/{dataset}/summary/pass_fail.csv",
+        md="results/{dataset}/summary/pass_fail.md",
+        pairwise="results/{dataset}/summary/utility_pairwise.csv",
+    params:
+        models=MODELS,
+        primary_models=primary_models(config),
+        methods=METHODS,
+        metric=config["stats"]["utility_metric"],
+        alpha=config["stats"]["alpha"],
+    log:
+        "results/{dataset}/logs/stats/pass_fail.log",
+    conda:
+        "../../envs/stats.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    script:
+        "../scripts/pass_fail.py"

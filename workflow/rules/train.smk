@@ -1,0 +1,23 @@
+rule train_model:
+    """Train one replicate of one architecture (SPEC 4)."""
+    input:
+        unpack(dataset_files),
+    output:
+        model="results/{dataset}/models/{model}/model.pt",
+        history="results/{dataset}/models/{model}/history.csv",
+        metrics="results/{dataset}/models/{model}/metrics.json",
+    params:
+        arch=lambda wildcards: parse_model_name(wildcards.model)[0],
+        settings=train_settings,
+        seed=lambda wildcards: model_seed(config, wildcards.dataset, wildcards.model),
+        device=config["training"]["device"],
+    threads: config["training"]["threads"]
+    log:
+        "results/{dataset}/logs/train/{model}.log",
+    conda:
+        "../../envs/train.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    script:
+        "../scripts/train_model.py"

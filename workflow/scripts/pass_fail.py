@@ -1,0 +1,16 @@
+"""Snakemake entry: rule pass_fail."""
+from saliency_trust.config import setup_logging
+from saliency_trust.stats.pass_fail import run_pass_fail
+
+setup_logging(snakemake.log[0])
+run_pass_fail(
+    snakemake.input.utility,
+    model_metrics=dict(zip(snakemake.params.models, snakemake.input.model_metrics)),
+    primary_models=snakemake.params.primary_models,
+    methods=snakemake.params.methods,
+    metric=snakemake.params.metric,
+    alpha=snakemake.params.alpha,
+    csv_path=snakemake.output.csv,
+    md_path=snakemake.output.md,
+    pairwise_path=snakemake.output.pairwise,
+)

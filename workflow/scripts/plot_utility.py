@@ -1,0 +1,14 @@
+"""Snakemake entry: rule plot_utility."""
+import pandas as pd
+
+from saliency_trust.config import setup_logging
+from saliency_trust.plots.utility import plot_utility
+
+setup_logging(snakemake.log[0])
+plot_utility(
+    pd.read_csv(snakemake.input[0], dtype={"image_id": str}),
+    metric=snakemake.params.metric,
+    methods=snakemake.params.methods,
+    path=snakemake.output[0],
+    title=f"Localization utility - {snakemake.wildcards.dataset}",
+)

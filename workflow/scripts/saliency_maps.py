@@ -1,0 +1,18 @@
+"""Snakemake entry: rule saliency_maps."""
+from saliency_trust.config import setup_logging
+from saliency_trust.saliency.compute import run_saliency
+
+setup_logging(snakemake.log[0])
+run_saliency(
+    snakemake.input.manifest,
+    snakemake.input.images,
+    snakemake.input.model,
+    method_key=snakemake.wildcards.method,
+    params=snakemake.params.method_params,
+    target_label=snakemake.params.target_label,
+    output=snakemake.params.output,
+    batch_size=snakemake.params.batch_size,
+    device=snakemake.params.device,
+    threads=snakemake.threads,
+    out_path=snakemake.output.maps,
+)
