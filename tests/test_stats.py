@@ -84,7 +84,6 @@ def test_tukey_matches_statsmodels_pairwise_tukeyhsd(seed):
     np.testing.assert_allclose(ours["ci_high"], -ref.confint[:, 0], atol=1e-3)
     # the significance decisions agree too
     np.testing.assert_array_equal(ours["p_adj"] < 0.05, ref.reject)
-    assert ((ours["p_adj"] < 0.05) != (ours["p_adj"] > 0.05)).all()
     assert (ours["p_adj"] < 0.05).any() and (ours["p_adj"] > 0.05).any()  # both outcomes exercised
 
 

@@ -112,7 +112,7 @@ def _anatomy(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarra
         r = ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2
         soft = 1 / (1 + np.exp((r - 1) * 10))
         img -= 0.25 * soft
-        lungs |= r < 0.85
+        lungs |= r < 1.0
     # Ribs: thin bright curved bands across the lungs.
     freq, phase = rng.uniform(3.5, 4.5), rng.uniform(0, 2 * np.pi)
     ribs = (0.5 * (1 + np.cos(2 * np.pi * freq * (y + 0.35 * x**2) + phase))) ** 6
@@ -123,8 +123,9 @@ def _anatomy(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarra
     return img, lungs
 
 
-def _disk_in_lungs(rng: np.random.Generator, lungs: np.ndarray, margin: int) -> tuple[int, int]:
-    ys, xs = np.nonzero(ndimage.binary_erosion(lungs, iterations=max(margin, 1)))
+def _disk_in_lungs(rng: np.random.Generator, lungs: np.ndarray, margin: float) -> tuple[int, int]:
+    """A random lung pixel at least ``margin`` pixels (Euclidean) from the lung border, if any."""
+    ys, xs = np.nonzero(ndimage.distance_transform_edt(lungs) > margin)
     if len(ys) == 0:
         ys, xs = np.nonzero(lungs)
     k = rng.integers(len(ys))
@@ -136,13 +137,13 @@ def _lesion(rng: np.random.Generator, kind: str, lungs: np.ndarray, size: int) -
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
     if kind == "nodule":
         r = rng.uniform(0.045, 0.08) * size
-        cy, cx = _disk_in_lungs(rng, lungs, int(r))
+        cy, cx = _disk_in_lungs(rng, lungs, r)
         d2 = ((yy - cy) ** 2 + (xx - cx) ** 2) / r**2
         mask = d2 <= 1.0
         profile = np.clip(1 - d2, 0, 1) ** 0.5
     else:  # opacity
         ry, rx = rng.uniform(0.09, 0.15, size=2) * size
-        cy, cx = _disk_in_lungs(rng, lungs, int(min(ry, rx) * 0.6))
+        cy, cx = _disk_in_lungs(rng, lungs, min(ry, rx) * 0.6)
         theta = rng.uniform(0, np.pi)
         c, s = np.cos(theta), np.sin(theta)
         u = ((xx - cx) * c + (yy - cy) * s) / rx
@@ -152,7 +153,8 @@ def _lesion(rng: np.random.Generator, kind: str, lungs: np.ndarray, size: int) -
         mask = ndimage.binary_opening(mask) if mask.sum() > 8 else mask
         texture = 0.7 + 0.3 * _smooth_noise(rng, size, 1.5).clip(-1, 1)
         profile = ndimage.gaussian_filter(mask.astype(float), 1.0) * texture
-        profile = profile * mask
+    mask &= lungs  # lesions lie inside the lungs: clip what reaches past the lung border
+    profile = profile * mask
     if not mask.any():  # degenerate draw: fall back to the centre pixel
         mask[int(cy), int(cx)] = True
         profile = mask.astype(float)
