@@ -363,3 +363,23 @@ def test_compare_to_reference_unknown_reference_gives_no_rows():
     fit = GroupMeansFit(groups=["A", "B"], means=np.array([0.0, 1.0]), cov=np.eye(2), df=5.0)
     assert compare_to_reference(fit, "A")["group"].tolist() == ["B"]
     assert len(compare_to_reference(fit, "nope")) == 0
+
+
+def test_lmm_is_not_fooled_by_an_optimizer_that_claims_convergence_at_a_bad_point():
+    """Regression: on this utility table statsmodels' lbfgs reports convergence with a zero
+    variance component and absurd means (infinite log-likelihood). The fit must match the
+    statsmodels formula interface's default REML fit, which is sound here."""
+    import statsmodels.formula.api as smf
+
+    from conftest import REPO
+
+    data = pd.read_csv(REPO / "tests/data/utility_lbfgs_regression.csv")
+    groups = ["AVG", "GRAD", "IG", "GCAM"]
+    fit = fit_group_means_lmm(data, groups=groups)
+    ref = smf.mixedlm("value ~ 0 + C(group)", data, groups=data["image_id"]).fit(reml=True)
+    ref_means = [ref.fe_params[f"C(group)[{g}]"] for g in groups]
+    np.testing.assert_allclose(fit.means, ref_means, atol=1e-5)
+    ref_se = [ref.bse[f"C(group)[{g}]"] for g in groups]
+    np.testing.assert_allclose(np.sqrt(np.diag(fit.cov)), ref_se, rtol=1e-3)
+    assert fit.converged and fit.optimizer != "lbfgs"
+    assert any(m.startswith("lbfgs") for m in fit.messages)  # the bad attempt is reported, not hidden

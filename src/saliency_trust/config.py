@@ -60,3 +60,8 @@ def setup_logging(log_path: str | Path | None) -> None:
         handlers.append(logging.FileHandler(log_path, mode="w"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers, force=True)
     logging.captureWarnings(True)
+
+    def log_uncaught(exc_type, exc, tb):  # the failure reason ends up in the job's log, not only on stderr
+        logging.getLogger("saliency_trust").critical("job failed: %s", exc, exc_info=(exc_type, exc, tb))
+
+    sys.excepthook = log_uncaught
