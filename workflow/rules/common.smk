@@ -1,6 +1,8 @@
 # Names derived from the validated config; the logic lives in saliency_trust.config.
 from saliency_trust.config import model_entry, model_names, model_seed, parse_model_name, primary_models
 from saliency_trust.models.train import TrainSettings
+from saliency_trust.saliency.cache import package_versions
+from saliency_trust.saliency.methods import get_method
 
 DATASETS = list(config["datasets"])
 MODELS = model_names(config)
@@ -35,3 +37,11 @@ def dataset_files(wildcards):
         "manifest": f"results/{wildcards.dataset}/data/manifest.csv",
         "images": f"results/{wildcards.dataset}/data/images.h5",
     }
+
+
+def saliency_inputs(wildcards):
+    """Dataset and model; XRAI also reads the dataset's shared segments file."""
+    files = {**dataset_files(wildcards), "model": f"results/{wildcards.dataset}/models/{wildcards.model}/model.pt"}
+    if get_method(wildcards.method).uses_segments:
+        files["segments"] = f"results/{wildcards.dataset}/saliency/xrai_segments.h5"
+    return files

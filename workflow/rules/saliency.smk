@@ -1,8 +1,26 @@
+rule xrai_segments:
+    """Felzenszwalb segments of every explained image, computed once and shared by all models (SPEC 5)."""
+    input:
+        unpack(dataset_files),
+    output:
+        "results/{dataset}/saliency/xrai_segments.h5",
+    params:
+        target_label=lambda wildcards: config["datasets"][wildcards.dataset]["target_label"],
+    log:
+        "results/{dataset}/logs/saliency/xrai_segments.log",
+    conda:
+        "../../envs/saliency.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    script:
+        "../scripts/xrai_segments.py"
+
+
 rule saliency_maps:
     """Saliency maps of one model and method for every positive test image, cached in HDF5 (SPEC 5)."""
     input:
-        unpack(dataset_files),
-        model="results/{dataset}/models/{model}/model.pt",
+        unpack(saliency_inputs),
     output:
         maps="results/{dataset}/saliency/{model}/{method}.h5",
     params:
@@ -10,7 +28,11 @@ rule saliency_maps:
         target_label=lambda wildcards: config["datasets"][wildcards.dataset]["target_label"],
         output=config["saliency"]["output"],
         batch_size=config["saliency"]["batch_size"],
+        max_batch_inputs=config["saliency"]["max_batch_inputs"],
+        amp=config["saliency"]["amp"],
         device=config["saliency"]["device"],
+        seed=config["seed"],
+        versions=package_versions(),
     threads: config["saliency"]["threads"]
     log:
         "results/{dataset}/logs/saliency/{model}/{method}.log",
@@ -18,6 +40,6 @@ rule saliency_maps:
         "../../envs/saliency.yaml"
     resources:
         mem_mb=4000,
-        runtime=60,
+        runtime=120,
     script:
         "../scripts/saliency_maps.py"

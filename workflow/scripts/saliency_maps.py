@@ -15,4 +15,8 @@ run_saliency(
     device=snakemake.params.device,
     threads=snakemake.threads,
     out_path=snakemake.output.maps,
+    seed=snakemake.params.seed,
+    max_batch_inputs=snakemake.params.max_batch_inputs,
+    amp=snakemake.params.amp,
+    segments_path=snakemake.input.get("segments"),
 )

@@ -60,16 +60,17 @@ class BasicBlock(nn.Module):
         self.relu1 = nn.ReLU()
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(c_out)
+        # No nn.Identity module on the identity path: LRP (Captum) needs a rule for every leaf module.
         self.shortcut = (
             nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
             if stride != 1 or c_in != c_out
-            else nn.Identity()
+            else None
         )
         self.relu2 = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
-        return self.relu2(out + self.shortcut(x))
+        return self.relu2(out + (x if self.shortcut is None else self.shortcut(x)))
 
 
 class TinyResNet(nn.Module):

@@ -12,7 +12,14 @@ One file per (dataset, model, method). Layout, readable with plain h5py:
 Datasets are chunked one image per chunk and gzip-compressed. Files are
 written atomically. :func:`read_maps` refuses a file whose method, parameters
 or model hash differ from what the caller expects, so a stale cache is never
-silently reused.
+silently reused: :func:`load_or_compute_maps` reuses an existing file only when
+its method, parameters, target, model hash and package versions all match, and
+recomputes it otherwise.
+
+XRAI segments live in their own file per dataset
+(``results/{dataset}/saliency/xrai_segments.h5``: ``image_id`` and ``labels``,
+N x levels x H x W int32 Felzenszwalb label images), because they depend only on
+the image and are shared by every model, replicate and randomization step.
 """
 
 from __future__ import annotations
@@ -21,12 +28,16 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
+import logging
 from pathlib import Path
+from typing import Callable
 
 import h5py
 import numpy as np
 
 from saliency_trust.io import atomic_path
+
+log = logging.getLogger(__name__)
 
 VERSIONED_PACKAGES = ("saliency-trust", "torch", "captum", "numpy", "h5py", "scikit-image")
 
@@ -101,3 +112,75 @@ def read_maps(
         maps = h5["map"][:]
         raw = h5["raw"][:] if with_raw else np.empty((0,))
     return SaliencyMaps(ids, maps, raw, attrs)
+
+
+def cache_mismatch(path: str | Path, method: str, params: dict, model_sha256: str, target: dict) -> str | None:
+    """Why an existing cache file cannot be reused (None when it can)."""
+    try:
+        with h5py.File(path, "r") as h5:
+            attrs = {k: h5.attrs[k] for k in h5.attrs}
+            n_ok = len(h5["image_id"]) == len(h5["map"]) == len(h5["raw"])
+    except (OSError, KeyError) as err:
+        return f"unreadable ({err})"
+    expected = {
+        "method": method,
+        "params": json.dumps(params, sort_keys=True),
+        "model_sha256": model_sha256,
+        "target": json.dumps(target, sort_keys=True),
+        "versions": json.dumps(package_versions(), sort_keys=True),
+    }
+    for key, value in expected.items():
+        if attrs.get(key) != value:
+            return f"{key} differs (cached {attrs.get(key)!r}, expected {value!r})"
+    return None if n_ok else "inconsistent datasets"
+
+
+def load_or_compute_maps(
+    path: str | Path,
+    method: str,
+    params: dict,
+    model_sha256: str,
+    target: dict,
+    compute: Callable[[], tuple[list[str], np.ndarray, np.ndarray]],
+) -> bool:
+    """Reuse ``path`` if it matches exactly; else call ``compute()`` -> (ids, maps, raw) and write it.
+
+    Returns True when the maps were (re)computed.
+    """
+    path = Path(path)
+    if path.exists():
+        why = cache_mismatch(path, method, params, model_sha256, target)
+        if why is None:
+            log.info("%s: cache matches (method, params, model, versions); reused", path)
+            return False
+        log.warning("%s: cache not reused, %s; recomputing", path, why)
+    ids, maps, raw = compute()
+    write_maps(path, ids, maps, raw, method, params, model_sha256, target)
+    return True
+
+
+def write_segments(path: str | Path, image_ids: list[str], labels: np.ndarray) -> None:
+    """Write XRAI segment label images (N x levels x H x W) atomically."""
+    from saliency_trust.saliency import xrai
+
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as h5:
+            h5.create_dataset("image_id", data=np.array(image_ids, dtype=object), dtype=h5py.string_dtype())
+            h5.create_dataset("labels", data=labels.astype(np.int32), chunks=(1, *labels.shape[1:]), compression="gzip")
+            h5.attrs["scales"] = json.dumps(list(xrai.FELZENSZWALB_SCALES))
+            h5.attrs["sigma"] = xrai.FELZENSZWALB_SIGMA
+            h5.attrs["min_size"] = xrai.FELZENSZWALB_MIN_SIZE
+            h5.attrs["resize"] = json.dumps(list(xrai.SEGMENT_RESIZE))
+            h5.attrs["versions"] = json.dumps(package_versions(), sort_keys=True)
+
+
+def read_segments(path: str | Path, image_ids: list[str]) -> np.ndarray:
+    """Label images of the given images, in that order; names a missing image."""
+    with h5py.File(path, "r") as h5:
+        stored = [s.decode() if isinstance(s, bytes) else str(s) for s in h5["image_id"][:]]
+        index = {i: k for k, i in enumerate(stored)}
+        missing = [i for i in image_ids if i not in index]
+        if missing:
+            raise KeyError(f"{path}: no XRAI segments for image '{missing[0]}'")
+        labels = h5["labels"][:]
+    return labels[[index[i] for i in image_ids]]

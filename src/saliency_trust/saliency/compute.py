@@ -1,7 +1,8 @@
-"""Batched computation of saliency maps for a set of images (SPEC 5)."""
+"""Batched computation of saliency maps, and the saliency stage entry points (SPEC 5)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
@@ -9,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from saliency_trust.io import stable_seed
 from saliency_trust.saliency.methods import ExplainContext, TargetOutput, get_method
 from saliency_trust.saliency.postprocess import POSTPROCESSORS
 
@@ -25,23 +27,41 @@ def compute_saliency(
     output: str = "logit",
     batch_size: int = 16,
     device: torch.device | str = "cpu",
+    image_ids: list[str] | None = None,
+    segments: np.ndarray | None = None,
+    seed: int = 0,
+    max_batch_inputs: int = 512,
+    amp: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Explain ``images`` (N x H x W in [0, 1]) for output ``target``.
 
-    Returns (raw N x 1 x H x W, maps N x H x W in [0, 1]).
+    ``image_ids`` and ``seed`` fix each image's SmoothGrad noise (independent of
+    batching); ``segments`` (N x levels x H x W) are the XRAI label images;
+    ``max_batch_inputs`` caps the inputs per forward pass; ``amp`` enables CUDA
+    autocast (ignored on the CPU). Returns (raw N x 1 x H x W, maps N x H x W in [0, 1]).
     """
     method = get_method(method_key)
+    device = torch.device(device)
     model = model.to(device).eval()
-    ctx = ExplainContext(TargetOutput(model, output), arch)
+    ids = list(image_ids) if image_ids is not None else [str(i) for i in range(len(images))]
     raws = []
     t0 = time.perf_counter()
+    autocast = torch.autocast("cuda", dtype=torch.float16) if amp and device.type == "cuda" else contextlib.nullcontext()
     for start in range(0, len(images), batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).unsqueeze(1).to(device)
+        stop = min(start + batch_size, len(images))
+        ctx = ExplainContext(
+            TargetOutput(model, output),
+            arch,
+            noise_seeds=[stable_seed(seed, method_key, i) for i in ids[start:stop]],
+            segments=list(segments[start:stop]) if segments is not None else None,
+            max_batch_inputs=max_batch_inputs,
+        )
+        x = torch.from_numpy(np.ascontiguousarray(images[start:stop])).unsqueeze(1).to(device)
         x.requires_grad_(True)
-        raw = method.attribute(ctx, x, target, params).detach().float().cpu().numpy()
-        raws.append(raw)
-        done = start + len(x)
-        log.info("%s: %d/%d images (%.1f images/s)", method_key, done, len(images), done / (time.perf_counter() - t0))
+        with autocast:
+            raw = method.attribute(ctx, x, target, params)
+        raws.append(raw.detach().float().cpu().numpy())
+        log.info("%s: %d/%d images (%.2f images/s)", method_key, stop, len(images), stop / (time.perf_counter() - t0))
     raw = np.concatenate(raws) if raws else np.zeros((0, 1, *images.shape[1:]), np.float32)
     return raw, POSTPROCESSORS[method.postprocess](raw)
 
@@ -54,13 +74,28 @@ def explained_images(data, target_label: str) -> tuple[list[str], np.ndarray]:
     return data.manifest["image_id"].iloc[idx].tolist(), data.images[idx]
 
 
+def run_segments(manifest_path, images_path, target_label: str | None, out_path) -> None:
+    """Stage entry: XRAI Felzenszwalb segments of every explained image, once per dataset."""
+    from saliency_trust.data.canonical import load_dataset
+    from saliency_trust.saliency.cache import write_segments
+    from saliency_trust.saliency.xrai import felzenszwalb_segments
+
+    data = load_dataset(manifest_path, images_path)
+    ids, images = explained_images(data, target_label or data.label_names[0])
+    t0 = time.perf_counter()
+    labels = np.stack([felzenszwalb_segments(img) for img in images])
+    log.info("segmented %d images in %.1f s", len(ids), time.perf_counter() - t0)
+    write_segments(out_path, ids, labels)
+
+
 def run_saliency(manifest_path, images_path, model_path, method_key: str, params: dict, target_label: str | None,
-                 output: str, batch_size: int, device: str, threads: int, out_path) -> None:
+                 output: str, batch_size: int, device: str, threads: int, out_path, seed: int = 0,
+                 max_batch_inputs: int = 512, amp: bool = False, segments_path=None) -> None:
     """Stage entry: maps of one model and method for every positive test image, cached in HDF5."""
     from saliency_trust.data.canonical import load_dataset
     from saliency_trust.io import sha256_file
     from saliency_trust.models.train import load_checkpoint, select_device
-    from saliency_trust.saliency.cache import write_maps
+    from saliency_trust.saliency.cache import load_or_compute_maps, read_segments
     from saliency_trust.saliency.methods import resolve_params
 
     torch.set_num_threads(max(int(threads), 1))
@@ -69,10 +104,23 @@ def run_saliency(manifest_path, images_path, model_path, method_key: str, params
     data = load_dataset(manifest_path, images_path)
     label = target_label or data.label_names[0]
     ids, images = explained_images(data, label)
-    model, payload = load_checkpoint(model_path, dev)
-    raw, maps = compute_saliency(model, payload["arch"], images, method_key, params, data.label_index(label), output, batch_size, dev)
-    flat = maps.reshape(len(maps), -1)
-    constant = np.flatnonzero(flat.max(axis=1) == flat.min(axis=1))
-    if len(constant):
-        log.warning("%s: %d constant map(s) (scored as all-zero maps), e.g. image '%s'", method_key, len(constant), ids[constant[0]])
-    write_maps(out_path, ids, maps, raw, method_key, params, sha256_file(model_path), {"label": label, "output": output})
+    target = {"label": label, "output": output, "seed": seed}
+    model_sha = sha256_file(model_path)
+
+    def compute() -> tuple[list[str], np.ndarray, np.ndarray]:
+        segments = None
+        if get_method(method_key).uses_segments:
+            if segments_path is None:
+                raise ValueError(f"method {method_key} needs the XRAI segments file")
+            segments = read_segments(segments_path, ids)
+        model, payload = load_checkpoint(model_path, dev)
+        raw, maps = compute_saliency(model, payload["arch"], images, method_key, params, data.label_index(label), output,
+                                     batch_size, dev, ids, segments, seed, max_batch_inputs, amp)
+        flat = maps.reshape(len(maps), -1)
+        constant = np.flatnonzero(flat.max(axis=1) == flat.min(axis=1))
+        if len(constant):
+            log.warning("%s: %d constant map(s) (scored as all-zero maps), e.g. image '%s'",
+                        method_key, len(constant), ids[constant[0]])
+        return ids, maps, raw
+
+    load_or_compute_maps(out_path, method_key, params, model_sha, target, compute)

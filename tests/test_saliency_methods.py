@@ -1,0 +1,232 @@
+"""SmoothGrad, SIG, guided backprop, Guided Grad-CAM, Input x Gradient and LRP (SPEC 5).
+
+References: closed forms on linear models, Captum's own implementations on
+networks where they are correct, and the known traps of the issue (functional
+ReLUs in torchvision's Inception v3 and DenseNet, unsupported LRP layers).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from captum.attr import GuidedBackprop, GuidedGradCam
+from torch import nn
+
+from saliency_trust.io import stable_seed
+from saliency_trust.models.registry import build_model, get_architecture, get_submodule
+from saliency_trust.saliency.compute import compute_saliency
+from saliency_trust.saliency.methods import (
+    ARUN_METHODS,
+    METHODS,
+    ExplainContext,
+    TargetOutput,
+    UnsupportedModelError,
+    lrp,
+    resolve_params,
+    smoothgrad,
+    unsupported_lrp_layers,
+)
+
+
+def _images(n=3, size=32, seed=0):
+    return np.random.default_rng(seed).random((n, size, size), dtype=np.float32)
+
+
+def _run(model, arch, images, key, target=0, **kw):
+    return compute_saliency(model, arch, images, key, resolve_params(key, kw.pop("params", {})), target, **kw)
+
+
+class Linear(nn.Module):
+    """f(x) = <w, x> + b, so every gradient is w."""
+
+    def __init__(self, size=16, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.w = nn.Parameter(torch.randn(1, 1, size, size, generator=g))
+
+    def forward(self, x):
+        return (x * self.w).flatten(1).sum(1, keepdim=True) + 0.5
+
+
+def test_registry_has_every_method_of_spec_5():
+    assert set(ARUN_METHODS) | {"IXG", "LRP"} == set(METHODS)
+
+
+def test_smoothgrad_on_a_linear_model_is_the_squared_weight():
+    model = Linear()
+    raw, _ = _run(model, "linear", _images(2, 16), "SG")
+    w2 = (model.w.detach() ** 2).numpy()
+    np.testing.assert_allclose(raw, np.broadcast_to(w2, raw.shape), rtol=1e-5)
+    raw_plain, _ = _run(model, "linear", _images(2, 16), "SG", params={"squared": False})
+    np.testing.assert_allclose(raw_plain, np.broadcast_to(model.w.detach().numpy(), raw.shape), rtol=1e-5)
+
+
+def test_smoothgrad_noise_is_fifteen_percent_of_each_images_range():
+    x = torch.rand(2, 1, 64, 64)
+    x[0] = 0.2 + 0.5 * x[0] / x[0].max()  # range about 0.5
+    x[1] = x[1] / x[1].max()  # range 1
+    ctx = ExplainContext(TargetOutput(Linear(64)), "linear", noise_seeds=[1, 2])
+    from saliency_trust.saliency.methods import _noisy_samples
+
+    noisy = _noisy_samples(ctx, x, {"n_samples": 200, "noise_level": 0.15}).reshape(2, 200, 1, 64, 64)
+    sd = (noisy - x.unsqueeze(1)).flatten(1).std(dim=1)
+    span = x.flatten(1).amax(1) - x.flatten(1).amin(1)
+    np.testing.assert_allclose(sd.numpy(), 0.15 * span.numpy(), rtol=0.01)
+
+
+def test_smoothgrad_matches_an_unbatched_reference_and_does_not_depend_on_batching():
+    torch.manual_seed(0)
+    model = build_model("simple_cnn", 1).eval()
+    images = _images(3)
+    ids = ["a", "b", "c"]
+    raw1, _ = _run(model, "simple_cnn", images, "SG", image_ids=ids, seed=5, batch_size=1, max_batch_inputs=7)
+    raw3, _ = _run(model, "simple_cnn", images, "SG", image_ids=ids, seed=5, batch_size=3, max_batch_inputs=512)
+    np.testing.assert_allclose(raw1, raw3, rtol=1e-5, atol=1e-5 * np.abs(raw3).max())
+    # reference: one noisy copy at a time, same noise stream, gradient by autograd, squared, averaged
+    for i, image_id in enumerate(ids):
+        x = torch.from_numpy(images[i])[None, None]
+        g = torch.Generator().manual_seed(stable_seed(5, "SG", image_id))
+        noise = torch.randn((25, 1, 32, 32), generator=g) * 0.15 * (x.max() - x.min())
+        acc = torch.zeros_like(x)
+        for k in range(25):
+            xn = (x + noise[k]).requires_grad_(True)
+            (gr,) = torch.autograd.grad(model(xn)[0, 0], xn)
+            acc += gr**2
+        # batched and single-image convolutions round differently; a max-pool near-tie can then route one
+        # sample's gradient elsewhere, hence a tolerance of 1 % of the map's maximum
+        np.testing.assert_allclose(raw1[i], (acc / 25)[0].numpy(), rtol=1e-3, atol=1e-2 * np.abs(raw1).max())
+
+
+def test_smooth_ig_on_a_linear_model_has_its_closed_form():
+    # IG of <w, x> from a black baseline is w * x, so SIG = mean_k (w * (x + e_k))^2
+    model = Linear()
+    images = _images(1, 16)
+    raw, _ = _run(model, "linear", images, "SIG", image_ids=["img"], seed=3, params={"n_steps": 4})
+    x = torch.from_numpy(images)[:, None]
+    g = torch.Generator().manual_seed(stable_seed(3, "SIG", "img"))
+    noise = torch.randn((25, 1, 16, 16), generator=g) * 0.15 * (x.max() - x.min())
+    expected = ((model.w.detach() * (x + noise)) ** 2).mean(0)
+    np.testing.assert_allclose(raw[0], expected.numpy(), rtol=1e-4, atol=1e-9)
+
+
+@pytest.mark.parametrize("arch", ["simple_cnn", "tiny_resnet"])
+def test_guided_backprop_equals_captum_where_all_relus_are_modules(arch):
+    torch.manual_seed(1)
+    model = build_model(arch, 1).eval()
+    images = _images(2)
+    ours, _ = _run(model, arch, images, "GBP")
+    x = torch.from_numpy(images)[:, None].requires_grad_(True)
+    ref = GuidedBackprop(model).attribute(x, target=0).detach().numpy()
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-8)
+    grad, _ = _run(model, arch, images, "GRAD")
+    assert not np.allclose(ours, grad, rtol=0.05)
+
+
+@pytest.mark.parametrize("arch,size,input_size", [("inception_v3", 40, 80), ("densenet121", 32, 32)])
+def test_guided_backprop_is_truly_guided_on_torchvision_networks(arch, size, input_size):
+    torch.manual_seed(2)
+    model = build_model(arch, 1, input_size=input_size).eval()
+    images = _images(1, size)
+    ours, _ = _run(model, arch, images, "GBP")
+    grad, _ = _run(model, arch, images, "GRAD")
+    rel = np.abs(ours - grad).sum() / np.abs(grad).sum()
+    assert rel > 0.2, f"GBP is too close to GRAD on {arch} ({rel:.3f})"
+    # guided gradients are never negative where the image enters the first ReLU
+    x = torch.from_numpy(images)[:, None].requires_grad_(True)
+    captum = GuidedBackprop(model).attribute(x, target=0).detach().numpy()
+    if arch == "inception_v3":
+        # the trap: every ReLU is functional, so hook-based GBP is plain gradient
+        np.testing.assert_allclose(captum, grad, rtol=1e-4, atol=1e-9)
+    assert not np.allclose(ours, captum, rtol=0.05)
+
+
+def test_guided_relu_patch_is_undone():
+    import torch.nn.functional as F
+
+    before = (F.relu, torch.relu)
+    model = build_model("simple_cnn", 1).eval()
+    _run(model, "simple_cnn", _images(1), "GBP")
+    assert (F.relu, torch.relu) == before
+
+
+def test_guided_gradcam_equals_captum_guided_gradcam():
+    torch.manual_seed(3)
+    model = build_model("simple_cnn", 1).eval()
+    images = _images(2)
+    ours, _ = _run(model, "simple_cnn", images, "GGCAM")
+    layer = get_submodule(model, get_architecture("simple_cnn").gradcam_layer)
+    x = torch.from_numpy(images)[:, None].requires_grad_(True)
+    ref = GuidedGradCam(model, layer).attribute(x, target=0, interpolate_mode="bilinear").detach().numpy()
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-9)
+
+
+def test_input_x_gradient_is_input_times_gradient():
+    torch.manual_seed(4)
+    model = build_model("tiny_resnet", 1).eval()
+    images = _images(2)
+    ixg, _ = _run(model, "tiny_resnet", images, "IXG")
+    grad, _ = _run(model, "tiny_resnet", images, "GRAD")
+    np.testing.assert_allclose(ixg, grad * images[:, None], rtol=1e-5, atol=1e-10)
+
+
+class BiasFree(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1, bias=False)
+        self.relu = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4, 1, bias=False)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(self.relu(self.conv(x))), 1))
+
+
+def test_lrp_epsilon_equals_input_times_gradient_on_a_bias_free_relu_net():
+    # for ReLU networks without biases, LRP-epsilon (epsilon -> 0) is exactly Gradient x Input
+    torch.manual_seed(5)
+    model = BiasFree().eval()
+    images = _images(2, 16)
+    rel, _ = _run(model, "bias_free", images, "LRP")
+    ixg, _ = _run(model, "bias_free", images, "IXG")
+    np.testing.assert_allclose(rel, ixg, rtol=1e-4, atol=1e-8)
+    # relevance is conserved: it sums to the logit
+    with torch.no_grad():
+        out = model(torch.from_numpy(images)[:, None])[:, 0].numpy()
+    np.testing.assert_allclose(rel.reshape(2, -1).sum(1), out, rtol=1e-4)
+
+
+@pytest.mark.parametrize("arch,size,input_size", [("simple_cnn", 32, None), ("tiny_resnet", 32, None), ("densenet121", 32, 32)])
+def test_lrp_runs_on_default_architectures_and_densenet(arch, size, input_size):
+    torch.manual_seed(6)
+    model = build_model(arch, 1, input_size=input_size).eval()
+    assert unsupported_lrp_layers(model) == []
+    raw, maps = _run(model, arch, _images(2, size), "LRP")
+    assert np.isfinite(raw).all() and np.abs(raw).sum() > 0
+    assert maps.shape == (2, size, size)
+
+
+def test_lrp_refuses_a_model_it_cannot_explain_naming_method_model_and_layer():
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.SiLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 1))
+    ctx = ExplainContext(TargetOutput(net), "my_net")
+    with pytest.raises(UnsupportedModelError, match=r"LRP.*'my_net'.*1 \(SiLU\)"):
+        lrp(ctx, torch.rand(1, 1, 8, 8), 0, {})
+
+
+@pytest.mark.parametrize("key", sorted(METHODS))
+def test_every_method_gives_finite_maps_in_unit_range_on_both_default_architectures(key):
+    torch.manual_seed(7)
+    for arch in ("simple_cnn", "tiny_resnet"):
+        model = build_model(arch, 2).eval()
+        params = {"n_steps": 4} if "n_steps" in METHODS[key].defaults else {}
+        if "n_samples" in METHODS[key].defaults:
+            params["n_samples"] = 3
+        raw, maps = _run(model, arch, _images(2), key, target=1, params=params)
+        assert raw.shape == (2, 1, 32, 32) and np.isfinite(raw).all()
+        assert maps.shape == (2, 32, 32) and maps.min() >= 0 and maps.max() <= 1
+
+
+def test_smoothgrad_refuses_mismatched_seeds():
+    ctx = ExplainContext(TargetOutput(Linear()), "linear", noise_seeds=[1])
+    with pytest.raises(ValueError, match="noise seeds"):
+        smoothgrad(ctx, torch.rand(2, 1, 16, 16), 0, resolve_params("SG", {}))
