@@ -176,3 +176,69 @@ def test_cache_refuses_nan_maps_and_leaves_no_file(tmp_path):
     with pytest.raises(FloatingPointError, match="image 'b'"):
         write_maps(path, ["a", "b"], maps, maps[:, None], "GRAD", {}, "x", {})
     assert list(tmp_path.iterdir()) == []
+
+
+def _compute_counter(maps, raw, ids):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return ids, maps, raw
+
+    return compute, calls
+
+
+def test_cache_is_reused_only_when_method_params_model_and_versions_match(tmp_path, monkeypatch):
+    from saliency_trust.saliency import cache
+
+    path = tmp_path / "SG.h5"
+    maps = np.random.default_rng(0).random((2, 8, 8), dtype=np.float32)
+    raw = maps[:, None].copy()
+    compute, calls = _compute_counter(maps, raw, ["a", "b"])
+    params, target = {"n_samples": 25}, {"label": "abnormal", "output": "logit", "seed": 1}
+    assert cache.load_or_compute_maps(path, "SG", params, "m1", target, compute) is True
+    assert cache.load_or_compute_maps(path, "SG", params, "m1", target, compute) is False  # reused
+    assert len(calls) == 1
+    for changed in (
+        dict(method="GRAD"),
+        dict(params={"n_samples": 10}),
+        dict(model_sha256="m2"),
+        dict(target={**target, "seed": 2}),
+    ):
+        kwargs = dict(method="SG", params=params, model_sha256="m1", target=target) | changed
+        assert cache.load_or_compute_maps(path, compute=compute, **kwargs) is True
+        cache.load_or_compute_maps(path, "SG", params, "m1", target, compute)  # back to the original
+    n = len(calls)
+    monkeypatch.setattr(cache, "package_versions", lambda: {"torch": "0.0-other"})
+    assert cache.load_or_compute_maps(path, "SG", params, "m1", target, compute) is True
+    assert len(calls) == n + 1
+
+
+def test_cache_write_is_atomic_when_the_computation_fails(tmp_path):
+    from saliency_trust.saliency.cache import load_or_compute_maps
+
+    path = tmp_path / "IG.h5"
+    maps = np.zeros((1, 4, 4), np.float32)
+    good, _ = _compute_counter(maps, maps[:, None], ["a"])
+    load_or_compute_maps(path, "IG", {}, "m1", {}, good)
+    before = path.read_bytes()
+
+    def boom():
+        raise RuntimeError("killed mid-way")
+
+    with pytest.raises(RuntimeError):
+        load_or_compute_maps(path, "IG", {"n_steps": 5}, "m1", {}, boom)
+    assert path.read_bytes() == before  # the old file is untouched, no temporary file is left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["IG.h5"]
+    path.write_bytes(b"truncated")  # a corrupt cache is recomputed, not read
+    assert load_or_compute_maps(path, "IG", {}, "m1", {}, good) is True
+
+
+def test_segments_round_trip_and_missing_image(tmp_path):
+    from saliency_trust.saliency.cache import read_segments, write_segments
+
+    labels = np.arange(2 * 6 * 4 * 4, dtype=np.int32).reshape(2, 6, 4, 4)
+    write_segments(tmp_path / "seg.h5", ["x", "y"], labels)
+    np.testing.assert_array_equal(read_segments(tmp_path / "seg.h5", ["y", "x"]), labels[::-1])
+    with pytest.raises(KeyError, match="image 'z'"):
+        read_segments(tmp_path / "seg.h5", ["z"])

@@ -30,7 +30,7 @@ def compute_saliency(
     image_ids: list[str] | None = None,
     segments: np.ndarray | None = None,
     seed: int = 0,
-    max_batch_inputs: int = 512,
+    max_batch_inputs: int = 64,
     amp: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Explain ``images`` (N x H x W in [0, 1]) for output ``target``.
@@ -43,6 +43,22 @@ def compute_saliency(
     method = get_method(method_key)
     device = torch.device(device)
     model = model.to(device).eval()
+    # Gradients are needed w.r.t. the input only: frozen weights spare autograd the weight gradients.
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for p in trainable:
+        p.requires_grad_(False)
+    try:
+        raw = _attribute_batches(model, arch, images, method_key, params, target, output, batch_size, device,
+                                 image_ids, segments, seed, max_batch_inputs, amp)
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
+    return raw, POSTPROCESSORS[method.postprocess](raw)
+
+
+def _attribute_batches(model, arch, images, method_key, params, target, output, batch_size, device,
+                       image_ids, segments, seed, max_batch_inputs, amp) -> np.ndarray:
+    method = get_method(method_key)
     ids = list(image_ids) if image_ids is not None else [str(i) for i in range(len(images))]
     raws = []
     t0 = time.perf_counter()
@@ -62,8 +78,7 @@ def compute_saliency(
             raw = method.attribute(ctx, x, target, params)
         raws.append(raw.detach().float().cpu().numpy())
         log.info("%s: %d/%d images (%.2f images/s)", method_key, stop, len(images), stop / (time.perf_counter() - t0))
-    raw = np.concatenate(raws) if raws else np.zeros((0, 1, *images.shape[1:]), np.float32)
-    return raw, POSTPROCESSORS[method.postprocess](raw)
+    return np.concatenate(raws) if raws else np.zeros((0, 1, *images.shape[1:]), np.float32)
 
 
 def explained_images(data, target_label: str) -> tuple[list[str], np.ndarray]:
@@ -90,7 +105,7 @@ def run_segments(manifest_path, images_path, target_label: str | None, out_path)
 
 def run_saliency(manifest_path, images_path, model_path, method_key: str, params: dict, target_label: str | None,
                  output: str, batch_size: int, device: str, threads: int, out_path, seed: int = 0,
-                 max_batch_inputs: int = 512, amp: bool = False, segments_path=None) -> None:
+                 max_batch_inputs: int = 64, amp: bool = False, segments_path=None) -> None:
     """Stage entry: maps of one model and method for every positive test image, cached in HDF5."""
     from saliency_trust.data.canonical import load_dataset
     from saliency_trust.io import sha256_file

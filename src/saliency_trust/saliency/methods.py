@@ -68,7 +68,7 @@ class ExplainContext:
     arch: str
     noise_seeds: list[int] | None = None
     segments: list[np.ndarray] | None = None
-    max_batch_inputs: int = 512
+    max_batch_inputs: int = 64
 
     def layer(self) -> nn.Module:
         """The last convolutional block (Grad-CAM layer) of the architecture."""
@@ -99,14 +99,25 @@ def grad(ctx: ExplainContext, x: torch.Tensor, target: int, params: dict) -> tor
 
 
 def _ig(ctx: ExplainContext, x: torch.Tensor, target: int, n_steps: int, baseline: str, integration: str) -> torch.Tensor:
-    return IntegratedGradients(ctx.forward).attribute(
-        x,
-        baselines=_baseline(x, baseline),
-        target=target,
-        n_steps=n_steps,
-        method=integration,
-        internal_batch_size=max(ctx.max_batch_inputs, 1),
-    )
+    """Captum IG with at most ``ctx.max_batch_inputs`` model inputs per forward pass.
+
+    Images are taken ``cap // n_steps`` at a time so each pass holds all their steps; with more
+    steps than the cap, one image at a time and Captum splits its steps.
+    """
+    ig = IntegratedGradients(ctx.forward)
+    cap = max(ctx.max_batch_inputs, 1)
+    per_chunk = max(cap // n_steps, 1)
+    out = []
+    for part in torch.split(x, per_chunk):
+        out.append(ig.attribute(
+            part,
+            baselines=_baseline(part, baseline),
+            target=target,
+            n_steps=n_steps,
+            method=integration,
+            internal_batch_size=min(len(part) * n_steps, cap) if n_steps <= cap else cap,
+        ))
+    return torch.cat(out)
 
 
 def integrated_gradients(ctx: ExplainContext, x: torch.Tensor, target: int, params: dict) -> torch.Tensor:

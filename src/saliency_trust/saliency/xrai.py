@@ -56,26 +56,32 @@ def segment_masks(labels: np.ndarray, dilation_radius: int = DILATION_RADIUS) ->
     Masks are level by level, and within a level one per label value from the
     level's minimum to its maximum (empty where a label vanished in resizing).
     A pixel belongs to a dilated mask when a pixel of that label lies within the
-    disk footprint around it.
+    disk footprint around it. Only label changes across the footprint add
+    entries beyond a pixel's own label, so the work is one pass per footprint
+    offset plus a sort of the boundary entries.
     """
     n_levels, h, w = labels.shape
+    p = h * w
     offsets = np.argwhere(disk(dilation_radius)) - dilation_radius if dilation_radius else np.zeros((1, 2), int)
-    yy, xx = np.mgrid[0:h, 0:w]
-    pix = (yy * w + xx).ravel()
-    rows, cols, base = [], [], 0
-    for level in labels:
+    padded_pix = np.arange(p, dtype=np.int64).reshape(h, w)
+    keys, base = [], 0
+    for level in labels.astype(np.int64):
         lmin, lmax = int(level.min()), int(level.max())
+        rows = level - lmin + base
+        keys.append(rows.ravel() * p + padded_pix.ravel())  # each pixel is in its own label's mask
+        r = max(abs(int(offsets.min())), int(offsets.max()))
+        pad = np.pad(rows, r, constant_values=-1)
         for dy, dx in offsets:
-            sy, sx = yy + dy, xx + dx
-            ok = ((sy >= 0) & (sy < h) & (sx >= 0) & (sx < w)).ravel()
-            src = level[np.clip(sy, 0, h - 1), np.clip(sx, 0, w - 1)].ravel()
-            rows.append(base + src[ok] - lmin)
-            cols.append(pix[ok])
+            if dy == 0 and dx == 0:
+                continue
+            src = pad[r + dy : r + dy + h, r + dx : r + dx + w]
+            diff = (src != rows) & (src >= 0)
+            keys.append(src[diff] * p + padded_pix[diff])
         base += lmax - lmin + 1
-    data = np.ones(sum(len(r) for r in rows), dtype=np.float64)
-    m = sparse.csr_matrix((data, (np.concatenate(rows), np.concatenate(cols))), shape=(base, h * w))
-    m.data[:] = 1.0  # duplicates (a pixel reached by several offsets) count once
-    return m
+    uniq = np.unique(np.concatenate(keys))
+    rows, cols = np.divmod(uniq, p)
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=base))])
+    return sparse.csr_matrix((np.ones(len(uniq)), cols.astype(np.int32), indptr), shape=(base, p))
 
 
 def _gains(masks: sparse.csr_matrix, attr: np.ndarray, covered: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
