@@ -16,7 +16,7 @@ Prints, measured in the same run on the same model and images:
 Goals (issue "all saliency methods"): engine >= 3x the naive loop for SG, IG
 and SIG on the CPU; XRAI >= 10x the reference per image.
 
-Usage: python benchmarks/saliency_speed.py [--arch simple_cnn] [--size 64] [--images 16] [--device auto]
+Usage: python benchmarks/saliency_speed.py [--arch simple_cnn] [--size 64] [--images 16] [--device auto] [--parts engine,xrai]
 """
 
 from __future__ import annotations
@@ -74,6 +74,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--max-batch-inputs", type=int, default=64)
     ap.add_argument("--amp", action="store_true")
+    ap.add_argument("--parts", default="engine,xrai", help="comma list of: engine, xrai")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = select_device(args.device)
@@ -83,6 +84,14 @@ def main() -> None:
     images = np.stack([generate_image(spec, 1, k).image for k in range(args.images)])
     print(f"model {args.arch}, {args.images} images of {args.size} px, device {device}, {args.threads} thread(s), "
           f"max_batch_inputs {args.max_batch_inputs}")
+    parts = set(args.parts.split(","))
+    if "engine" in parts:
+        engine_vs_naive(model, args, images, device)
+    if "xrai" in parts:
+        xrai_vs_reference(images, args.size)
+
+
+def engine_vs_naive(model, args, images, device) -> None:
     print(f"{'method':<6} {'ours maps/s':>12} {'naive maps/s':>13} {'ratio':>7}  agreement")
     for key in ("IG", "SG", "SIG"):
         params = resolve_params(key, {})
@@ -97,9 +106,12 @@ def main() -> None:
         n = len(images)
         print(f"{key:<6} {n / t_ours:>12.2f} {n / t_naive:>13.2f} {t_naive / t_ours:>6.2f}x  {agree}")
 
+
+
+def xrai_vs_reference(images, size) -> None:
     import saliency.core as pair
 
-    print(f"\nXRAI per image (same segments and attributions), {args.size} px")
+    print(f"\nXRAI per image (same segments and attributions), {size} px")
     rng = np.random.default_rng(0)
     t_expand, times, equal = 0.0, {"full": [0.0, 0.0], "fast": [0.0, 0.0]}, True
     for img in images:
@@ -121,6 +133,7 @@ def main() -> None:
         print(f"XRAI {algo:<4}  ours {1000 * t_ours / n:8.1f} ms/image  reference {1000 * t_ref / n:8.1f} ms/image  "
               f"ratio {t_ref / t_ours:6.1f}x  (with mask expansion {t_ref / (t_ours + t_expand):5.1f}x)")
     print(f"XRAI maps equal to the reference: {equal}")
+
 
 if __name__ == "__main__":
     main()

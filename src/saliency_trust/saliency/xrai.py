@@ -15,8 +15,9 @@ whose not-yet-covered pixels have the highest mean attribution, dropping regions
 that would add fewer than ``min_pixel_diff`` pixels; each newly covered area
 gets that gain, and what stays uncovered gets its own mean attribution.
 :func:`xrai_fast` ranks regions once by their mean attribution and paints them in
-that order. Instead of a Python loop over boolean masks, every greedy step is
-one sparse matrix-vector product over the incidence matrix.
+that order. Instead of a Python loop over boolean masks, the regions' gains live
+in arrays over a sparse mask-by-pixel incidence matrix and are updated only where
+newly covered pixels fall.
 """
 
 from __future__ import annotations
@@ -63,45 +64,52 @@ def segment_masks(labels: np.ndarray, dilation_radius: int = DILATION_RADIUS) ->
     n_levels, h, w = labels.shape
     p = h * w
     offsets = np.argwhere(disk(dilation_radius)) - dilation_radius if dilation_radius else np.zeros((1, 2), int)
-    padded_pix = np.arange(p, dtype=np.int64).reshape(h, w)
-    keys, base = [], 0
-    for level in labels.astype(np.int64):
-        lmin, lmax = int(level.min()), int(level.max())
-        rows = level - lmin + base
-        keys.append(rows.ravel() * p + padded_pix.ravel())  # each pixel is in its own label's mask
-        r = max(abs(int(offsets.min())), int(offsets.max()))
+    r = int(np.abs(offsets).max())
+    pix = np.arange(p, dtype=np.int32).reshape(h, w)
+    blocks = []
+    for level in labels:
+        rows = (level - level.min()).astype(np.int32)
+        member = np.zeros((int(rows.max()) + 1, p), bool)  # member[label, pixel]
+        member[rows.ravel(), pix.ravel()] = True  # each pixel is in its own label's mask
         pad = np.pad(rows, r, constant_values=-1)
         for dy, dx in offsets:
-            if dy == 0 and dx == 0:
-                continue
-            src = pad[r + dy : r + dy + h, r + dx : r + dx + w]
-            diff = (src != rows) & (src >= 0)
-            keys.append(src[diff] * p + padded_pix[diff])
-        base += lmax - lmin + 1
-    uniq = np.unique(np.concatenate(keys))
-    rows, cols = np.divmod(uniq, p)
-    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=base))])
-    return sparse.csr_matrix((np.ones(len(uniq)), cols.astype(np.int32), indptr), shape=(base, p))
+            if dy or dx:  # only label changes across the footprint add entries
+                src = pad[r + dy : r + dy + h, r + dx : r + dx + w]
+                diff = (src != rows) & (src >= 0)
+                member[src[diff], pix[diff]] = True
+        blocks.append(sparse.csr_matrix(member))
+    return sparse.vstack(blocks, format="csr")
 
 
-def _gains(masks: sparse.csr_matrix, attr: np.ndarray, covered: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    free = (~covered).astype(np.float64)
-    counts = masks @ free
-    sums = masks @ (attr * free)
-    return counts, sums
+def _column_rows(csc: sparse.csc_matrix, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mask row, position in ``cols``) of every nonzero in the columns ``cols`` of ``csc``."""
+    starts = csc.indptr[cols]
+    lens = csc.indptr[cols + 1] - starts
+    owner = np.repeat(np.arange(len(cols)), lens)
+    offsets = np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens)
+    return csc.indices[starts[owner] + offsets], owner
 
 
 def xrai_full(attr: np.ndarray, masks: sparse.csr_matrix, min_pixel_diff: int = MIN_PIXEL_DIFF,
               area_threshold: float = 1.0) -> np.ndarray:
-    """Greedy XRAI map (H x W) from a 2-D attribution and the mask incidence matrix."""
+    """Greedy XRAI map (H x W) from a 2-D attribution and the mask incidence matrix.
+
+    Each region's count and sum of not-yet-covered pixels are kept up to date:
+    when pixels get covered, only the regions containing them are decremented
+    (one bincount over those pixels' incidence), so the whole greedy run touches
+    each mask-pixel pair once instead of once per step.
+    """
     h, w = attr.shape
     a = attr.astype(np.float64).ravel()
+    n_masks = masks.shape[0]
+    csc = masks.tocsc()
     out = np.full(a.shape, -np.inf)
     covered = np.zeros(a.shape, bool)
-    alive = np.ones(masks.shape[0], bool)
-    area = 0.0
-    while area <= area_threshold:
-        counts, sums = _gains(masks, a, covered)
+    n_covered = 0
+    counts = np.diff(masks.indptr).astype(np.float64)
+    sums = masks @ a
+    alive = np.ones(n_masks, bool)
+    while n_covered / a.size <= area_threshold:
         alive &= counts >= min_pixel_diff
         if not alive.any():
             break
@@ -111,8 +119,11 @@ def xrai_full(attr: np.ndarray, masks: sparse.csr_matrix, min_pixel_diff: int = 
         new = new[~covered[new]]
         out[new] = a[new].mean()
         covered[new] = True
+        n_covered += len(new)
         alive[best] = False
-        area = covered.mean()
+        rows, owner = _column_rows(csc, new)
+        counts -= np.bincount(rows, minlength=n_masks)
+        sums -= np.bincount(rows, weights=a[new][owner], minlength=n_masks)
     if not covered.all():
         out[~covered] = a[~covered].mean()
     return out.reshape(h, w)
