@@ -1,0 +1,363 @@
+"""Tests of saliency_trust.metrics.similarity (batched SSIM, Otsu masks, IoU/Dice, pair tables).
+
+Every SSIM value is checked against scikit-image's ``structural_similarity``
+(default 7 x 7 uniform window, sample covariance) computed pair by pair; Otsu
+foregrounds against ``map > skimage.filters.threshold_otsu(map)``; IoU and Dice
+against hand-computed values.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from skimage.filters import threshold_otsu
+from skimage.metrics import structural_similarity
+
+from saliency_trust.metrics.similarity import (
+    SIMILARITY_COLUMNS,
+    dice,
+    iou,
+    otsu_iou,
+    otsu_mask,
+    pair_similarity,
+    run_similarity,
+    ssim,
+)
+
+TOL = 1e-5
+
+
+def _sk(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> float:
+    """Reference: scikit-image on float64 copies, defaults (win_size 7, uniform, sample covariance)."""
+    return float(structural_similarity(np.asarray(a, np.float64), np.asarray(b, np.float64), data_range=data_range))
+
+
+def _blobs(rng: np.random.Generator, h: int, w: int, n: int = 3) -> np.ndarray:
+    """A smooth saliency-like map: a sum of Gaussian blobs, scaled to [0, 1]."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    out = np.zeros((h, w))
+    for _ in range(n):
+        cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+        sd = rng.uniform(1.5, max(h, w) / 4)
+        out += rng.uniform(0.3, 1.0) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sd**2))
+    out -= out.min()
+    return out / out.max()
+
+
+# ---------------------------------------------------------------- SSIM against scikit-image
+
+
+@pytest.mark.parametrize("shape", [(7, 7), (7, 12), (8, 13), (32, 32), (45, 30), (64, 50)])
+def test_ssim_equals_skimage_on_random_maps(shape):
+    rng = np.random.default_rng(sum(shape))
+    x = rng.random((5, *shape))
+    # the second map of each pair is partly related to the first, so values span a range
+    y = np.clip(0.6 * x + 0.4 * rng.random((5, *shape)), 0, 1)
+    got = ssim(x, y, data_range=1.0)
+    assert got.shape == (5,) and got.dtype == np.float64
+    np.testing.assert_allclose(got, [_sk(a, b) for a, b in zip(x, y)], atol=TOL, rtol=0)
+
+
+def test_ssim_equals_skimage_on_smooth_thresholded_and_clipped_maps():
+    rng = np.random.default_rng(3)
+    pairs = []
+    for h, w in [(32, 32), (40, 28), (64, 64)]:
+        a, b = _blobs(rng, h, w), _blobs(rng, h, w)
+        pairs.append((a, b))  # two unrelated smooth maps
+        pairs.append((a, np.clip(a + 0.05 * rng.standard_normal((h, w)), 0, 1)))  # a noisy copy
+        pairs.append(((a > 0.5).astype(float), (b > 0.5).astype(float)))  # thresholded (binary) maps
+        pairs.append((np.clip(1.6 * a - 0.3, 0, 1), np.clip(1.6 * b - 0.3, 0, 1)))  # clipped: flat 0 and 1 areas
+        pairs.append(((a > 0.5).astype(float), a))  # a binary map against a smooth one
+    for a, b in pairs:
+        assert ssim(a, b, 1.0)[0] == pytest.approx(_sk(a, b), abs=TOL)
+
+
+def test_ssim_float32_and_torch_inputs_equal_skimage_in_float64():
+    rng = np.random.default_rng(4)
+    x = np.stack([_blobs(rng, 30, 30) for _ in range(3)]).astype(np.float32)
+    y = np.stack([_blobs(rng, 30, 30) for _ in range(3)]).astype(np.float32)
+    ref = [_sk(a, b) for a, b in zip(x, y)]
+    np.testing.assert_allclose(ssim(x, y), ref, atol=TOL, rtol=0)
+    np.testing.assert_allclose(ssim(torch.from_numpy(x), torch.from_numpy(y)), ref, atol=TOL, rtol=0)
+
+
+def test_ssim_single_pair_2d_input_returns_one_value():
+    rng = np.random.default_rng(5)
+    a, b = rng.random((16, 20)), rng.random((16, 20))
+    out = ssim(a, b)
+    assert out.shape == (1,)
+    assert out[0] == pytest.approx(_sk(a, b), abs=TOL)
+
+
+@pytest.mark.parametrize("data_range", [0.5, 2.0, 255.0])
+def test_ssim_other_data_ranges_equal_skimage(data_range):
+    rng = np.random.default_rng(6)
+    x = rng.random((3, 20, 24)) * data_range
+    y = np.clip(x + 0.2 * data_range * rng.standard_normal(x.shape), 0, data_range)
+    np.testing.assert_allclose(ssim(x, y, data_range), [_sk(a, b, data_range) for a, b in zip(x, y)],
+                               atol=TOL, rtol=0)
+
+
+def test_ssim_uint8_maps_with_data_range_255_equal_skimage():
+    rng = np.random.default_rng(7)
+    x = rng.integers(0, 256, (2, 16, 16), dtype=np.uint8)
+    y = rng.integers(0, 256, (2, 16, 16), dtype=np.uint8)
+    np.testing.assert_allclose(ssim(x, y, 255.0), [_sk(a, b, 255.0) for a, b in zip(x, y)], atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("shape", [(7, 7), (25, 31)])
+def test_ssim_identical_maps_is_one(shape):
+    rng = np.random.default_rng(8)
+    x = rng.random((4, *shape))
+    np.testing.assert_allclose(ssim(x, x.copy()), 1.0, atol=1e-12)
+
+
+@pytest.mark.parametrize("c", [0.0, 0.3, 1.0])
+def test_ssim_equal_constant_maps_is_one(c):
+    x = np.full((2, 12, 15), c)
+    out = ssim(x, x.copy())
+    np.testing.assert_allclose(out, 1.0, atol=1e-12)
+    assert out[0] == pytest.approx(_sk(x[0], x[1]), abs=TOL)
+
+
+def test_ssim_constant_against_structured_is_finite_and_equals_skimage():
+    rng = np.random.default_rng(9)
+    structured = [rng.random((20, 20)), _blobs(rng, 20, 20), np.full((20, 20), 0.7)]
+    for c in (0.0, 0.5, 1.0):
+        const = np.full((20, 20), c)
+        for s in structured:
+            for a, b in ((const, s), (s, const)):
+                v = ssim(a, b)[0]
+                assert np.isfinite(v)
+                assert v == pytest.approx(_sk(a, b), abs=TOL)
+    # Hand value, two different constants on a 7 x 7 map (one window, zero variances):
+    # (2*0*0.5 + C1) * C2 / ((0 + 0.25 + C1) * C2) = C1 / (0.25 + C1), C1 = 0.01**2
+    c1 = 0.01**2
+    assert ssim(np.zeros((7, 7)), np.full((7, 7), 0.5))[0] == pytest.approx(c1 / (0.25 + c1), abs=1e-12)
+
+
+def test_ssim_batch_equals_loop_and_is_independent_of_batch_pairs():
+    rng = np.random.default_rng(10)
+    x, y = rng.random((11, 18, 22)), rng.random((11, 18, 22))
+    loop = np.array([_sk(a, b) for a, b in zip(x, y)])
+    np.testing.assert_allclose(ssim(x, y), loop, atol=TOL, rtol=0)
+    for bp in (1, 2, 4, 11, 100):
+        np.testing.assert_allclose(ssim(x, y, batch_pairs=bp), loop, atol=TOL, rtol=0)
+
+
+def test_ssim_is_symmetric():
+    rng = np.random.default_rng(11)
+    x, y = rng.random((3, 15, 15)), rng.random((3, 15, 15))
+    np.testing.assert_allclose(ssim(x, y), ssim(y, x), atol=1e-12)
+
+
+def test_ssim_non_contiguous_views_equal_skimage():
+    rng = np.random.default_rng(17)
+    x = rng.random((2, 20, 24))
+    a, b = x[:, ::2, :], x[:, 1::2, :]  # strided views
+    np.testing.assert_allclose(ssim(a, b), [_sk(p, q) for p, q in zip(a, b)], atol=TOL, rtol=0)
+    f = np.asfortranarray(x[0])
+    assert ssim(f, x[1])[0] == pytest.approx(_sk(f, x[1]), abs=TOL)
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: ssim() raises on numpy arrays with negative strides (np.flip / [::-1] "
+                                       "views): torch.as_tensor cannot wrap them and no copy is made")
+def test_ssim_flipped_views_equal_skimage():
+    rng = np.random.default_rng(18)
+    x = rng.random((2, 16, 16))
+    flipped = x[:, ::-1, :]  # np.flip(x, axis=1) is the same view
+    np.testing.assert_allclose(ssim(flipped, x), [_sk(p, q) for p, q in zip(flipped, x)], atol=TOL, rtol=0)
+
+
+def test_ssim_empty_batch_gives_no_values():
+    assert ssim(np.zeros((0, 8, 8)), np.zeros((0, 8, 8))).shape == (0,)
+
+
+def test_ssim_shape_mismatch_raises():
+    with pytest.raises(ValueError, match="different shapes"):
+        ssim(np.zeros((2, 10, 10)), np.zeros((2, 10, 11)))
+    with pytest.raises(ValueError, match="different shapes"):
+        ssim(np.zeros((2, 10, 10)), np.zeros((3, 10, 10)))
+
+
+@pytest.mark.parametrize("shape", [(6, 6), (6, 20), (20, 6), (3, 3)])
+def test_ssim_too_small_maps_raise(shape):
+    with pytest.raises(ValueError, match="at least 7 x 7"):
+        ssim(np.zeros(shape), np.zeros(shape))
+
+
+def test_ssim_wrong_number_of_dimensions_raises():
+    with pytest.raises(ValueError, match="N x H x W"):
+        ssim(np.zeros((2, 1, 10, 10)), np.zeros((2, 1, 10, 10)))
+
+
+@pytest.mark.parametrize("data_range", [0.0, -1.0])
+def test_ssim_non_positive_data_range_raises(data_range):
+    with pytest.raises(ValueError, match="data_range must be positive"):
+        ssim(np.zeros((10, 10)), np.zeros((10, 10)), data_range=data_range)
+
+
+# ---------------------------------------------------------------- Otsu masks, IoU and Dice
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_otsu_mask_equals_skimage_threshold(seed):
+    rng = np.random.default_rng(seed)
+    for m in (rng.random((20, 30)), _blobs(rng, 32, 32), rng.random((16, 16)).astype(np.float32) ** 3):
+        np.testing.assert_array_equal(otsu_mask(m), m > threshold_otsu(m))
+
+
+def test_otsu_mask_two_valued_map_is_the_high_value():
+    m = np.array([[0.1, 0.9, 0.9], [0.1, 0.1, 0.9]])
+    np.testing.assert_array_equal(otsu_mask(m), m == 0.9)
+
+
+@pytest.mark.parametrize("c", [0.0, 0.5, 1.0])
+def test_otsu_mask_constant_map_is_empty(c):
+    out = otsu_mask(np.full((8, 9), c))
+    assert out.dtype == bool and out.shape == (8, 9) and not out.any()
+
+
+def test_otsu_mask_rejects_nan():
+    m = np.zeros((5, 5))
+    m[2, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        otsu_mask(m)
+
+
+def test_iou_and_dice_hand_computed():
+    a = np.array([[1, 1, 0], [1, 0, 0]], bool)  # 3 pixels
+    b = np.array([[0, 1, 1], [1, 0, 0]], bool)  # 3 pixels, 2 shared
+    # intersection 2, union 4 -> IoU 1/2; Dice 2*2/(3+3) = 2/3
+    assert iou(a, b) == pytest.approx(0.5, abs=1e-15)
+    assert dice(a, b) == pytest.approx(2 / 3, abs=1e-15)
+    # disjoint
+    assert iou(a, ~a) == 0.0 and dice(a, ~a) == 0.0
+    # identical
+    assert iou(a, a) == 1.0 and dice(a, a) == 1.0
+    # one empty, one not -> 0
+    assert iou(np.zeros((2, 3), bool), a) == 0.0 and dice(np.zeros((2, 3), bool), a) == 0.0
+
+
+def test_iou_and_dice_of_two_empty_masks_is_one():
+    """Documented convention: two empty foregrounds are identical."""
+    z = np.zeros((4, 4), bool)
+    assert iou(z, z) == 1.0
+    assert dice(z, z) == 1.0
+
+
+def test_iou_and_dice_accept_non_boolean_masks():
+    a = np.array([[2, 0], [0, 7]])  # non-zero = foreground
+    b = np.array([[1.0, 1.0], [0.0, 0.0]])
+    assert iou(a, b) == pytest.approx(1 / 3)
+    assert dice(a, b) == pytest.approx(2 * 1 / 4)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_dice_equals_2iou_over_1_plus_iou_on_random_masks(seed):
+    rng = np.random.default_rng(seed)
+    for p in (0.05, 0.3, 0.7):
+        a, b = rng.random((20, 20)) < p, rng.random((20, 20)) < p
+        j = iou(a, b)
+        assert dice(a, b) == pytest.approx(2 * j / (1 + j), abs=1e-12)
+
+
+def test_otsu_iou_hand_computed():
+    x = np.array([[0.0, 1.0, 1.0], [0.0, 0.0, 1.0]])  # foreground {(0,1), (0,2), (1,2)}
+    y = np.array([[0.2, 0.2, 0.8], [0.2, 0.8, 0.8]])  # foreground {(0,2), (1,1), (1,2)}
+    # intersection {(0,2), (1,2)} = 2, union 4 -> 1/2
+    assert otsu_iou(x, y) == pytest.approx(0.5)
+    assert otsu_iou(x, x) == 1.0
+
+
+def test_otsu_iou_constant_maps():
+    const = np.full((6, 6), 0.4)
+    assert otsu_iou(const, np.full((6, 6), 0.9)) == 1.0  # two empty foregrounds
+    structured = np.zeros((6, 6))
+    structured[:2] = 1.0
+    assert otsu_iou(const, structured) == 0.0
+
+
+def test_otsu_iou_equals_skimage_reference_on_random_maps():
+    rng = np.random.default_rng(12)
+    for _ in range(5):
+        x, y = _blobs(rng, 24, 24), _blobs(rng, 24, 24)
+        mx, my = x > threshold_otsu(x), y > threshold_otsu(y)
+        ref = (mx & my).sum() / (mx | my).sum()
+        assert otsu_iou(x, y) == pytest.approx(ref, abs=1e-12)
+
+
+# ---------------------------------------------------------------- pair tables
+
+
+def _maps(rng, ids, shape=(16, 16)):
+    return {i: _blobs(rng, *shape).astype(np.float32) for i in ids}
+
+
+def test_pair_similarity_table_matches_references():
+    rng = np.random.default_rng(13)
+    ids = ["img3", "img1", "img2"]
+    a, b = _maps(rng, ids), _maps(rng, ids)
+    table = pair_similarity(a, b, "repeatability", "m_r0", "m_r1", "gradcam")
+    assert list(table.columns) == SIMILARITY_COLUMNS
+    assert len(table) == 2 * len(ids)
+    assert set(table["metric"]) == {"ssim", "iou"}
+    assert (table["criterion"] == "repeatability").all()
+    assert (table["model_a"] == "m_r0").all() and (table["model_b"] == "m_r1").all()
+    assert (table["method"] == "gradcam").all()
+    for _, row in table.iterrows():
+        x, y = a[row["image_id"]], b[row["image_id"]]
+        if row["metric"] == "ssim":
+            assert row["value"] == pytest.approx(_sk(x, y), abs=TOL)
+        else:
+            mx, my = x > threshold_otsu(x), y > threshold_otsu(y)
+            assert row["value"] == pytest.approx((mx & my).sum() / (mx | my).sum(), abs=1e-12)
+    assert sorted(table.loc[table["metric"] == "ssim", "image_id"]) == sorted(ids)
+
+
+def test_pair_similarity_image_in_only_one_model_raises_naming_it():
+    rng = np.random.default_rng(14)
+    a = _maps(rng, ["x1", "x2", "x3"])
+    b = {k: v for k, v in a.items() if k != "x2"}
+    with pytest.raises(KeyError, match="x2"):
+        pair_similarity(a, b, "repeatability", "a", "b", "gradcam")
+
+
+def test_run_similarity_from_cache_files(tmp_path):
+    from saliency_trust.saliency.cache import write_maps
+
+    rng = np.random.default_rng(15)
+    ids = ["i0", "i1", "i2", "i3"]
+    models, methods, paths, store = [], [], [], {}
+    for model in ("cnn_r0", "cnn_r1", "resnet_r0"):
+        for method in ("gradcam", "ig"):
+            maps = np.stack([_blobs(rng, 16, 16) for _ in ids]).astype(np.float32)
+            path = tmp_path / model / f"{method}.h5"
+            write_maps(path, ids, maps, maps[:, None], method, {}, "sha", {"label": "abnormal"})
+            models.append(model)
+            methods.append(method)
+            paths.append(str(path))
+            store[model, method] = dict(zip(ids, maps))
+    pairs = [["repeatability", "cnn_r0", "cnn_r1"], ["reproducibility", "cnn_r0", "resnet_r0"]]
+    out = tmp_path / "similarity.csv"
+    run_similarity(paths, models, methods, pairs, 1.0, out)
+    table = pd.read_csv(out, dtype={"image_id": str})
+    assert list(table.columns) == SIMILARITY_COLUMNS
+    assert len(table) == 2 * 2 * len(ids) * 2  # pairs x methods x images x metrics
+    for _, row in table[table["metric"] == "ssim"].iterrows():
+        x = store[row["model_a"], row["method"]][row["image_id"]]
+        y = store[row["model_b"], row["method"]][row["image_id"]]
+        assert row["value"] == pytest.approx(_sk(x, y), abs=TOL)
+
+
+def test_run_similarity_without_any_pair_raises(tmp_path):
+    from saliency_trust.saliency.cache import write_maps
+
+    maps = np.random.default_rng(16).random((2, 8, 8)).astype(np.float32)
+    path = tmp_path / "a.h5"
+    write_maps(path, ["i0", "i1"], maps, maps[:, None], "gradcam", {}, "sha", {})
+    with pytest.raises(ValueError, match="no pair"):
+        run_similarity([str(path)], ["a"], ["gradcam"], [["repeatability", "a", "b"]], 1.0, tmp_path / "o.csv")
+    assert not (tmp_path / "o.csv").exists()
