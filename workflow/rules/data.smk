@@ -1,9 +1,16 @@
+# The two data rules write the same canonical files; each is limited to the datasets of its sources.
+from saliency_trust.data.adapters import input_tables
+from saliency_trust.data.prepare import dataset_regex
+
+
 rule synthetic_dataset:
     """Generate the synthetic radiograph benchmark in canonical form (SPEC 3.2)."""
     output:
         manifest="results/{dataset}/data/manifest.csv",
         images="results/{dataset}/data/images.h5",
         boxes="results/{dataset}/data/boxes.csv",
+    wildcard_constraints:
+        dataset=dataset_regex(config["datasets"], synthetic=True),
     params:
         dataset=lambda wildcards: config["datasets"][wildcards.dataset],
         seed=config["seed"],
@@ -16,3 +23,33 @@ rule synthetic_dataset:
         runtime=15,
     script:
         "../scripts/prepare_synthetic.py"
+
+
+rule prepare_dataset:
+    """Convert a dataset on disk (SIIM-ACR, RSNA, MURA, CheXpert, generic) to canonical form (SPEC 3.3).
+
+    Inputs are the dataset's label tables (an edited table reruns the conversion); a missing
+    root or table stops the DAG with an error naming its config key.
+    """
+    input:
+        tables=lambda wildcards: input_tables(wildcards.dataset, config["datasets"][wildcards.dataset]),
+    output:
+        manifest="results/{dataset}/data/manifest.csv",
+        images="results/{dataset}/data/images.h5",
+        boxes="results/{dataset}/data/boxes.csv",
+        skipped="results/{dataset}/data/skipped.csv",
+    wildcard_constraints:
+        dataset=dataset_regex(config["datasets"], synthetic=False),
+    params:
+        dataset=lambda wildcards: config["datasets"][wildcards.dataset],
+        seed=config["seed"],
+    threads: 4
+    log:
+        "results/{dataset}/logs/data/prepare_dataset.log",
+    conda:
+        "../../envs/data.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=480,
+    script:
+        "../scripts/prepare_dataset.py"

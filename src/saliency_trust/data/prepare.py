@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from saliency_trust.data.canonical import write_dataset
 from saliency_trust.data.splits import assign_splits, check_splits
@@ -21,3 +22,31 @@ def prepare_synthetic(dataset_cfg: dict, seed: int, manifest_path, images_path, 
     counts = manifest.groupby("split")[spec.label_names].agg(["sum", "count"])
     log.info("synthetic benchmark: %d images of %d px; positives per split:\n%s", len(manifest), spec.image_size, counts)
     write_dataset(manifest, images, masks, boxes, spec.label_names, manifest_path, images_path, boxes_path, source="synthetic")
+
+
+def prepare_dataset(
+    name: str, dataset_cfg: dict, seed: int, manifest_path, images_path, boxes_path, skipped_path, workers: int = 1
+) -> None:
+    """Convert a dataset on disk (SIIM-ACR, RSNA, MURA, CheXpert or generic; SPEC 3.3) to canonical form."""
+    from saliency_trust.data.adapters import adapter_options, context, convert_options, get_adapter
+    from saliency_trust.data.adapters.convert import convert_collection
+
+    ctx = context(name, dataset_cfg)
+    opts = convert_options(dataset_cfg)
+    collection = get_adapter(ctx.source).collect(ctx, adapter_options(name, dataset_cfg))
+    log.info("%s (%s): %d images listed under %s, labels %s", name, ctx.source, len(collection.items), ctx.root,
+             collection.label_names)
+    target = dataset_cfg.get("target_label")
+    if target and target not in collection.label_names:
+        raise ValueError(f"datasets.{name}.target_label '{target}' is not one of the labels {collection.label_names}")
+    convert_collection(collection, opts, ctx.root, seed, dataset_cfg.get("splits", {}), manifest_path, images_path,
+                       boxes_path, skipped_path, source=ctx.source, workers=workers)
+
+
+def dataset_regex(datasets: dict, synthetic: bool) -> str:
+    """Wildcard constraint matching exactly the synthetic (or the adapted) datasets of the config.
+
+    Keeps the rules ``synthetic_dataset`` and ``prepare_dataset`` unambiguous.
+    """
+    names = [n for n, d in datasets.items() if (d.get("source") == "synthetic") == synthetic]
+    return "|".join(re.escape(n) for n in names) if names else "(?!)"

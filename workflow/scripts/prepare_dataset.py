@@ -1,0 +1,15 @@
+"""Snakemake entry: rule prepare_dataset."""
+from saliency_trust.config import setup_logging
+from saliency_trust.data.prepare import prepare_dataset
+
+setup_logging(snakemake.log[0])
+prepare_dataset(
+    snakemake.wildcards.dataset,
+    snakemake.params.dataset,
+    snakemake.params.seed,
+    snakemake.output.manifest,
+    snakemake.output.images,
+    snakemake.output.boxes,
+    snakemake.output.skipped,
+    workers=snakemake.threads,
+)
