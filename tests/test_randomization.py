@@ -708,8 +708,6 @@ def test_read_randomized_maps_wrong_method_raises(tmp_path):
         read_randomized_maps(path, method="ig")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: load_or_compute_randomized reuses a cache file that holds other image ids "
-                                       "than the image_ids it is given (cache_mismatch never compares image ids)")
 def test_load_or_compute_randomized_recomputes_when_image_ids_change(tmp_path):
     rng = np.random.default_rng(5)
     steps = ["fc", "block4"]
@@ -724,8 +722,6 @@ def test_load_or_compute_randomized_recomputes_when_image_ids_change(tmp_path):
     assert recomputed is True and calls == [0, 1]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: load_or_compute_randomized writes a file whose maps do not match "
-                                       "image_ids when compute_step returns a different number of maps")
 def test_load_or_compute_randomized_rejects_wrong_number_of_maps(tmp_path):
     rng = np.random.default_rng(6)
     steps = ["fc", "block4"]

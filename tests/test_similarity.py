@@ -162,8 +162,6 @@ def test_ssim_non_contiguous_views_equal_skimage():
     assert ssim(f, x[1])[0] == pytest.approx(_sk(f, x[1]), abs=TOL)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: ssim() raises on numpy arrays with negative strides (np.flip / [::-1] "
-                                       "views): torch.as_tensor cannot wrap them and no copy is made")
 def test_ssim_flipped_views_equal_skimage():
     rng = np.random.default_rng(18)
     x = rng.random((2, 16, 16))

@@ -198,8 +198,8 @@ def _toy_set(n: int = 4, seed: int = 0):
 def test_utility_table_long_format():
     maps, masks = _toy_set(4)
     maps["extra"] = np.ones((10, 10))  # maps of unscored images are ignored
-    table = utility_table(maps, masks, model="resnet", method="gradcam")
-    assert list(table.columns) == UTILITY_COLUMNS == ["image_id", "model", "method", "metric", "value"]
+    table = utility_table(maps, masks, model="resnet", method="gradcam", metrics=("pr_auc", "ap"))
+    assert list(table.columns) == UTILITY_COLUMNS == ["image_id", "model", "method", "weights", "metric", "value"]
     assert len(table) == 4 * 2
     assert set(table["image_id"]) == set(masks)
     assert (table["model"] == "resnet").all() and (table["method"] == "gradcam").all()

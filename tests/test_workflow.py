@@ -52,9 +52,32 @@ def test_outputs_follow_the_contract(tiny_run):
                 assert h5.attrs["method"] == method and len(h5.attrs["model_sha256"]) == 64
                 assert {"params", "versions", "created", "target"} <= set(h5.attrs)
     utility = pd.read_csv(tiny_run / "metrics/utility.csv")
-    assert list(utility.columns) == ["image_id", "model", "method", "metric", "value"]
-    assert set(utility.method) == {"GRAD", "IG", "GCAM", "AVG"}
+    assert list(utility.columns) == ["image_id", "model", "method", "weights", "metric", "value"]
+    assert set(utility.method) == {"GRAD", "IG", "GCAM", "AVG", "UNET"}
+    assert set(utility.metric) == {"pr_auc", "ap", "iou", "dice", "iou_box", "dice_box", "topk"}
+    assert set(utility.weights) == {"trained", "randomized"}
+    assert set(utility[utility.weights == "randomized"].model) == {"simple_cnn-r1"}
     assert utility.value.between(0, 1).all()
+    # cascading randomization of the primary model: 5 blocks of simple_cnn, 4 images, SSIM per step
+    randomization = pd.read_csv(tiny_run / "metrics/randomization.csv")
+    assert set(randomization.step) == {1, 2, 3, 4, 5} and set(randomization.method) == {"GRAD", "IG", "GCAM"}
+    assert len(randomization) == 5 * 4 * 3 and randomization.value.between(-1, 1).all()
+    with h5py.File(tiny_run / "saliency/simple_cnn-r1/randomized/cascading/GCAM.h5") as h5:
+        assert h5["map"].shape == (5, 4, 32, 32) and json.loads(h5.attrs["steps"])[0] == "fc"
+    thresholds = pd.read_csv(tiny_run / "metrics/randomization_threshold.csv")
+    assert len(thresholds) == 3 and (thresholds.n_pairs == 10).all()
+    tests = pd.read_csv(tiny_run / "summary/randomization_tests.csv")
+    assert len(tests) == 5 * 3 and tests.p_value.between(0, 1).all()
+    similarity = pd.read_csv(tiny_run / "metrics/similarity.csv")
+    pairs = set(zip(similarity.criterion, similarity.model_a, similarity.model_b))
+    assert pairs == {("repeatability", "simple_cnn-r1", "simple_cnn-r2"),
+                     ("reproducibility", "simple_cnn-r1", "tiny_resnet-r1"),
+                     ("reproducibility", "simple_cnn-r2", "tiny_resnet-r1"),
+                     ("repeatability", "unet-r1", "unet-r2"), ("reproducibility", "unet-r1", "unet-r2")}
+    assert set(similarity.metric) == {"ssim", "iou"}
+    for name in ("AVG", "UNET-r1", "UNET-r2"):
+        with h5py.File(tiny_run / f"saliency/baselines/{name}.h5") as h5:
+            assert h5["map"].shape[1:] == (32, 32) and 0 <= h5["map"][:].min() <= h5["map"][:].max() <= 1
     pass_fail = pd.read_csv(tiny_run / "summary/pass_fail.csv")
     assert list(pass_fail.columns[:6]) == ["method", "criterion", "baseline", "estimate", "p_value", "verdict"]
     assert set(pass_fail.method) == {"GRAD", "IG", "GCAM"}
@@ -96,7 +119,8 @@ def test_two_runs_from_scratch_give_identical_tables(tiny_run, tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     again = tmp_path / "results/tiny"
     for rel in ("data/manifest.csv", "metrics/utility.csv", "summary/pass_fail.csv", "summary/utility_pairwise.csv",
-                "models/simple_cnn-r1/history.csv"):
+                "models/simple_cnn-r1/history.csv", "metrics/randomization.csv", "metrics/similarity.csv",
+                "metrics/randomization_threshold.csv", "summary/randomization_tests.csv"):
         a, b = (tiny_run / rel).read_text(), (again / rel).read_text()
         if rel.endswith("history.csv"):  # the per-epoch wall time differs; everything else must not
             a, b = (pd.read_csv(io.StringIO(t)).drop(columns="seconds").to_csv() for t in (a, b))

@@ -65,3 +65,31 @@ def setup_logging(log_path: str | Path | None) -> None:
         logging.getLogger("saliency_trust").critical("job failed: %s", exc, exc_info=(exc_type, exc, tb))
 
     sys.excepthook = log_uncaught
+
+
+def model_pairs(models: list[str]) -> list[tuple[str, str, str]]:
+    """(criterion, model_a, model_b) for every pair of models: replicates of one architecture give
+    repeatability, models of different architectures give reproducibility (SPEC 6.3-6.4)."""
+    out = []
+    for i, a in enumerate(models):
+        for b in models[i + 1 :]:
+            same = parse_model_name(a)[0] == parse_model_name(b)[0]
+            out.append(("repeatability" if same else "reproducibility", a, b))
+    return out
+
+
+def randomized_models(config: dict) -> list[str]:
+    """Models whose weights are randomized (``randomization.models``): ``primary`` (first replicate of the
+    primary architecture), ``first_replicates`` (first replicate of every architecture), ``all``, or a list."""
+    choice = config["randomization"]["models"]
+    names = model_names(config)
+    if choice == "primary":
+        return primary_models(config)[:1]
+    if choice == "first_replicates":
+        return [n for n in names if parse_model_name(n)[1] == 1]
+    if choice == "all":
+        return names
+    unknown = [m for m in choice if m not in names]
+    if unknown:
+        raise KeyError(f"randomization.models: '{unknown[0]}' is not one of the config's models {names}")
+    return list(choice)

@@ -1,5 +1,13 @@
 # Names derived from the validated config; the logic lives in saliency_trust.config.
-from saliency_trust.config import model_entry, model_names, model_seed, parse_model_name, primary_models
+from saliency_trust.config import (
+    model_entry,
+    model_names,
+    model_pairs,
+    model_seed,
+    parse_model_name,
+    primary_models,
+    randomized_models,
+)
 from saliency_trust.models.train import TrainSettings
 from saliency_trust.saliency.cache import package_versions
 from saliency_trust.saliency.methods import get_method
@@ -7,12 +15,19 @@ from saliency_trust.saliency.methods import get_method
 DATASETS = list(config["datasets"])
 MODELS = model_names(config)
 METHODS = config["saliency"]["methods"]
+RANDOMIZED_MODELS = randomized_models(config)
+RANDOMIZATION_MODES = config["randomization"]["modes"]
+HIGH_BASELINE = config["baselines"]["high"]  # "unet" or "none"
+UNET_REPLICATES = [f"UNET-r{k}" for k in range(1, config["baselines"]["replicates"] + 1)] if HIGH_BASELINE == "unet" else []
 
 
 wildcard_constraints:
     dataset="[A-Za-z0-9_-]+",
     model="[a-z0-9_]+-r[0-9]+",
     method="[A-Z]+",
+    mode="cascading|independent",
+    baseline="AVG|UNET-r[0-9]+",
+    replicate="[0-9]+",
 
 
 def final_outputs():
@@ -21,6 +36,11 @@ def final_outputs():
             "results/{dataset}/summary/pass_fail.csv",
             "results/{dataset}/summary/pass_fail.md",
             "results/{dataset}/figures/utility.png",
+            "results/{dataset}/metrics/utility.csv",
+            "results/{dataset}/metrics/randomization.csv",
+            "results/{dataset}/metrics/randomization_threshold.csv",
+            "results/{dataset}/metrics/similarity.csv",
+            "results/{dataset}/summary/randomization_tests.csv",
         ],
         dataset=DATASETS,
     )
@@ -45,3 +65,35 @@ def saliency_inputs(wildcards):
     if get_method(wildcards.method).uses_segments:
         files["segments"] = f"results/{wildcards.dataset}/saliency/xrai_segments.h5"
     return files
+
+
+def utility_table_inputs(wildcards):
+    """Utility of trained maps, of the fully randomized models' maps, and of the baselines."""
+    d = wildcards.dataset
+    files = expand(f"results/{d}/metrics/utility/{{model}}/{{method}}.csv", model=MODELS, method=METHODS)
+    if "cascading" in RANDOMIZATION_MODES:
+        files += expand(f"results/{d}/metrics/utility/{{model}}/randomized/{{method}}.csv",
+                        model=RANDOMIZED_MODELS, method=METHODS)
+    files.append(f"results/{d}/metrics/utility/baselines/AVG.csv")
+    files += [f"results/{d}/metrics/utility/baselines/{b}.csv" for b in UNET_REPLICATES[:1]]
+    return files
+
+
+def similarity_entries():
+    """(model, method) of every map file the similarity table reads: all models x methods, then the U-Nets."""
+    entries = [(m, me) for m in MODELS for me in METHODS]
+    return entries + [(b.replace("UNET", "unet"), "UNET") for b in UNET_REPLICATES]
+
+
+def similarity_pairs():
+    """(criterion, model_a, model_b): model pairs, plus the U-Net pair as the high baseline of both criteria."""
+    pairs = [list(p) for p in model_pairs(MODELS)]
+    if len(UNET_REPLICATES) >= 2:
+        pairs += [[c, "unet-r1", "unet-r2"] for c in ("repeatability", "reproducibility")]
+    return pairs
+
+
+def similarity_inputs(wildcards):
+    d = wildcards.dataset
+    files = [f"results/{d}/saliency/{m}/{me}.h5" for m, me in similarity_entries() if me != "UNET"]
+    return files + [f"results/{d}/saliency/baselines/{b}.h5" for b in UNET_REPLICATES]

@@ -8,6 +8,7 @@ rule utility_scores:
     params:
         target_label=lambda wildcards: config["datasets"][wildcards.dataset]["target_label"],
         metrics=config["metrics"]["utility"],
+        randomized=False,
     log:
         "results/{dataset}/logs/metrics/utility/{model}/{method}.log",
     conda:
@@ -19,31 +20,38 @@ rule utility_scores:
         "../scripts/utility_scores.py"
 
 
-rule utility_avg_baseline:
-    """Utility of the AVG low baseline: the mean train+val mask (SPEC 6.1)."""
+use rule utility_scores as utility_scores_randomized with:
     input:
         unpack(dataset_files),
+        maps="results/{dataset}/saliency/{model}/randomized/cascading/{method}.h5",
     output:
-        "results/{dataset}/metrics/utility/baseline/AVG.csv",
+        "results/{dataset}/metrics/utility/{model}/randomized/{method}.csv",
     params:
         target_label=lambda wildcards: config["datasets"][wildcards.dataset]["target_label"],
         metrics=config["metrics"]["utility"],
+        randomized=True,
     log:
-        "results/{dataset}/logs/metrics/utility/baseline_AVG.log",
-    conda:
-        "../../envs/metrics.yaml"
-    resources:
-        mem_mb=2000,
-        runtime=15,
-    script:
-        "../scripts/utility_avg_baseline.py"
+        "results/{dataset}/logs/metrics/utility/{model}/randomized_{method}.log",
+
+
+use rule utility_scores as utility_baseline with:
+    input:
+        unpack(dataset_files),
+        maps="results/{dataset}/saliency/baselines/{baseline}.h5",
+    output:
+        "results/{dataset}/metrics/utility/baselines/{baseline}.csv",
+    params:
+        target_label=lambda wildcards: config["datasets"][wildcards.dataset]["target_label"],
+        metrics=config["metrics"]["utility"],
+        randomized=False,
+    log:
+        "results/{dataset}/logs/metrics/utility/baseline_{baseline}.log",
 
 
 rule utility_table:
-    """Gather per-model/method utility into one tidy table."""
+    """Gather utility of trained and randomized maps and of the baselines into one tidy table."""
     input:
-        maps=expand("results/{{dataset}}/metrics/utility/{model}/{method}.csv", model=MODELS, method=METHODS),
-        baseline="results/{dataset}/metrics/utility/baseline/AVG.csv",
+        utility_table_inputs,
     output:
         "results/{dataset}/metrics/utility.csv",
     log:
@@ -55,3 +63,90 @@ rule utility_table:
         runtime=10,
     script:
         "../scripts/concat_tables.py"
+
+
+rule randomization_scores:
+    """SSIM of every randomization step's map to the trained map, per image (SPEC 6.2)."""
+    input:
+        trained="results/{dataset}/saliency/{model}/{method}.h5",
+        randomized="results/{dataset}/saliency/{model}/randomized/{mode}/{method}.h5",
+    output:
+        "results/{dataset}/metrics/randomization/{model}/{mode}/{method}.csv",
+    params:
+        data_range=config["metrics"]["ssim_data_range"],
+    log:
+        "results/{dataset}/logs/metrics/randomization/{model}/{mode}_{method}.log",
+    conda:
+        "../../envs/metrics.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    script:
+        "../scripts/randomization_scores.py"
+
+
+rule randomization_table:
+    """Gather the randomization SSIM of every model, mode and method into one tidy table."""
+    input:
+        expand(
+            "results/{{dataset}}/metrics/randomization/{model}/{mode}/{method}.csv",
+            model=RANDOMIZED_MODELS,
+            mode=RANDOMIZATION_MODES,
+            method=METHODS,
+        ),
+    output:
+        "results/{dataset}/metrics/randomization.csv",
+    log:
+        "results/{dataset}/logs/metrics/randomization_table.log",
+    conda:
+        "../../envs/metrics.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/concat_tables.py"
+
+
+rule randomization_threshold:
+    """Degradation threshold per model x method: mean SSIM of seeded random pairs of different images' maps."""
+    input:
+        expand("results/{{dataset}}/saliency/{model}/{method}.h5", model=RANDOMIZED_MODELS, method=METHODS),
+    output:
+        "results/{dataset}/metrics/randomization_threshold.csv",
+    params:
+        models=[m for m in RANDOMIZED_MODELS for _ in METHODS],
+        methods=[me for _ in RANDOMIZED_MODELS for me in METHODS],
+        n_pairs=config["randomization"]["threshold_pairs"],
+        seed=config["seed"],
+        data_range=config["metrics"]["ssim_data_range"],
+    log:
+        "results/{dataset}/logs/metrics/randomization_threshold.log",
+    conda:
+        "../../envs/metrics.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/randomization_threshold.py"
+
+
+rule similarity_scores:
+    """Repeatability and reproducibility: SSIM and Otsu IoU between maps of model pairs (SPEC 6.3-6.4)."""
+    input:
+        similarity_inputs,
+    output:
+        "results/{dataset}/metrics/similarity.csv",
+    params:
+        models=lambda wildcards: [e[0] for e in similarity_entries()],
+        methods=lambda wildcards: [e[1] for e in similarity_entries()],
+        pairs=similarity_pairs(),
+        data_range=config["metrics"]["ssim_data_range"],
+    log:
+        "results/{dataset}/logs/metrics/similarity.log",
+    conda:
+        "../../envs/metrics.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=15,
+    script:
+        "../scripts/similarity_scores.py"

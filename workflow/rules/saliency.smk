@@ -43,3 +43,33 @@ rule saliency_maps:
         runtime=120,
     script:
         "../scripts/saliency_maps.py"
+
+
+rule randomized_saliency:
+    """Maps of one method at every randomization step of one model (SPEC 6.2), one cache file."""
+    input:
+        unpack(saliency_inputs),
+    output:
+        maps="results/{dataset}/saliency/{model}/randomized/{mode}/{method}.h5",
+    params:
+        method_params=lambda wildcards: config["saliency"]["params"].get(wildcards.method, {}),
+        target_label=lambda wildcards: config["datasets"][wildcards.dataset]["target_label"],
+        output=config["saliency"]["output"],
+        batch_size=config["saliency"]["batch_size"],
+        max_batch_inputs=config["saliency"]["max_batch_inputs"],
+        amp=config["saliency"]["amp"],
+        device=config["saliency"]["device"],
+        seed=config["seed"],
+        init=config["randomization"]["init"],
+        n_images=config["randomization"]["n_images"],
+        versions=package_versions(),
+    threads: config["saliency"]["threads"]
+    log:
+        "results/{dataset}/logs/saliency/{model}/randomized_{mode}_{method}.log",
+    conda:
+        "../../envs/saliency.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=240,
+    script:
+        "../scripts/randomized_saliency.py"

@@ -22,3 +22,23 @@ rule pass_fail:
         runtime=15,
     script:
         "../scripts/pass_fail.py"
+
+
+rule randomization_tests:
+    """One-sided test per randomization step: is the SSIM to the trained map below the degradation threshold?"""
+    input:
+        scores="results/{dataset}/metrics/randomization.csv",
+        thresholds="results/{dataset}/metrics/randomization_threshold.csv",
+    output:
+        "results/{dataset}/summary/randomization_tests.csv",
+    params:
+        alpha=config["stats"]["alpha"],
+    log:
+        "results/{dataset}/logs/stats/randomization_tests.log",
+    conda:
+        "../../envs/stats.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/randomization_tests.py"

@@ -12,6 +12,7 @@ rule train_model:
         seed=lambda wildcards: model_seed(config, wildcards.dataset, wildcards.model),
         device=config["training"]["device"],
     threads: config["training"]["threads"]
+    priority: 10  # train every model first: training is the critical path
     log:
         "results/{dataset}/logs/train/{model}.log",
     conda:

@@ -8,6 +8,14 @@ a binary pixel classifier. Two summaries of the precision-recall curve:
 - ``ap``: average precision (step-wise, scikit-learn), which does not
   interpolate linearly between operating points.
 
+Overlap after thresholding (Arun et al. MURA analysis; SPEC 6.1):
+
+- ``iou`` / ``dice``: the map's Otsu foreground against the ground truth;
+- ``iou_box`` / ``dice_box``: MURA-style box mode, each connected component
+  (8-connectivity) of the Otsu foreground replaced by its filled bounding box;
+- ``topk``: the fraction of the k most salient pixels that lie inside the
+  ground truth, k = the ground-truth area (ties broken by pixel order).
+
 Only positive test images are scored. The low baseline (AVG) is the mean
 ground-truth mask over the training and validation images.
 """
@@ -16,10 +24,13 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from skimage.measure import label, regionprops
 from sklearn.metrics import auc, average_precision_score, precision_recall_curve
 
-UTILITY_METRICS = ("pr_auc", "ap")
-UTILITY_COLUMNS = ["image_id", "model", "method", "metric", "value"]
+from saliency_trust.metrics.similarity import dice, iou, otsu_mask
+
+UTILITY_METRICS = ("pr_auc", "ap", "iou", "dice", "iou_box", "dice_box", "topk")
+UTILITY_COLUMNS = ["image_id", "model", "method", "weights", "metric", "value"]
 
 
 def _check(score: np.ndarray, mask: np.ndarray, image_id: str) -> tuple[np.ndarray, np.ndarray]:
@@ -47,7 +58,58 @@ def average_precision(score: np.ndarray, mask: np.ndarray, image_id: str = "?") 
     return float(average_precision_score(truth, s))
 
 
-METRIC_FUNCTIONS = {"pr_auc": pr_auc, "ap": average_precision}
+def boxed(mask: np.ndarray) -> np.ndarray:
+    """Each 8-connected component of ``mask`` replaced by its filled bounding box (MURA box mode)."""
+    out = np.zeros(mask.shape, bool)
+    for region in regionprops(label(mask, connectivity=2)):
+        r0, c0, r1, c1 = region.bbox
+        out[r0:r1, c0:c1] = True
+    return out
+
+
+def otsu_iou_gt(score: np.ndarray, mask: np.ndarray, image_id: str = "?") -> float:
+    """IoU of the map's Otsu foreground with the ground truth."""
+    s, truth = _check(score, mask, image_id)
+    return iou(otsu_mask(s.reshape(mask.shape)), truth.reshape(mask.shape))
+
+
+def otsu_dice_gt(score: np.ndarray, mask: np.ndarray, image_id: str = "?") -> float:
+    """Dice of the map's Otsu foreground with the ground truth."""
+    s, truth = _check(score, mask, image_id)
+    return dice(otsu_mask(s.reshape(mask.shape)), truth.reshape(mask.shape))
+
+
+def box_iou_gt(score: np.ndarray, mask: np.ndarray, image_id: str = "?") -> float:
+    """IoU with the ground truth of the Otsu foreground's components turned into boxes."""
+    s, truth = _check(score, mask, image_id)
+    return iou(boxed(otsu_mask(s.reshape(mask.shape))), truth.reshape(mask.shape))
+
+
+def box_dice_gt(score: np.ndarray, mask: np.ndarray, image_id: str = "?") -> float:
+    """Dice with the ground truth of the Otsu foreground's components turned into boxes."""
+    s, truth = _check(score, mask, image_id)
+    return dice(boxed(otsu_mask(s.reshape(mask.shape))), truth.reshape(mask.shape))
+
+
+def top_k_overlap(score: np.ndarray, mask: np.ndarray, image_id: str = "?", k: int | None = None) -> float:
+    """Fraction of the k most salient pixels inside the ground truth (k = ground-truth area by default)."""
+    s, truth = _check(score, mask, image_id)
+    k = int(truth.sum()) if k is None else int(k)
+    if not 0 < k <= s.size:
+        raise ValueError(f"image '{image_id}': top-k overlap needs 0 < k <= {s.size}, got {k}")
+    top = np.argsort(-s, kind="stable")[:k]
+    return float(truth[top].mean())
+
+
+METRIC_FUNCTIONS = {
+    "pr_auc": pr_auc,
+    "ap": average_precision,
+    "iou": otsu_iou_gt,
+    "dice": otsu_dice_gt,
+    "iou_box": box_iou_gt,
+    "dice_box": box_dice_gt,
+    "topk": top_k_overlap,
+}
 
 
 def utility_table(
@@ -56,9 +118,11 @@ def utility_table(
     model: str,
     method: str,
     metrics: tuple[str, ...] = UTILITY_METRICS,
+    weights: str = "trained",
 ) -> pd.DataFrame:
     """Score every image in ``masks`` (positive test images) by its map; long table.
 
+    ``weights`` tells whose maps these are (``trained`` or ``randomized``).
     Raises if a scored image has no map, naming the image.
     """
     rows = []
@@ -67,7 +131,7 @@ def utility_table(
             raise KeyError(f"no {method} map for image '{image_id}' (model {model})")
         for metric in metrics:
             value = METRIC_FUNCTIONS[metric](maps[image_id], mask, image_id)
-            rows.append((image_id, model, method, metric, value))
+            rows.append((image_id, model, method, weights, metric, value))
     return pd.DataFrame(rows, columns=UTILITY_COLUMNS)
 
 
@@ -77,15 +141,26 @@ def mean_mask(masks: np.ndarray) -> np.ndarray:
 
 
 def run_utility(manifest_path, images_path, maps_path, model: str, method: str, target_label: str | None,
-                metrics: list[str], out_path) -> None:
-    """Stage entry: utility of one model x method on the positive test images."""
+                metrics: list[str], out_path, randomized: bool = False) -> None:
+    """Stage entry: utility of one model x method on the positive test images.
+
+    With ``randomized``, ``maps_path`` is a randomized-model cache and the maps of
+    its last step (cascading: every block re-initialized) are scored, for the
+    images that step explained.
+    """
     from saliency_trust.data.canonical import load_dataset
     from saliency_trust.io import write_csv
-    from saliency_trust.saliency.cache import read_maps
+    from saliency_trust.saliency.cache import read_maps, read_randomized_maps
 
     data = load_dataset(manifest_path, images_path)
-    cached = read_maps(maps_path, method=method)
-    table = utility_table(cached.by_id(), positive_test_masks(data, target_label), model, method, tuple(metrics))
+    masks = positive_test_masks(data, target_label)
+    if randomized:
+        ids, _, step_maps = read_randomized_maps(maps_path, method=method)
+        maps = dict(zip(ids, step_maps[-1]))
+        masks = {i: masks[i] for i in ids}
+    else:
+        maps = read_maps(maps_path, method=method).by_id()
+    table = utility_table(maps, masks, model, method, tuple(metrics), "randomized" if randomized else "trained")
     write_csv(table, out_path)
 
 
@@ -94,18 +169,3 @@ def positive_test_masks(data, target_label: str | None) -> dict[str, np.ndarray]
     label = target_label or data.label_names[0]
     li = data.label_index(label)
     return {data.manifest["image_id"].iloc[i]: data.masks[i, li] for i in data.positive_indices("test", label)}
-
-
-def run_avg_baseline(manifest_path, images_path, target_label: str | None, metrics: list[str], out_path) -> None:
-    """Stage entry: utility of the AVG low baseline (mean train+val mask) on the positive test images."""
-    from saliency_trust.data.canonical import load_dataset
-    from saliency_trust.io import write_csv
-
-    data = load_dataset(manifest_path, images_path)
-    label = target_label or data.label_names[0]
-    li = data.label_index(label)
-    fit_idx = np.concatenate([data.indices("train"), data.indices("val")])
-    avg = mean_mask(data.masks[fit_idx, li])
-    masks = positive_test_masks(data, label)
-    table = utility_table({i: avg for i in masks}, masks, "baseline", "AVG", tuple(metrics))
-    write_csv(table, out_path)

@@ -16,6 +16,14 @@ silently reused: :func:`load_or_compute_maps` reuses an existing file only when
 its method, parameters, target, model hash and package versions all match, and
 recomputes it otherwise.
 
+Maps of randomized models (SPEC 6.2) live in one file per (model, method,
+randomization mode): ``results/{dataset}/saliency/{model}/randomized/{mode}/{method}.h5``,
+with the same layout plus a leading step axis (``map``: S x N x H x W, ``raw``:
+S x N x C x H x W) and the attribute ``steps`` (JSON list: the blocks
+re-initialized at each step). ``target`` then also records the randomization
+(mode, init, seed, blocks), so a change of any of them recomputes the file. Steps
+are written one by one, so memory holds one step at a time.
+
 XRAI segments live in their own file per dataset
 (``results/{dataset}/saliency/xrai_segments.h5``: ``image_id`` and ``labels``,
 N x levels x H x W int32 Felzenszwalb label images), because they depend only on
@@ -76,9 +84,7 @@ def write_maps(
     """Write one cache file atomically; refuses NaN maps, naming the image."""
     if len(image_ids) != len(maps) or len(maps) != len(raw):
         raise ValueError(f"{path}: {len(image_ids)} ids, {len(maps)} maps and {len(raw)} raw attributions")
-    bad = ~np.isfinite(maps.reshape(len(maps), -1)).all(axis=1)
-    if bad.any():
-        raise FloatingPointError(f"{method}: map of image '{image_ids[int(np.argmax(bad))]}' contains NaN/inf")
+    _check_finite(maps, image_ids, method)
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as h5:
             h5.create_dataset("image_id", data=np.array(image_ids, dtype=object), dtype=h5py.string_dtype())
@@ -114,12 +120,14 @@ def read_maps(
     return SaliencyMaps(ids, maps, raw, attrs)
 
 
-def cache_mismatch(path: str | Path, method: str, params: dict, model_sha256: str, target: dict) -> str | None:
-    """Why an existing cache file cannot be reused (None when it can)."""
+def cache_mismatch(path: str | Path, method: str, params: dict, model_sha256: str, target: dict,
+                   image_ids: list[str] | None = None) -> str | None:
+    """Why an existing cache file cannot be reused (None when it can); ``image_ids``, when given, must match too."""
     try:
         with h5py.File(path, "r") as h5:
             attrs = {k: h5.attrs[k] for k in h5.attrs}
-            n_ok = len(h5["image_id"]) == len(h5["map"]) == len(h5["raw"])
+            n_ok = len(h5["image_id"]) == h5["map"].shape[-3] == h5["raw"].shape[-4]
+            stored_ids = [s.decode() if isinstance(s, bytes) else str(s) for s in h5["image_id"][:]]
     except (OSError, KeyError) as err:
         return f"unreadable ({err})"
     expected = {
@@ -132,6 +140,8 @@ def cache_mismatch(path: str | Path, method: str, params: dict, model_sha256: st
     for key, value in expected.items():
         if attrs.get(key) != value:
             return f"{key} differs (cached {attrs.get(key)!r}, expected {value!r})"
+    if image_ids is not None and stored_ids != list(image_ids):
+        return "the images differ"
     return None if n_ok else "inconsistent datasets"
 
 
@@ -157,6 +167,73 @@ def load_or_compute_maps(
     ids, maps, raw = compute()
     write_maps(path, ids, maps, raw, method, params, model_sha256, target)
     return True
+
+
+def _check_finite(maps: np.ndarray, image_ids: list[str], what: str) -> None:
+    bad = ~np.isfinite(maps.reshape(len(maps), -1)).all(axis=1)
+    if bad.any():
+        raise FloatingPointError(f"{what}: map of image '{image_ids[int(np.argmax(bad))]}' contains NaN/inf")
+
+
+def load_or_compute_randomized(
+    path: str | Path,
+    method: str,
+    params: dict,
+    model_sha256: str,
+    target: dict,
+    image_ids: list[str],
+    steps: list[str],
+    compute_step: Callable[[int], tuple[np.ndarray, np.ndarray]],
+) -> bool:
+    """Reuse ``path`` if it matches exactly; else write the maps of every step, ``compute_step(k)`` -> (maps, raw).
+
+    Returns True when the maps were (re)computed.
+    """
+    path = Path(path)
+    target = {**target, "steps": list(steps)}
+    if path.exists():
+        why = cache_mismatch(path, method, params, model_sha256, target, image_ids)
+        if why is None:
+            log.info("%s: cache matches (method, params, model, randomization, images, versions); reused", path)
+            return False
+        log.warning("%s: cache not reused, %s; recomputing", path, why)
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as h5:
+            h5.create_dataset("image_id", data=np.array(image_ids, dtype=object), dtype=h5py.string_dtype())
+            dsets = None
+            for k, block in enumerate(steps):
+                maps, raw = compute_step(k)
+                if not len(maps) == len(raw) == len(image_ids):
+                    raise ValueError(f"{path}: step {k + 1} gave {len(maps)} maps and {len(raw)} raw attributions "
+                                     f"for {len(image_ids)} images")
+                _check_finite(maps, image_ids, f"{method}, randomization step {k + 1} ({block})")
+                if dsets is None:
+                    dsets = [
+                        h5.create_dataset(name, shape=(len(steps), *arr.shape), dtype="f4",
+                                          chunks=(1, 1, *arr.shape[1:]), compression="gzip")
+                        for name, arr in (("map", maps), ("raw", raw))
+                    ]
+                dsets[0][k] = maps
+                dsets[1][k] = raw
+            h5.attrs["method"] = method
+            h5.attrs["params"] = json.dumps(params, sort_keys=True)
+            h5.attrs["model_sha256"] = model_sha256
+            h5.attrs["target"] = json.dumps(target, sort_keys=True)
+            h5.attrs["versions"] = json.dumps(package_versions(), sort_keys=True)
+            h5.attrs["steps"] = json.dumps(list(steps))
+            h5.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return True
+
+
+def read_randomized_maps(path: str | Path, method: str | None = None) -> tuple[list[str], list[str], np.ndarray]:
+    """(image ids, step block names, S x N x H x W maps) of a randomized-model cache file."""
+    with h5py.File(path, "r") as h5:
+        if method is not None and h5.attrs["method"] != method:
+            raise ValueError(f"{path}: holds method '{h5.attrs['method']}', expected '{method}'")
+        ids = [s.decode() if isinstance(s, bytes) else str(s) for s in h5["image_id"][:]]
+        steps = json.loads(h5.attrs["steps"])
+        maps = h5["map"][:]
+    return ids, steps, maps
 
 
 def write_segments(path: str | Path, image_ids: list[str], labels: np.ndarray) -> None:

@@ -139,3 +139,61 @@ def run_saliency(manifest_path, images_path, model_path, method_key: str, params
         return ids, maps, raw
 
     load_or_compute_maps(out_path, method_key, params, model_sha, target, compute)
+
+
+def randomization_subset(image_ids: list[str], n_images: int, seed: int) -> list[str]:
+    """A seeded subset of ``n_images`` ids (all when 0 or more than there are), in their original order."""
+    if n_images <= 0 or n_images >= len(image_ids):
+        return list(image_ids)
+    rng = np.random.default_rng(stable_seed(seed, "randomization-images"))
+    keep = np.sort(rng.choice(len(image_ids), size=n_images, replace=False))
+    return [image_ids[k] for k in keep]
+
+
+def run_randomized_saliency(manifest_path, images_path, model_path, method_key: str, params: dict,
+                            target_label: str | None, output: str, batch_size: int, device: str, threads: int,
+                            out_path, mode: str, init: str, n_images: int, seed: int = 0, max_batch_inputs: int = 64,
+                            amp: bool = False, segments_path=None) -> None:
+    """Stage entry: maps of one method at every randomization step of one model (SPEC 6.2), one cache file.
+
+    Step k re-initializes the blocks :func:`saliency_trust.models.randomize.blocks_of_step` gives
+    (cascading: the k blocks nearest the output; independent: block k alone).
+    """
+    from saliency_trust.data.canonical import load_dataset
+    from saliency_trust.io import sha256_file
+    from saliency_trust.models.randomize import blocks_of_step, randomization_blocks, randomized_model
+    from saliency_trust.models.train import load_checkpoint, select_device
+    from saliency_trust.saliency.cache import load_or_compute_randomized, read_segments
+    from saliency_trust.saliency.methods import resolve_params
+
+    torch.set_num_threads(max(int(threads), 1))
+    params = resolve_params(method_key, params)
+    dev = select_device(device)
+    data = load_dataset(manifest_path, images_path)
+    label = target_label or data.label_names[0]
+    all_ids, all_images = explained_images(data, label)
+    ids = randomization_subset(all_ids, n_images, seed)
+    images = all_images[[all_ids.index(i) for i in ids]]
+    model, payload = load_checkpoint(model_path, dev)
+    arch = payload["arch"]
+    steps = randomization_blocks(arch)
+    target = {"label": label, "output": output, "seed": seed,
+              "randomization": {"mode": mode, "init": init, "n_images": n_images}}
+    segments = None
+    if get_method(method_key).uses_segments:
+        if segments_path is None:
+            raise ValueError(f"method {method_key} needs the XRAI segments file")
+        segments = read_segments(segments_path, ids)
+    t0 = time.perf_counter()
+
+    def compute_step(k: int) -> tuple[np.ndarray, np.ndarray]:
+        blocks = blocks_of_step(arch, mode, k + 1)
+        random_model = randomized_model(model, arch, blocks, seed, init)
+        raw, maps = compute_saliency(random_model, arch, images, method_key, params, data.label_index(label), output,
+                                     batch_size, dev, ids, segments, seed, max_batch_inputs, amp)
+        log.info("%s %s step %d/%d (%s re-initialized): %d maps, %.1f s so far", method_key, mode, k + 1, len(steps),
+                 ", ".join(blocks), len(ids), time.perf_counter() - t0)
+        return maps, raw
+
+    load_or_compute_randomized(out_path, method_key, params, sha256_file(model_path), target, ids, steps,
+                               compute_step)

@@ -33,6 +33,8 @@ TABLE2_COLUMNS = {("utility", AVG): "Utility vs AVG"}
 def utility_groups(utility: pd.DataFrame, models: list[str], methods: list[str], metric: str) -> pd.DataFrame:
     """Rows of one utility metric for the methods of ``models`` and the AVG baseline, with a ``group`` column."""
     sel = utility[utility["metric"] == metric]
+    if "weights" in sel:  # trained maps only; randomized-model utility is its own comparison
+        sel = sel[sel["weights"] == "trained"]
     maps = sel[sel["model"].isin(models) & sel["method"].isin(methods)]
     base = sel[sel["method"] == AVG]
     if base.empty:

@@ -1,12 +1,14 @@
-"""Snakemake entry: rule utility_avg_baseline."""
+"""Snakemake entry: rule unet_maps."""
 from saliency_trust.config import setup_logging
-from saliency_trust.metrics.utility import run_avg_baseline
+from saliency_trust.saliency.baselines import run_unet_map
 
 setup_logging(snakemake.log[0])
-run_avg_baseline(
+run_unet_map(
     snakemake.input.manifest,
     snakemake.input.images,
+    snakemake.input.model,
     target_label=snakemake.params.target_label,
-    metrics=snakemake.params.metrics,
+    device=snakemake.params.device,
+    threads=snakemake.threads,
     out_path=snakemake.output[0],
 )

@@ -1,0 +1,142 @@
+"""Map-to-map similarity: SSIM and Otsu IoU (SPEC 6.2-6.4; Arun et al., "Repeatability and Reproducibility").
+
+:func:`ssim` is scikit-image's ``structural_similarity`` (Wang et al. 2004) with
+its defaults: a 7 x 7 uniform window, K1 = 0.01, K2 = 0.03, sample covariance
+(N / (N - 1) with N = 49), an explicit ``data_range``, and the mean of the SSIM
+image after cropping the 3 border pixels the window cannot cover. It is
+computed in batch with torch (``avg_pool2d`` over the valid region), in float64,
+so thousands of pairs cost one call. With ``data_range`` > 0 the constants C1 and
+C2 are positive, so the value is defined for constant maps too: two equal
+constant maps give 1, a constant map against a structured one gives
+(2 mu_x mu_y + C1) C2 / ((mu_x^2 + mu_y^2 + C1) (var_y + C2)) averaged over the
+windows (small when the other map has structure). Post-processed maps lie in
+[0, 1], so the pipeline uses ``data_range = 1``.
+
+:func:`otsu_iou` binarizes each map at its own Otsu threshold (foreground =
+value > threshold, scikit-image's convention) and returns the intersection over
+union of the two foregrounds; a constant map has an empty foreground, and two
+empty foregrounds count as identical (IoU 1).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from skimage.filters import threshold_otsu
+
+SSIM_WINDOW = 7
+SSIM_K1 = 0.01
+SSIM_K2 = 0.03
+
+
+def ssim(x, y, data_range: float = 1.0, batch_pairs: int = 4096) -> np.ndarray:
+    """SSIM of each pair of maps: ``x`` and ``y`` are (N x H x W) or (H x W) arrays or tensors; returns N values.
+
+    Equal to ``skimage.metrics.structural_similarity(x[i], y[i], data_range=data_range)``.
+    """
+    import torch  # imported here: the utility metrics use this module without torch
+    if data_range <= 0:
+        raise ValueError(f"SSIM data_range must be positive, got {data_range}")
+    xt = x if torch.is_tensor(x) else torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
+    yt = y if torch.is_tensor(y) else torch.from_numpy(np.ascontiguousarray(y, dtype=np.float64))
+    if xt.shape != yt.shape:
+        raise ValueError(f"SSIM of maps with different shapes {tuple(xt.shape)} and {tuple(yt.shape)}")
+    single = xt.ndim == 2
+    if single:
+        xt, yt = xt[None], yt[None]
+    if xt.ndim != 3:
+        raise ValueError(f"SSIM expects N x H x W maps, got shape {tuple(xt.shape)}")
+    if min(xt.shape[1:]) < SSIM_WINDOW:
+        raise ValueError(f"SSIM needs maps of at least {SSIM_WINDOW} x {SSIM_WINDOW} pixels, got {tuple(xt.shape[1:])}")
+    out = [_ssim_batch(xt[i : i + batch_pairs], yt[i : i + batch_pairs], data_range)
+           for i in range(0, len(xt), batch_pairs)]
+    values = torch.cat(out).cpu().numpy() if out else np.zeros(0)
+    return values
+
+
+def _ssim_batch(x, y, data_range: float):
+    import torch
+    import torch.nn.functional as F
+
+    x = x.to(torch.float64).unsqueeze(1)
+    y = y.to(torch.float64).unsqueeze(1)
+    n = SSIM_WINDOW * SSIM_WINDOW
+    cov_norm = n / (n - 1.0)
+
+    def mean(t):
+        return F.avg_pool2d(t, SSIM_WINDOW, stride=1)  # valid windows only = skimage's cropped region
+
+    ux, uy = mean(x), mean(y)
+    vx = cov_norm * (mean(x * x) - ux * ux)
+    vy = cov_norm * (mean(y * y) - uy * uy)
+    vxy = cov_norm * (mean(x * y) - ux * uy)
+    c1 = (SSIM_K1 * data_range) ** 2
+    c2 = (SSIM_K2 * data_range) ** 2
+    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+    return s.mean(dim=(1, 2, 3))
+
+
+def otsu_mask(saliency_map: np.ndarray) -> np.ndarray:
+    """Foreground of a map at its Otsu threshold (empty for a constant map)."""
+    m = np.asarray(saliency_map, dtype=np.float64)
+    if not np.isfinite(m).all():
+        raise ValueError("map contains NaN or inf")
+    if m.max() == m.min():
+        return np.zeros(m.shape, bool)
+    return m > threshold_otsu(m)
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two boolean masks; 1 when both are empty."""
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice coefficient of two boolean masks; 1 when both are empty."""
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    total = a.sum() + b.sum()
+    return 1.0 if total == 0 else float(2.0 * np.logical_and(a, b).sum() / total)
+
+
+def otsu_iou(x: np.ndarray, y: np.ndarray) -> float:
+    """IoU of the Otsu foregrounds of two maps."""
+    return iou(otsu_mask(x), otsu_mask(y))
+
+
+SIMILARITY_COLUMNS = ["image_id", "criterion", "model_a", "model_b", "method", "metric", "value"]
+
+
+def pair_similarity(maps_a: dict[str, np.ndarray], maps_b: dict[str, np.ndarray], criterion: str, model_a: str,
+                    model_b: str, method: str, data_range: float = 1.0) -> pd.DataFrame:
+    """SSIM and Otsu IoU per image between two models' maps of the same images (long table)."""
+    ids = [i for i in maps_a if i in maps_b]
+    only = sorted(set(maps_a) ^ set(maps_b))
+    if only:
+        raise KeyError(f"{method}: image '{only[0]}' has a map from only one of {model_a}, {model_b}")
+    a = np.stack([maps_a[i] for i in ids])
+    b = np.stack([maps_b[i] for i in ids])
+    values = {"ssim": ssim(a, b, data_range), "iou": np.array([otsu_iou(x, y) for x, y in zip(a, b)])}
+    frames = [pd.DataFrame({"image_id": ids, "criterion": criterion, "model_a": model_a, "model_b": model_b,
+                            "method": method, "metric": metric, "value": v}) for metric, v in values.items()]
+    return pd.concat(frames, ignore_index=True)[SIMILARITY_COLUMNS]
+
+
+def run_similarity(map_paths: list[str], models: list[str], methods: list[str], pairs: list[list[str]],
+                   data_range: float, out_path) -> None:
+    """Stage entry: every (criterion, model_a, model_b) pair x method, from the cache files
+    ``map_paths`` (one per (model, method), same order as ``models`` and ``methods``)."""
+    from saliency_trust.io import write_csv
+    from saliency_trust.saliency.cache import read_maps
+
+    maps = {(mo, me): read_maps(p, method=me).by_id() for p, mo, me in zip(map_paths, models, methods)}
+    frames = []
+    for criterion, a, b in pairs:
+        for method in dict.fromkeys(methods):
+            if (a, method) in maps and (b, method) in maps:
+                frames.append(pair_similarity(maps[a, method], maps[b, method], criterion, a, b, method, data_range))
+    if not frames:
+        raise ValueError("no pair of models with maps of the same method: repeatability and reproducibility need "
+                         "two replicates or two architectures")
+    write_csv(pd.concat(frames, ignore_index=True), out_path)

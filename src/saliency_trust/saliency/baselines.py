@@ -1,0 +1,59 @@
+"""Maps of the baselines, in the saliency cache format (SPEC 4, 6; Arun et al., "Baselines").
+
+Written to ``results/{dataset}/saliency/baselines/{name}.h5`` with the layout of
+:mod:`saliency_trust.saliency.cache`, so every metric scores them exactly like
+saliency maps:
+
+- ``AVG``: the low utility baseline, the pixel-wise mean of the target label's
+  ground-truth masks over the training and validation images (the same map for
+  every test image);
+- ``UNET-r{k}``: the high baseline, replicate k of the U-Net
+  (:mod:`saliency_trust.models.unet`): map = sigmoid of the per-pixel logit,
+  raw = the logit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from saliency_trust.metrics.utility import mean_mask
+from saliency_trust.saliency.compute import explained_images
+
+
+def run_avg_map(manifest_path, images_path, target_label: str | None, out_path) -> None:
+    """Stage entry: the AVG map for every positive test image."""
+    from saliency_trust.data.canonical import load_dataset
+    from saliency_trust.io import sha256_file
+    from saliency_trust.saliency.cache import write_maps
+
+    data = load_dataset(manifest_path, images_path)
+    label = target_label or data.label_names[0]
+    li = data.label_index(label)
+    fit_idx = np.concatenate([data.indices("train"), data.indices("val")])
+    avg = mean_mask(data.masks[fit_idx, li])
+    ids, _ = explained_images(data, label)
+    maps = np.repeat(avg[None], len(ids), axis=0)
+    write_maps(out_path, ids, maps, maps[:, None], "AVG", {"fit_splits": ["train", "val"]}, sha256_file(images_path),
+               {"label": label})
+
+
+def run_unet_map(manifest_path, images_path, model_path, target_label: str | None, device: str, threads: int,
+                 out_path) -> None:
+    """Stage entry: U-Net heat maps (sigmoid) of every positive test image."""
+    from saliency_trust.data.canonical import load_dataset
+    from saliency_trust.io import sha256_file
+    from saliency_trust.models.train import select_device
+    from saliency_trust.models.unet import load_unet, predict_masks
+    from saliency_trust.saliency.cache import write_maps
+
+    torch.set_num_threads(max(int(threads), 1))
+    dev = select_device(device)
+    data = load_dataset(manifest_path, images_path)
+    label = target_label or data.label_names[0]
+    ids, images = explained_images(data, label)
+    payload = torch.load(model_path, map_location="cpu", weights_only=True)
+    logits = predict_masks(load_unet(model_path, dev), images, dev)
+    maps = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+    write_maps(out_path, ids, maps.astype(np.float32), logits[:, None], "UNET", payload["settings"],
+               sha256_file(model_path), {"label": label, "output": "probability"})

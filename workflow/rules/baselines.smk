@@ -1,0 +1,65 @@
+rule train_unet:
+    """High baseline: one U-Net replicate trained on the target label's masks (SPEC 4)."""
+    input:
+        unpack(dataset_files),
+    output:
+        model="results/{dataset}/baselines/unet-r{replicate}/model.pt",
+        history="results/{dataset}/baselines/unet-r{replicate}/history.csv",
+        metrics="results/{dataset}/baselines/unet-r{replicate}/metrics.json",
+    params:
+        target_label=lambda wildcards: config["datasets"][wildcards.dataset]["target_label"],
+        settings=config["baselines"]["unet"],
+        seed=lambda wildcards: model_seed(config, wildcards.dataset, f"unet-r{wildcards.replicate}"),
+        device=config["baselines"]["device"],
+    threads: config["baselines"]["threads"]
+    priority: 5
+    log:
+        "results/{dataset}/logs/baselines/train_unet-r{replicate}.log",
+    conda:
+        "../../envs/train.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    script:
+        "../scripts/train_unet.py"
+
+
+rule unet_maps:
+    """U-Net heat maps of the positive test images, in the saliency cache format."""
+    input:
+        unpack(dataset_files),
+        model="results/{dataset}/baselines/unet-r{replicate}/model.pt",
+    output:
+        "results/{dataset}/saliency/baselines/UNET-r{replicate}.h5",
+    params:
+        target_label=lambda wildcards: config["datasets"][wildcards.dataset]["target_label"],
+        device=config["baselines"]["device"],
+    threads: config["baselines"]["threads"]
+    log:
+        "results/{dataset}/logs/baselines/unet_maps-r{replicate}.log",
+    conda:
+        "../../envs/saliency.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    script:
+        "../scripts/unet_maps.py"
+
+
+rule avg_map:
+    """Low utility baseline: the mean train+val mask as a map of every positive test image."""
+    input:
+        unpack(dataset_files),
+    output:
+        "results/{dataset}/saliency/baselines/AVG.h5",
+    params:
+        target_label=lambda wildcards: config["datasets"][wildcards.dataset]["target_label"],
+    log:
+        "results/{dataset}/logs/baselines/avg_map.log",
+    conda:
+        "../../envs/saliency.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/avg_map.py"

@@ -1,0 +1,14 @@
+"""Snakemake entry: rule randomization_scores."""
+from saliency_trust.config import setup_logging
+from saliency_trust.metrics.randomization import run_randomization_scores
+
+setup_logging(snakemake.log[0])
+run_randomization_scores(
+    snakemake.input.trained,
+    snakemake.input.randomized,
+    model=snakemake.wildcards.model,
+    method=snakemake.wildcards.method,
+    mode=snakemake.wildcards.mode,
+    data_range=snakemake.params.data_range,
+    out_path=snakemake.output[0],
+)
