@@ -21,6 +21,19 @@ kind, each present independently. The optional *planted shortcut* draws a small
 bright marker in the top-left corner (outside the lungs) with a probability that
 depends on the label, so a classifier can cheat and the criteria can be checked
 on a case where the right answer is known.
+
+Simulated raters (``raters`` > 0, off by default) give the human reference of
+SPEC 6 ("each rater against the consensus of the others";
+:mod:`saliency_trust.metrics.raters`). Rater ``r`` redraws every lesion box:
+each of the four sides moves independently by a uniform amount in
+``[-rater_jitter, +rater_jitter]`` times the box's width (left and right sides)
+or height (top and bottom sides), the new sides are rounded to whole pixels
+(half away from zero), clipped to the image, and a box keeps at least one pixel
+per side. The draws come from a stream of their own,
+``default_rng([seed, index, RATER_STREAM, r])``, so turning raters on changes no
+image, mask or ``truth`` box, and rater ``r``'s boxes do not depend on how many
+raters there are. ``boxes.csv`` then holds, besides the ``truth`` rows, one row
+per lesion and rater with ``rater`` = ``"1"`` ... ``"n"``.
 """
 
 from __future__ import annotations
@@ -32,6 +45,7 @@ import pandas as pd
 from scipy import ndimage
 
 LESION_KINDS = ("nodule", "opacity")
+RATER_STREAM = 0x52415445  # "RATE": third seed word of the simulated raters' random streams
 
 
 @dataclass(frozen=True)
@@ -56,6 +70,8 @@ class SyntheticSpec:
     contrast_max: float = 0.22
     noise_std: float = 0.05
     shortcut: ShortcutSpec = field(default_factory=ShortcutSpec)
+    raters: int = 0
+    rater_jitter: float = 0.15
 
     def __post_init__(self) -> None:
         unknown = set(self.lesion_kinds) - set(LESION_KINDS)
@@ -65,6 +81,10 @@ class SyntheticSpec:
             raise ValueError(f"synthetic.image_size must be >= 16, got {self.image_size}")
         if not 0 < self.prevalence < 1:
             raise ValueError(f"synthetic.prevalence must lie in (0, 1), got {self.prevalence}")
+        if isinstance(self.raters, bool) or not isinstance(self.raters, (int, np.integer)) or self.raters < 0:
+            raise ValueError(f"synthetic.raters must be an integer >= 0, got {self.raters!r}")
+        if not 0 <= self.rater_jitter <= 0.5:
+            raise ValueError(f"synthetic.rater_jitter must lie in [0, 0.5], got {self.rater_jitter}")
 
     @property
     def label_names(self) -> list[str]:
@@ -87,6 +107,7 @@ class SyntheticImage:
     boxes: list[tuple[str, int, int, int, int]]  # (label, x, y, width, height)
     shortcut_marker: bool
     lung_mask: np.ndarray  # H x W bool
+    rater_boxes: list[tuple[str, str, int, int, int, int]] = field(default_factory=list)  # (rater, label, x, y, w, h)
 
 
 def _smooth_noise(rng: np.random.Generator, size: int, sigma: float) -> np.ndarray:
@@ -176,6 +197,45 @@ def _draw_marker(img: np.ndarray, rng: np.random.Generator) -> None:
     img[y0 : y0 + m, x0 : x0 + m] = np.maximum(img[y0 : y0 + m, x0 : x0 + m], 0.95 * patch)
 
 
+def _round_half_up(v: np.ndarray) -> np.ndarray:
+    """Round to the nearest integer, halves away from zero (unlike numpy's round-half-to-even)."""
+    return (np.sign(v) * np.floor(np.abs(v) + 0.5)).astype(int)
+
+
+def jitter_box(box: tuple[int, int, int, int], offsets: np.ndarray, size: int) -> tuple[int, int, int, int]:
+    """A rater's version of box ``(x, y, width, height)``.
+
+    ``offsets`` = (left, top, right, bottom) side moves as fractions of the box
+    size (left/right times the width, top/bottom times the height). The moved
+    sides are rounded half away from zero, clipped to ``[0, size]`` and forced
+    to enclose at least one pixel.
+    """
+    x, y, w, h = box
+    x0, y0, x1, y1 = _round_half_up(np.array([x + offsets[0] * w, y + offsets[1] * h,
+                                              x + w + offsets[2] * w, y + h + offsets[3] * h]))
+    x0, x1 = np.clip([x0, x1], 0, size)
+    y0, y1 = np.clip([y0, y1], 0, size)
+    if x1 <= x0:  # degenerate: keep one pixel column inside the image
+        x0 = min(x0, size - 1)
+        x1 = x0 + 1
+    if y1 <= y0:
+        y0 = min(y0, size - 1)
+        y1 = y0 + 1
+    return int(x0), int(y0), int(x1 - x0), int(y1 - y0)
+
+
+def simulate_raters(boxes: list[tuple[str, int, int, int, int]], n_raters: int, jitter: float, size: int, seed: int,
+                    index: int) -> list[tuple[str, str, int, int, int, int]]:
+    """Boxes of ``n_raters`` simulated raters: (rater, label, x, y, width, height), rater-major order."""
+    out = []
+    for r in range(1, n_raters + 1):
+        rng = np.random.default_rng([seed, index, RATER_STREAM, r])
+        for label, x, y, w, h in boxes:
+            offsets = rng.uniform(-jitter, jitter, size=4)
+            out.append((str(r), label, *jitter_box((x, y, w, h), offsets, size)))
+    return out
+
+
 def generate_image(spec: SyntheticSpec, seed: int, index: int) -> SyntheticImage:
     """Generate image ``index`` of the benchmark (independent of ``spec.n_images``)."""
     rng = np.random.default_rng([seed, index])
@@ -208,7 +268,8 @@ def generate_image(spec: SyntheticSpec, seed: int, index: int) -> SyntheticImage
         if marker:
             _draw_marker(img, rng)
     img = np.clip(img, 0.0, 1.0).astype(np.float32)
-    return SyntheticImage(img, masks, labels, boxes, marker, lungs)
+    raters = simulate_raters(boxes, spec.raters, spec.rater_jitter, size, seed, index) if spec.raters else []
+    return SyntheticImage(img, masks, labels, boxes, marker, lungs, raters)
 
 
 def generate_dataset(spec: SyntheticSpec, seed: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, pd.DataFrame]:
@@ -226,5 +287,7 @@ def generate_dataset(spec: SyntheticSpec, seed: int) -> tuple[pd.DataFrame, np.n
         masks.append(item.masks)
         for label, x, y, w, h in item.boxes:
             box_rows.append({"image_id": image_id, "label": label, "rater": "truth", "x": x, "y": y, "width": w, "height": h})
+        for rater, label, x, y, w, h in item.rater_boxes:
+            box_rows.append({"image_id": image_id, "label": label, "rater": rater, "x": x, "y": y, "width": w, "height": h})
     boxes = pd.DataFrame(box_rows, columns=["image_id", "label", "rater", "x", "y", "width", "height"])
     return pd.DataFrame(rows), np.stack(images), np.stack(masks), boxes
