@@ -123,6 +123,10 @@ def test_bad_dataset_config_is_refused(dataset, needle):
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_preset_dry_run_on_fixture_data(tmp_path, name):
     root = FIXTURES[name](tmp_path / "data")
+    for entry in load(name)["models"]:  # the dry run checks that the local ImageNet weights files exist
+        weights = tmp_path / "work" / entry["pretrained_weights"]
+        weights.parent.mkdir(parents=True, exist_ok=True)
+        weights.write_bytes(b"")
     proc, out = snakemake(tmp_path / "work", "-n", configfiles=[PRESETS[name]],
                           config=[f"datasets={{{name}: {{root: {root}}}}}"])
     assert proc.returncode == 0, out[-3000:]
@@ -161,3 +165,13 @@ def test_data_rules_convert_and_generate_side_by_side(tmp_path):
     log = (work / "results/siim/logs/data/prepare_dataset.log").read_text()
     assert "train-rle.csv row 2: image 'broken'" in log
     assert not (work / "results/siim/data/manifest.csv").exists()  # the failed job left no output
+
+
+def test_missing_pretrained_weights_fail_the_dry_run(tmp_path):
+    """A preset whose ImageNet weights file is absent stops at planning time, naming the file."""
+    root = FIXTURES["siim"](tmp_path / "data")
+    proc, out = snakemake(tmp_path / "work", "-n", configfiles=[PRESETS["siim"]],
+                          config=[f"datasets={{siim: {{root: {root}}}}}"])
+    assert proc.returncode != 0
+    assert "resources/weights/inception_v3_imagenet.pth" in out
+    assert not (tmp_path / "work/results").exists()

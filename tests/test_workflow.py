@@ -53,9 +53,10 @@ def test_outputs_follow_the_contract(tiny_run):
                 assert {"params", "versions", "created", "target"} <= set(h5.attrs)
     utility = pd.read_csv(tiny_run / "metrics/utility.csv")
     assert list(utility.columns) == ["image_id", "model", "method", "weights", "metric", "value"]
-    assert set(utility.method) == {"GRAD", "IG", "GCAM", "AVG", "UNET"}
+    assert set(utility.method) == {"GRAD", "IG", "GCAM", "AVG", "UNET", "RATER"}
+    assert set(utility[utility.method == "RATER"].model) == {"human"}
     assert set(utility.metric) == {"pr_auc", "ap", "iou", "dice", "iou_box", "dice_box", "topk"}
-    assert set(utility.weights) == {"trained", "randomized"}
+    assert set(utility.weights) == {"trained", "randomized", "n/a"}
     assert set(utility[utility.weights == "randomized"].model) == {"simple_cnn-r1"}
     assert utility.value.between(0, 1).all()
     # cascading randomization of the primary model: 5 blocks of simple_cnn, 4 images, SSIM per step
@@ -99,6 +100,25 @@ def test_lint_is_clean(tmp_path):
     proc = subprocess.run([*SNAKEMAKE, "--lint"], cwd=REPO, capture_output=True, text=True, timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0 and "Lints for" not in out, out[-3000:]
+
+
+def test_detector_baseline_and_independent_mode_plan(tmp_path):
+    """With the detector as high baseline and both randomization modes, the DAG has the right jobs."""
+    import yaml
+
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["baselines"] = {"high": "detector", "replicates": 2}
+    cfg["randomization"]["modes"] = ["cascading", "independent"]
+    alt = tmp_path / "detector.yaml"
+    alt.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run(
+        [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--configfile", str(alt), "-n",
+         "--cores", "1"], capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    assert "train_detector" in out and "detector_maps" in out and "train_unet" not in out
+    assert "randomized/independent/GCAM.h5" in out and "DETECTOR-r2.h5" in out
 
 
 def test_invalid_config_stops_before_any_job(tmp_path):

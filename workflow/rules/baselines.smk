@@ -63,3 +63,52 @@ rule avg_map:
         runtime=10,
     script:
         "../scripts/avg_map.py"
+
+
+rule train_detector:
+    """High baseline for box datasets: one RetinaNet replicate trained on the target label's boxes (SPEC 4)."""
+    input:
+        unpack(dataset_files),
+        boxes="results/{dataset}/data/boxes.csv",
+    output:
+        model="results/{dataset}/baselines/detector-r{replicate}/model.pt",
+        history="results/{dataset}/baselines/detector-r{replicate}/history.csv",
+        metrics="results/{dataset}/baselines/detector-r{replicate}/metrics.json",
+    params:
+        target_label=lambda wildcards: config["datasets"][wildcards.dataset]["target_label"],
+        settings=config["baselines"]["detector"],
+        seed=lambda wildcards: model_seed(config, wildcards.dataset, f"detector-r{wildcards.replicate}"),
+        device=config["baselines"]["device"],
+    threads: config["baselines"]["threads"]
+    priority: 5
+    log:
+        "results/{dataset}/logs/baselines/train_detector-r{replicate}.log",
+    conda:
+        "../../envs/train.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    script:
+        "../scripts/train_detector.py"
+
+
+rule detector_maps:
+    """Detector heat maps (highest score of the boxes above min_score) of the positive test images."""
+    input:
+        unpack(dataset_files),
+        model="results/{dataset}/baselines/detector-r{replicate}/model.pt",
+    output:
+        "results/{dataset}/saliency/baselines/DETECTOR-r{replicate}.h5",
+    params:
+        target_label=lambda wildcards: config["datasets"][wildcards.dataset]["target_label"],
+        device=config["baselines"]["device"],
+    threads: config["baselines"]["threads"]
+    log:
+        "results/{dataset}/logs/baselines/detector_maps-r{replicate}.log",
+    conda:
+        "../../envs/saliency.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    script:
+        "../scripts/detector_maps.py"

@@ -17,8 +17,13 @@ MODELS = model_names(config)
 METHODS = config["saliency"]["methods"]
 RANDOMIZED_MODELS = randomized_models(config)
 RANDOMIZATION_MODES = config["randomization"]["modes"]
-HIGH_BASELINE = config["baselines"]["high"]  # "unet" or "none"
-UNET_REPLICATES = [f"UNET-r{k}" for k in range(1, config["baselines"]["replicates"] + 1)] if HIGH_BASELINE == "unet" else []
+HIGH_BASELINE = config["baselines"]["high"]  # "unet", "detector" or "none"
+# maps of the high baseline's replicates: UNET-r1, UNET-r2 (or DETECTOR-r1, ...)
+HIGH_REPLICATES = (
+    [f"{HIGH_BASELINE.upper()}-r{k}" for k in range(1, config["baselines"]["replicates"] + 1)]
+    if HIGH_BASELINE != "none"
+    else []
+)
 
 
 wildcard_constraints:
@@ -26,7 +31,7 @@ wildcard_constraints:
     model="[a-z0-9_]+-r[0-9]+",
     method="[A-Z]+",
     mode="cascading|independent",
-    baseline="AVG|UNET-r[0-9]+",
+    baseline="AVG|UNET-r[0-9]+|DETECTOR-r[0-9]+",
     replicate="[0-9]+",
 
 
@@ -59,6 +64,15 @@ def dataset_files(wildcards):
     }
 
 
+def train_inputs(wildcards):
+    """Dataset, plus the local ImageNet weights file when the model names one (a missing file fails the dry run)."""
+    files = dataset_files(wildcards)
+    weights = train_settings(wildcards).get("pretrained_weights")
+    if weights:
+        files["pretrained_weights"] = weights
+    return files
+
+
 def saliency_inputs(wildcards):
     """Dataset and model; XRAI also reads the dataset's shared segments file."""
     files = {**dataset_files(wildcards), "model": f"results/{wildcards.dataset}/models/{wildcards.model}/model.pt"}
@@ -70,30 +84,31 @@ def saliency_inputs(wildcards):
 def utility_table_inputs(wildcards):
     """Utility of trained maps, of the fully randomized models' maps, and of the baselines."""
     d = wildcards.dataset
-    files = expand(f"results/{d}/metrics/utility/{{model}}/{{method}}.csv", model=MODELS, method=METHODS)
+    files = [f"results/{d}/metrics/utility/{m}.csv" for m in MODELS]
     if "cascading" in RANDOMIZATION_MODES:
-        files += expand(f"results/{d}/metrics/utility/{{model}}/randomized/{{method}}.csv",
-                        model=RANDOMIZED_MODELS, method=METHODS)
-    files.append(f"results/{d}/metrics/utility/baselines/AVG.csv")
-    files += [f"results/{d}/metrics/utility/baselines/{b}.csv" for b in UNET_REPLICATES[:1]]
+        files += [f"results/{d}/metrics/utility/randomized/{m}.csv" for m in RANDOMIZED_MODELS]
+    files.append(f"results/{d}/metrics/utility/baselines.csv")
+    if config["metrics"]["human_reference"]:
+        files.append(f"results/{d}/metrics/utility/human/RATER.csv")
     return files
 
 
 def similarity_entries():
     """(model, method) of every map file the similarity table reads: all models x methods, then the U-Nets."""
     entries = [(m, me) for m in MODELS for me in METHODS]
-    return entries + [(b.replace("UNET", "unet"), "UNET") for b in UNET_REPLICATES]
+    return entries + [(b.lower(), b.split("-r")[0]) for b in HIGH_REPLICATES]
 
 
 def similarity_pairs():
     """(criterion, model_a, model_b): model pairs, plus the U-Net pair as the high baseline of both criteria."""
     pairs = [list(p) for p in model_pairs(MODELS)]
-    if len(UNET_REPLICATES) >= 2:
-        pairs += [[c, "unet-r1", "unet-r2"] for c in ("repeatability", "reproducibility")]
+    if len(HIGH_REPLICATES) >= 2:
+        a, b = (r.lower() for r in HIGH_REPLICATES[:2])
+        pairs += [[c, a, b] for c in ("repeatability", "reproducibility")]
     return pairs
 
 
 def similarity_inputs(wildcards):
     d = wildcards.dataset
-    files = [f"results/{d}/saliency/{m}/{me}.h5" for m, me in similarity_entries() if me != "UNET"]
-    return files + [f"results/{d}/saliency/baselines/{b}.h5" for b in UNET_REPLICATES]
+    files = [f"results/{d}/saliency/{m}/{me}.h5" for m, me in similarity_entries()[: len(MODELS) * len(METHODS)]]
+    return files + [f"results/{d}/saliency/baselines/{b}.h5" for b in HIGH_REPLICATES]

@@ -1,16 +1,17 @@
 rule utility_scores:
-    """Localization utility of one model x method per positive test image (SPEC 6.1)."""
+    """Localization utility of one model's maps, every method, per positive test image (SPEC 6.1)."""
     input:
         unpack(dataset_files),
-        maps="results/{dataset}/saliency/{model}/{method}.h5",
+        maps=expand("results/{{dataset}}/saliency/{{model}}/{method}.h5", method=METHODS),
     output:
-        "results/{dataset}/metrics/utility/{model}/{method}.csv",
+        "results/{dataset}/metrics/utility/{model}.csv",
     params:
         target_label=lambda wildcards: config["datasets"][wildcards.dataset]["target_label"],
         metrics=config["metrics"]["utility"],
+        methods=METHODS,
         randomized=False,
     log:
-        "results/{dataset}/logs/metrics/utility/{model}/{method}.log",
+        "results/{dataset}/logs/metrics/utility/{model}.log",
     conda:
         "../../envs/metrics.yaml"
     resources:
@@ -23,29 +24,32 @@ rule utility_scores:
 use rule utility_scores as utility_scores_randomized with:
     input:
         unpack(dataset_files),
-        maps="results/{dataset}/saliency/{model}/randomized/cascading/{method}.h5",
+        maps=expand("results/{{dataset}}/saliency/{{model}}/randomized/cascading/{method}.h5", method=METHODS),
     output:
-        "results/{dataset}/metrics/utility/{model}/randomized/{method}.csv",
+        "results/{dataset}/metrics/utility/randomized/{model}.csv",
     params:
         target_label=lambda wildcards: config["datasets"][wildcards.dataset]["target_label"],
         metrics=config["metrics"]["utility"],
+        methods=METHODS,
         randomized=True,
     log:
-        "results/{dataset}/logs/metrics/utility/{model}/randomized_{method}.log",
+        "results/{dataset}/logs/metrics/utility/randomized_{model}.log",
 
 
-use rule utility_scores as utility_baseline with:
+use rule utility_scores as utility_baselines with:
     input:
         unpack(dataset_files),
-        maps="results/{dataset}/saliency/baselines/{baseline}.h5",
+        maps=["results/{dataset}/saliency/baselines/AVG.h5"]
+        + [f"results/{{dataset}}/saliency/baselines/{b}.h5" for b in HIGH_REPLICATES[:1]],
     output:
-        "results/{dataset}/metrics/utility/baselines/{baseline}.csv",
+        "results/{dataset}/metrics/utility/baselines.csv",
     params:
         target_label=lambda wildcards: config["datasets"][wildcards.dataset]["target_label"],
         metrics=config["metrics"]["utility"],
+        methods=["AVG"] + [b.split("-r")[0] for b in HIGH_REPLICATES[:1]],
         randomized=False,
     log:
-        "results/{dataset}/logs/metrics/utility/baseline_{baseline}.log",
+        "results/{dataset}/logs/metrics/utility/baselines.log",
 
 
 rule utility_table:
@@ -66,16 +70,17 @@ rule utility_table:
 
 
 rule randomization_scores:
-    """SSIM of every randomization step's map to the trained map, per image (SPEC 6.2)."""
+    """SSIM of every randomization step's map to the trained map, per image and method (SPEC 6.2)."""
     input:
-        trained="results/{dataset}/saliency/{model}/{method}.h5",
-        randomized="results/{dataset}/saliency/{model}/randomized/{mode}/{method}.h5",
+        trained=expand("results/{{dataset}}/saliency/{{model}}/{method}.h5", method=METHODS),
+        randomized=expand("results/{{dataset}}/saliency/{{model}}/randomized/{{mode}}/{method}.h5", method=METHODS),
     output:
-        "results/{dataset}/metrics/randomization/{model}/{mode}/{method}.csv",
+        "results/{dataset}/metrics/randomization/{model}/{mode}.csv",
     params:
+        methods=METHODS,
         data_range=config["metrics"]["ssim_data_range"],
     log:
-        "results/{dataset}/logs/metrics/randomization/{model}/{mode}_{method}.log",
+        "results/{dataset}/logs/metrics/randomization/{model}_{mode}.log",
     conda:
         "../../envs/metrics.yaml"
     resources:
@@ -86,13 +91,12 @@ rule randomization_scores:
 
 
 rule randomization_table:
-    """Gather the randomization SSIM of every model, mode and method into one tidy table."""
+    """Gather the randomization SSIM of every model and mode into one tidy table."""
     input:
         expand(
-            "results/{{dataset}}/metrics/randomization/{model}/{mode}/{method}.csv",
+            "results/{{dataset}}/metrics/randomization/{model}/{mode}.csv",
             model=RANDOMIZED_MODELS,
             mode=RANDOMIZATION_MODES,
-            method=METHODS,
         ),
     output:
         "results/{dataset}/metrics/randomization.csv",
@@ -137,8 +141,8 @@ rule similarity_scores:
     output:
         "results/{dataset}/metrics/similarity.csv",
     params:
-        models=lambda wildcards: [e[0] for e in similarity_entries()],
-        methods=lambda wildcards: [e[1] for e in similarity_entries()],
+        models=[e[0] for e in similarity_entries()],
+        methods=[e[1] for e in similarity_entries()],
         pairs=similarity_pairs(),
         data_range=config["metrics"]["ssim_data_range"],
     log:
@@ -150,3 +154,25 @@ rule similarity_scores:
         runtime=15,
     script:
         "../scripts/similarity_scores.py"
+
+
+rule rater_reference:
+    """Human reference: each rater's boxes against the consensus of the other raters (SPEC 6)."""
+    input:
+        unpack(dataset_files),
+        boxes="results/{dataset}/data/boxes.csv",
+    output:
+        table="results/{dataset}/metrics/utility/human/RATER.csv",
+        per_rater="results/{dataset}/metrics/raters/per_rater.csv",
+    params:
+        target_label=lambda wildcards: config["datasets"][wildcards.dataset]["target_label"],
+        metrics=config["metrics"]["utility"],
+    log:
+        "results/{dataset}/logs/metrics/rater_reference.log",
+    conda:
+        "../../envs/metrics.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/rater_reference.py"

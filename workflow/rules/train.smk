@@ -1,7 +1,7 @@
 rule train_model:
     """Train one replicate of one architecture (SPEC 4)."""
     input:
-        unpack(dataset_files),
+        unpack(train_inputs),
     output:
         model="results/{dataset}/models/{model}/model.pt",
         history="results/{dataset}/models/{model}/history.csv",

@@ -4,10 +4,10 @@ from saliency_trust.metrics.randomization import run_randomization_scores
 
 setup_logging(snakemake.log[0])
 run_randomization_scores(
-    snakemake.input.trained,
-    snakemake.input.randomized,
+    list(snakemake.input.trained),
+    list(snakemake.input.randomized),
     model=snakemake.wildcards.model,
-    method=snakemake.wildcards.method,
+    methods=snakemake.params.methods,
     mode=snakemake.wildcards.mode,
     data_range=snakemake.params.data_range,
     out_path=snakemake.output[0],

@@ -70,15 +70,20 @@ def threshold_table(trained_maps: dict[tuple[str, str], np.ndarray], n_pairs: in
     return pd.DataFrame(rows, columns=THRESHOLD_COLUMNS)
 
 
-def run_randomization_scores(trained_path, randomized_path, model: str, method: str, mode: str, data_range: float,
-                             out_path) -> None:
-    """Stage entry: SSIM of every step's map to the trained map, one row per image x step."""
+def run_randomization_scores(trained_paths: list[str], randomized_paths: list[str], model: str, methods: list[str],
+                             mode: str, data_range: float, out_path) -> None:
+    """Stage entry: SSIM of every step's map to the trained map, one row per image x step x method."""
     from saliency_trust.io import write_csv
     from saliency_trust.saliency.cache import read_maps, read_randomized_maps
 
-    trained = read_maps(trained_path, method=method).by_id()
-    ids, steps, maps = read_randomized_maps(randomized_path, method=method)
-    write_csv(randomization_ssim(trained, ids, steps, maps, model, method, mode, data_range), out_path)
+    if not len(trained_paths) == len(randomized_paths) == len(methods):
+        raise ValueError("trained_paths, randomized_paths and methods must have the same length")
+    tables = []
+    for trained_path, randomized_path, method in zip(trained_paths, randomized_paths, methods):
+        trained = read_maps(trained_path, method=method).by_id()
+        ids, steps, maps = read_randomized_maps(randomized_path, method=method)
+        tables.append(randomization_ssim(trained, ids, steps, maps, model, method, mode, data_range))
+    write_csv(pd.concat(tables, ignore_index=True), out_path)
 
 
 def run_threshold(map_paths: list[str], models: list[str], methods: list[str], n_pairs: int, seed: int,

@@ -140,32 +140,44 @@ def mean_mask(masks: np.ndarray) -> np.ndarray:
     return masks.astype(np.float64).mean(axis=0).astype(np.float32)
 
 
-def run_utility(manifest_path, images_path, maps_path, model: str, method: str, target_label: str | None,
-                metrics: list[str], out_path, randomized: bool = False) -> None:
-    """Stage entry: utility of one model x method on the positive test images.
+def run_utility(manifest_path, images_path, maps_paths: list[str], model: str, methods: list[str],
+                target_label: str | None, metrics: list[str], out_path, randomized: bool = False) -> None:
+    """Stage entry: utility of one model's maps (one cache file per method, same order) on the positive test images.
 
-    With ``randomized``, ``maps_path`` is a randomized-model cache and the maps of
-    its last step (cascading: every block re-initialized) are scored, for the
-    images that step explained.
+    With ``randomized``, the files are randomized-model caches and the maps of
+    their last step (cascading: every block re-initialized) are scored, for the
+    images that step explained. Baselines use ``model`` = ``baseline``.
     """
     from saliency_trust.data.canonical import load_dataset
     from saliency_trust.io import write_csv
     from saliency_trust.saliency.cache import read_maps, read_randomized_maps
 
+    if len(maps_paths) != len(methods):
+        raise ValueError(f"{len(maps_paths)} map files for {len(methods)} methods")
     data = load_dataset(manifest_path, images_path)
-    masks = positive_test_masks(data, target_label)
-    if randomized:
-        ids, _, step_maps = read_randomized_maps(maps_path, method=method)
-        maps = dict(zip(ids, step_maps[-1]))
-        masks = {i: masks[i] for i in ids}
-    else:
-        maps = read_maps(maps_path, method=method).by_id()
-    table = utility_table(maps, masks, model, method, tuple(metrics), "randomized" if randomized else "trained")
-    write_csv(table, out_path)
+    all_masks = positive_test_masks(data, target_label)
+    tables = []
+    for path, method in zip(maps_paths, methods):
+        masks = all_masks
+        if randomized:
+            ids, _, step_maps = read_randomized_maps(path, method=method)
+            maps = dict(zip(ids, step_maps[-1]))
+            masks = {i: all_masks[i] for i in ids if i in all_masks}  # only images with a ground truth are scored
+        else:
+            maps = read_maps(path, method=method).by_id()
+        tables.append(utility_table(maps, masks, model, method, tuple(metrics),
+                                    "randomized" if randomized else "trained"))
+    write_csv(pd.concat(tables, ignore_index=True), out_path)
 
 
 def positive_test_masks(data, target_label: str | None) -> dict[str, np.ndarray]:
     """Ground-truth masks of the positive test images of the target label, keyed by image id."""
     label = target_label or data.label_names[0]
     li = data.label_index(label)
-    return {data.manifest["image_id"].iloc[i]: data.masks[i, li] for i in data.positive_indices("test", label)}
+    idx = data.positive_indices("test", label)
+    if "has_mask" in data.manifest:  # positives without localization (e.g. CheXpert) cannot be scored
+        idx = idx[data.manifest["has_mask"].to_numpy()[idx] > 0]
+    if len(idx) == 0:
+        raise ValueError(f"no positive test image for label '{label}' has a ground-truth mask: utility needs "
+                         f"localization (masks or boxes)")
+    return {data.manifest["image_id"].iloc[i]: data.masks[i, li] for i in idx}
