@@ -477,7 +477,7 @@ def test_run_threshold_and_run_randomization_scores_from_cache_files(tmp_path):
     load_or_compute_randomized(rand_path, "gradcam", {}, "sha", {"mode": "cascading"}, ids, steps,
                                lambda k: (step_maps[k], step_maps[k][:, None]))
     scores = tmp_path / "scores.csv"
-    run_randomization_scores(trained_path, rand_path, "simple_cnn", "gradcam", "cascading", 1.0, scores)
+    run_randomization_scores([trained_path], [rand_path], "simple_cnn", ["gradcam"], "cascading", 1.0, scores)
     table = pd.read_csv(scores, dtype={"image_id": str})
     assert list(table.columns) == RANDOMIZATION_COLUMNS and len(table) == len(steps) * len(ids)
     for _, row in table.iterrows():

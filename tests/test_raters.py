@@ -270,7 +270,7 @@ def test_rater_scores_hand_computed_per_rater_and_per_image():
     per = rater_scores(data, boxes, "lesion", ("iou", "dice"))
     assert list(per.columns) == PER_RATER_COLUMNS
     assert set(per["image_id"]) == {"A", "E", "F"}  # B: one rater; C: negative; D: train split
-    assert set(per["model"]) == {"human"} and set(per["method"]) == {"RATER"} and set(per["weights"]) == {"n/a"}
+    assert set(per["model"]) == {"human"} and set(per["method"]) == {"RATER"} and set(per["weights"]) == {"human"}
     got = {(r.image_id, r.rater, r.metric): r.value for r in per.itertuples()}
     # A: R1 = rows 0-3 x cols 0-3, R2 = rows 0-3 x cols 2-5, R3 = rows 4-5 x cols 0-3; consensus of 2 others = union
     assert got[("A", "1", "iou")] == pytest.approx(8 / 32) and got[("A", "1", "dice")] == pytest.approx(16 / 40)

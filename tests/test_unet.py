@@ -220,7 +220,7 @@ def _expected_stop(val_dice: list[float], patience: int) -> int:
 def test_train_unet_early_stopping_keeps_best_epoch_weights(squares):
     """A large learning rate: epoch 1 is the best on the validation set and epoch 2 is worse, so patience 1
     stops after epoch 2 and the returned weights are epoch 1's, not the last ones."""
-    settings = UNetSettings(epochs=6, patience=1, lr=0.05, batch_size=8, width=4, depth=2)
+    settings = UNetSettings(epochs=6, patience=1, lr=0.05, batch_size=8, width=4, depth=2, positives_only=False)
     model, history, metrics = train_unet(squares, "lesion", settings, seed=0, device=CPU)
     assert metrics["epochs_run"] == len(history) == _expected_stop(history["val_dice"].tolist(), 1)
     assert len(history) < settings.epochs  # it did stop early on this data and seed

@@ -56,7 +56,7 @@ def test_outputs_follow_the_contract(tiny_run):
     assert set(utility.method) == {"GRAD", "IG", "GCAM", "AVG", "UNET", "RATER"}
     assert set(utility[utility.method == "RATER"].model) == {"human"}
     assert set(utility.metric) == {"pr_auc", "ap", "iou", "dice", "iou_box", "dice_box", "topk"}
-    assert set(utility.weights) == {"trained", "randomized", "n/a"}
+    assert set(utility.weights) == {"trained", "randomized", "human"}
     assert set(utility[utility.weights == "randomized"].model) == {"simple_cnn-r1"}
     assert utility.value.between(0, 1).all()
     # cascading randomization of the primary model: 5 blocks of simple_cnn, 4 images, SSIM per step

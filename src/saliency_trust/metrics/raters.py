@@ -47,7 +47,7 @@ Tables:
 - the reference (:func:`rater_reference`): the per-rater values averaged over
   the raters of each image, one row per image and metric, with exactly the
   utility table's columns (``model = "human"``, ``method = "RATER"``,
-  ``weights = "n/a"``). One value per image, like every method and baseline,
+  ``weights = "human"`` (not "n/a", which pandas reads as missing)). One value per image, like every method and baseline,
   so the table concatenates with ``utility.csv`` and enters the mixed model with
   its random intercept per image without weighting images by their number of
   raters; the per-rater table keeps the detail.
@@ -70,7 +70,7 @@ PSEUDO_RATERS = ("truth", "consensus")
 RATER_METRICS = ("pr_auc", "ap", "iou", "dice", "iou_box", "dice_box", "topk")
 HUMAN_MODEL = "human"
 RATER_METHOD = "RATER"
-RATER_WEIGHTS = "n/a"
+RATER_WEIGHTS = "human"
 PER_RATER_COLUMNS = ["image_id", "model", "method", "weights", "rater", "n_raters", "metric", "value"]
 
 
