@@ -62,3 +62,15 @@ def test_model_names_entries_and_seeds():
     other["seed"] += 1
     assert model_seed(other, "synthetic", "simple_cnn-r1") != model_seed(cfg, "synthetic", "simple_cnn-r1")
     assert primary_models(cfg) == ["simple_cnn-r1", "simple_cnn-r2"]
+
+
+def test_has_localization_by_source():
+    from saliency_trust.config import has_localization
+
+    assert has_localization({"source": "synthetic"}) and has_localization({"source": "siim"})
+    assert has_localization({"source": "rsna"})
+    assert not has_localization({"source": "chexpert"})
+    assert not has_localization({"source": "mura", "mura": {"annotations": None}})
+    assert has_localization({"source": "mura", "mura": {"annotations": "boxes.csv"}})
+    assert not has_localization({"source": "generic", "generic": {"masks_dir": None, "box_columns": None}})
+    assert has_localization({"source": "generic", "generic": {"masks_dir": "masks"}})

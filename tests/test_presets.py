@@ -131,6 +131,10 @@ def test_preset_dry_run_on_fixture_data(tmp_path, name):
                           config=[f"datasets={{{name}: {{root: {root}}}}}"])
     assert proc.returncode == 0, out[-3000:]
     assert "prepare_dataset" in out and "synthetic_dataset" not in out and "train_model" in out
+    assert "similarity_scores" in out and "randomized_saliency" in out
+    # CheXpert, and MURA without an annotation file (the presets' default), have no localization: no utility and
+    # no PASS/FAIL table; the other criteria still run
+    assert ("pass_fail" in out) == ("utility_scores" in out) == (name in ("siim", "rsna"))
     assert not (tmp_path / "work/results").exists()  # a dry run converts nothing
 
 

@@ -359,3 +359,18 @@ def test_run_similarity_without_any_pair_raises(tmp_path):
     with pytest.raises(ValueError, match="no pair"):
         run_similarity([str(path)], ["a"], ["gradcam"], [["repeatability", "a", "b"]], 1.0, tmp_path / "o.csv")
     assert not (tmp_path / "o.csv").exists()
+
+
+def test_torch_path_used_on_gpus_equals_skimage_on_the_cpu():
+    """The torch implementation (taken for CUDA tensors) computed on CPU tensors equals scikit-image."""
+    import torch
+
+    from saliency_trust.metrics.similarity import _ssim_batch_torch
+
+    rng = np.random.default_rng(5)
+    a, b = rng.random((6, 20, 31)), rng.random((6, 20, 31))
+    b[0] = a[0]
+    b[1] = 0.25  # constant map
+    ours = _ssim_batch_torch(torch.from_numpy(a), torch.from_numpy(b), 1.0).numpy()
+    ref = [structural_similarity(p, q, data_range=1.0) for p, q in zip(a, b)]
+    np.testing.assert_allclose(ours, ref, atol=1e-10, rtol=0)

@@ -93,3 +93,21 @@ def randomized_models(config: dict) -> list[str]:
     if unknown:
         raise KeyError(f"randomization.models: '{unknown[0]}' is not one of the config's models {names}")
     return list(choice)
+
+
+def has_localization(dataset_cfg: dict) -> bool:
+    """Whether a dataset has a localization ground truth (masks or boxes), which utility needs (SPEC 6.1).
+
+    CheXpert has none; MURA only with an annotation file; a generic manifest only with a mask folder or
+    box columns. Without it, the pipeline computes the criteria that need no ground truth
+    (randomization, repeatability, reproducibility) and no utility or PASS/FAIL table.
+    """
+    source = dataset_cfg.get("source")
+    if source == "chexpert":
+        return False
+    if source == "mura":
+        return bool(dataset_cfg.get("mura", {}).get("annotations"))
+    if source == "generic":
+        generic = dataset_cfg.get("generic", {})
+        return bool(generic.get("masks_dir") or generic.get("box_columns"))
+    return True

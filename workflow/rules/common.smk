@@ -1,5 +1,6 @@
 # Names derived from the validated config; the logic lives in saliency_trust.config.
 from saliency_trust.config import (
+    has_localization,
     model_entry,
     model_names,
     model_pairs,
@@ -36,19 +37,19 @@ wildcard_constraints:
 
 
 def final_outputs():
-    return expand(
-        [
-            "results/{dataset}/summary/pass_fail.csv",
-            "results/{dataset}/summary/pass_fail.md",
-            "results/{dataset}/figures/utility.png",
-            "results/{dataset}/metrics/utility.csv",
-            "results/{dataset}/metrics/randomization.csv",
-            "results/{dataset}/metrics/randomization_threshold.csv",
-            "results/{dataset}/metrics/similarity.csv",
-            "results/{dataset}/summary/randomization_tests.csv",
-        ],
-        dataset=DATASETS,
-    )
+    """Every dataset's tables; utility, PASS/FAIL and their figure only where a localization ground truth exists."""
+    outputs = []
+    for dataset, cfg in config["datasets"].items():
+        files = [
+            "metrics/randomization.csv",
+            "metrics/randomization_threshold.csv",
+            "metrics/similarity.csv",
+            "summary/randomization_tests.csv",
+        ]
+        if has_localization(cfg):
+            files += ["summary/pass_fail.csv", "summary/pass_fail.md", "figures/utility.png", "metrics/utility.csv"]
+        outputs += [f"results/{dataset}/{f}" for f in files]
+    return outputs
 
 
 def train_settings(wildcards):

@@ -4,8 +4,9 @@
 its defaults: a 7 x 7 uniform window, K1 = 0.01, K2 = 0.03, sample covariance
 (N / (N - 1) with N = 49), an explicit ``data_range``, and the mean of the SSIM
 image after cropping the 3 border pixels the window cannot cover. It is
-computed in batch with torch (``avg_pool2d`` over the valid region), in float64,
-so thousands of pairs cost one call. With ``data_range`` > 0 the constants C1 and
+computed in batch, in float64: with torch on the GPU (window sums by
+cumulative sums over the valid region) and with scipy's separable box filter
+on the CPU, where it is faster than torch; thousands of pairs cost one call. With ``data_range`` > 0 the constants C1 and
 C2 are positive, so the value is defined for constant maps too: two equal
 constant maps give 1, a constant map against a structured one gives
 (2 mu_x mu_y + C1) C2 / ((mu_x^2 + mu_y^2 + C1) (var_y + C2)) averaged over the
@@ -29,51 +30,84 @@ SSIM_K1 = 0.01
 SSIM_K2 = 0.03
 
 
-def ssim(x, y, data_range: float = 1.0, batch_pairs: int = 4096) -> np.ndarray:
+def ssim(x, y, data_range: float = 1.0, batch_pairs: int = 64) -> np.ndarray:
     """SSIM of each pair of maps: ``x`` and ``y`` are (N x H x W) or (H x W) arrays or tensors; returns N values.
 
-    Equal to ``skimage.metrics.structural_similarity(x[i], y[i], data_range=data_range)``.
+    Equal to ``skimage.metrics.structural_similarity(x[i], y[i], data_range=data_range)``. Pairs are
+    processed ``batch_pairs`` at a time (small batches stay in the CPU cache); CUDA tensors are
+    computed on their GPU with torch, everything else on the CPU with scipy's separable box filter.
     """
     import torch  # imported here: the utility metrics use this module without torch
+
     if data_range <= 0:
         raise ValueError(f"SSIM data_range must be positive, got {data_range}")
-    xt = x if torch.is_tensor(x) else torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
-    yt = y if torch.is_tensor(y) else torch.from_numpy(np.ascontiguousarray(y, dtype=np.float64))
-    if xt.shape != yt.shape:
+    on_gpu = torch.is_tensor(x) and x.is_cuda
+    if on_gpu:
+        xt, yt = x, torch.as_tensor(y, device=x.device)
+    else:
+        xt = np.asarray(x.detach().cpu().numpy() if torch.is_tensor(x) else x)
+        yt = np.asarray(y.detach().cpu().numpy() if torch.is_tensor(y) else y)
+        # float32 maps stay float32, as in scikit-image (``_supported_float_type``); anything else is float64
+        dtype = np.float32 if xt.dtype == yt.dtype == np.float32 else np.float64
+        xt, yt = np.ascontiguousarray(xt, dtype=dtype), np.ascontiguousarray(yt, dtype=dtype)
+    if tuple(xt.shape) != tuple(yt.shape):
         raise ValueError(f"SSIM of maps with different shapes {tuple(xt.shape)} and {tuple(yt.shape)}")
-    single = xt.ndim == 2
-    if single:
+    if xt.ndim == 2:
         xt, yt = xt[None], yt[None]
     if xt.ndim != 3:
         raise ValueError(f"SSIM expects N x H x W maps, got shape {tuple(xt.shape)}")
     if min(xt.shape[1:]) < SSIM_WINDOW:
         raise ValueError(f"SSIM needs maps of at least {SSIM_WINDOW} x {SSIM_WINDOW} pixels, got {tuple(xt.shape[1:])}")
-    out = [_ssim_batch(xt[i : i + batch_pairs], yt[i : i + batch_pairs], data_range)
+    batch = _ssim_batch_torch if on_gpu else _ssim_batch_numpy
+    out = [batch(xt[i : i + batch_pairs], yt[i : i + batch_pairs], data_range)
            for i in range(0, len(xt), batch_pairs)]
-    values = torch.cat(out).cpu().numpy() if out else np.zeros(0)
-    return values
+    if not out:
+        return np.zeros(0)
+    return torch.cat(out).cpu().numpy() if on_gpu else np.concatenate(out)
 
 
-def _ssim_batch(x, y, data_range: float):
-    import torch
-    import torch.nn.functional as F
-
-    x = x.to(torch.float64).unsqueeze(1)
-    y = y.to(torch.float64).unsqueeze(1)
+def _ssim_from_means(ux, uy, uxx, uyy, uxy, data_range: float):
     n = SSIM_WINDOW * SSIM_WINDOW
-    cov_norm = n / (n - 1.0)
-
-    def mean(t):
-        return F.avg_pool2d(t, SSIM_WINDOW, stride=1)  # valid windows only = skimage's cropped region
-
-    ux, uy = mean(x), mean(y)
-    vx = cov_norm * (mean(x * x) - ux * ux)
-    vy = cov_norm * (mean(y * y) - uy * uy)
-    vxy = cov_norm * (mean(x * y) - ux * uy)
+    cov_norm = n / (n - 1.0)  # sample covariance, as skimage's default
+    vx = cov_norm * (uxx - ux * ux)
+    vy = cov_norm * (uyy - uy * uy)
+    vxy = cov_norm * (uxy - ux * uy)
     c1 = (SSIM_K1 * data_range) ** 2
     c2 = (SSIM_K2 * data_range) ** 2
-    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
-    return s.mean(dim=(1, 2, 3))
+    return ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+
+
+def _ssim_batch_numpy(x: np.ndarray, y: np.ndarray, data_range: float) -> np.ndarray:
+    from scipy.ndimage import uniform_filter
+
+    pad = (SSIM_WINDOW - 1) // 2
+    size = (1, SSIM_WINDOW, SSIM_WINDOW)
+
+    def mean(t):  # window means; the border the window cannot cover is cropped below, as skimage does
+        return uniform_filter(t, size=size)[:, pad:-pad, pad:-pad]
+
+    s = _ssim_from_means(mean(x), mean(y), mean(x * x), mean(y * y), mean(x * y), data_range)
+    return s.mean(axis=(1, 2), dtype=np.float64)
+
+
+def _window_sums(t, w: int):
+    """Sums over every valid w x w window (N x C x H x W -> N x C x (H-w+1) x (W-w+1)), by cumulative sums."""
+    import torch.nn.functional as F
+
+    c = F.pad(t.cumsum(-1), (1, 0))
+    t = c[..., w:] - c[..., :-w]
+    c = F.pad(t.cumsum(-2), (0, 0, 1, 0))
+    return c[..., w:, :] - c[..., :-w, :]
+
+
+def _ssim_batch_torch(x, y, data_range: float):
+    import torch
+
+    x = x.to(torch.float64)
+    y = y.to(torch.float64)
+    # the five local means in one pass over the valid windows (= skimage's cropped region)
+    means = _window_sums(torch.stack([x, y, x * x, y * y, x * y], dim=1), SSIM_WINDOW) / SSIM_WINDOW**2
+    return _ssim_from_means(*means.unbind(dim=1), data_range).mean(dim=(1, 2))
 
 
 def otsu_mask(saliency_map: np.ndarray) -> np.ndarray:
