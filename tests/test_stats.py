@@ -383,3 +383,101 @@ def test_lmm_is_not_fooled_by_an_optimizer_that_claims_convergence_at_a_bad_poin
     np.testing.assert_allclose(np.sqrt(np.diag(fit.cov)), ref_se, rtol=1e-3)
     assert fit.converged and fit.optimizer != "lbfgs"
     assert any(m.startswith("lbfgs") for m in fit.messages)  # the bad attempt is reported, not hidden
+
+
+# ---------------------------------------------------------------- (g) the other Table 2 columns
+
+
+def test_above_constant_is_a_one_sided_t_on_the_model_df():
+    from scipy import stats as st
+
+    from saliency_trust.stats.pass_fail import above_constant
+
+    fit = GroupMeansFit(groups=["a", "b", "c"], means=np.array([0.70, 0.505, 0.30]), cov=0.01**2 * np.eye(3),
+                        df=50.0, n_subjects=20)
+    t = above_constant(fit, ["a", "b", "c"], 0.5, 0.05, "repeatability", "LOW", "ssim", ["m1~m2"]).set_index("method")
+    assert list(t["verdict"]) == ["PASS", "FAIL", "FAIL"]
+    assert t.loc["b", "estimate"] == pytest.approx(0.005)
+    assert t.loc["b", "p_value"] == pytest.approx(st.t.sf(0.5, 50))  # t = 0.005 / 0.01
+    assert t.loc["a", "p_value"] == pytest.approx(st.t.sf(20.0, 50))
+    half = st.t.ppf(0.975, 50) * 0.01
+    assert t.loc["c", "ci_low"] == pytest.approx(-0.2 - half) and t.loc["c", "ci_high"] == pytest.approx(-0.2 + half)
+
+
+def test_not_worse_rule_fails_only_significantly_worse_methods():
+    from saliency_trust.stats.pass_fail import versus_baseline
+
+    fit = GroupMeansFit(groups=["HIGH", "better", "close", "worse"], means=np.array([0.6, 0.7, 0.595, 0.4]),
+                        cov=0.01**2 * np.eye(4), df=100.0, n_subjects=30)
+    t = versus_baseline(fit, "HIGH", 0.05, "reproducibility", "not_worse", "ssim", ["p"]).set_index("method")
+    assert t.loc["better", "verdict"] == "PASS" and t.loc["close", "verdict"] == "PASS"
+    assert t.loc["worse", "verdict"] == "FAIL" and t.loc["worse", "estimate"] == pytest.approx(-0.2)
+    with pytest.raises(ValueError, match="rule"):
+        versus_baseline(fit, "HIGH", 0.05, "x", "sideways", "ssim", ["p"])
+
+
+def _similarity_long(rng, n=25):
+    rows = []
+    level = {"stable": 0.85, "coin": 0.47, "UNET": 0.75}
+    pairs = [("repeatability", "a-r1", "a-r2"), ("repeatability", "b-r1", "b-r2"),  # b is not a primary model
+             ("reproducibility", "a-r1", "b-r1"), ("reproducibility", "a-r2", "b-r1")]
+    for i in range(n):
+        base = 0.05 * rng.standard_normal()
+        for crit, ma, mb in pairs:
+            for method in ("stable", "coin"):
+                v = level[method] + base + 0.02 * rng.standard_normal()
+                if (ma, mb) == ("b-r1", "b-r2"):
+                    v = 0.0  # must be ignored for the primary models' repeatability
+                for metric in ("ssim", "iou"):
+                    rows.append((f"i{i}", crit, ma, mb, method, metric, v if metric == "ssim" else 0.99))
+        for crit in ("repeatability", "reproducibility"):
+            rows.append((f"i{i}", crit, "unet-r1", "unet-r2", "UNET", "ssim", level["UNET"] + base))
+    return pd.DataFrame(rows, columns=["image_id", "criterion", "model_a", "model_b", "method", "metric", "value"])
+
+
+def test_similarity_verdicts_against_low_and_high():
+    from saliency_trust.stats.pass_fail import similarity_verdicts
+
+    sim = _similarity_long(np.random.default_rng(3))
+    table, fit = similarity_verdicts(sim, "repeatability", ["stable", "coin"], "UNET", 0.05, ["a-r1", "a-r2"])
+    t = table.set_index(["method", "baseline"])
+    assert t.loc[("stable", "LOW"), "verdict"] == "PASS" and t.loc[("coin", "LOW"), "verdict"] == "FAIL"
+    assert t.loc[("stable", "UNET"), "verdict"] == "PASS" and t.loc[("coin", "UNET"), "verdict"] == "FAIL"
+    # only the primary replicates' pair and the U-Net pair enter (the b pair of zeros is ignored)
+    raw = sim[(sim.metric == "ssim") & (sim.criterion == "repeatability") & (sim.model_a == "a-r1")]
+    assert t.loc[("stable", "LOW"), "estimate"] == pytest.approx(raw[raw.method == "stable"].value.mean() - 0.5,
+                                                                abs=1e-6)
+    assert set(table["models"]) == {"a-r1~a-r2"} and (table["metric"] == "ssim").all()
+    repro, _ = similarity_verdicts(sim, "reproducibility", ["stable", "coin"], "UNET", 0.05, ["a-r1", "a-r2"])
+    assert set(repro["models"]) == {"a-r1~b-r1;a-r2~b-r1"}
+    with pytest.raises(ValueError, match="missing"):
+        similarity_verdicts(sim, "repeatability", ["stable", "missing"], None, 0.05, ["a-r1", "a-r2"])
+
+
+def test_randomization_verdicts_use_the_last_cascading_step():
+    from saliency_trust.stats.pass_fail import randomization_verdicts
+
+    tests = pd.DataFrame({
+        "model": "m", "method": ["G", "G", "H", "H", "G"], "mode": ["cascading"] * 4 + ["independent"],
+        "step": [1, 2, 1, 2, 9], "block": ["fc", "b1", "fc", "b1", "x"], "n_images": 16,
+        "mean_ssim": [0.5, 0.1, 0.2, 0.45], "sd": 0.04, "threshold": [0.3, 0.3, 0.4, 0.4, 0.3],
+        "statistic": 0.0, "p_value": [0.9, 1e-6, 0.01, 0.99, 0.0], "below": False,
+    } | {"mean_ssim": [0.5, 0.1, 0.2, 0.45, 0.0]})
+    t = randomization_verdicts(tests, "m", ["G", "H"], 0.05).set_index("method")
+    assert t.loc["G", "verdict"] == "PASS" and t.loc["G", "estimate"] == pytest.approx(-0.2)
+    assert t.loc["H", "verdict"] == "FAIL" and t.loc["H", "estimate"] == pytest.approx(0.05)
+    assert t.loc["G", "se"] == pytest.approx(0.01) and (t["baseline"] == "threshold").all()
+    with pytest.raises(ValueError, match="Q"):
+        randomization_verdicts(tests, "m", ["Q"], 0.05)
+
+
+def test_markdown_shows_only_the_columns_present_in_paper_order():
+    rows = pd.DataFrame({
+        "method": ["G", "G", "G"], "criterion": ["repeatability", "utility", "randomization"],
+        "baseline": ["UNET", "AVG", "threshold"], "estimate": [0.1, 0.2, -0.3], "p_value": [0.5, 0.001, 0.0001],
+        "verdict": ["PASS", "PASS", "PASS"], "se": 0.01, "ci_low": 0.0, "ci_high": 0.0, "metric": "m",
+        "models": "x", "n_images": 3, "converged": True,
+    })
+    md = pass_fail_markdown(rows, pd.DataFrame({"model": ["x"], "val_auc": [0.9], "test_auc": [0.9]}), 0.05)
+    assert md.splitlines()[0] == "| Method | Utility vs AVG | Randomization | Repeatability vs high |"
+    assert "| G | PASS (+0.200, p=0.001) | PASS (-0.300, p<0.001) | PASS (+0.100, p=0.500) |" in md

@@ -83,6 +83,10 @@ def test_outputs_follow_the_contract(tiny_run):
     assert list(pass_fail.columns[:6]) == ["method", "criterion", "baseline", "estimate", "p_value", "verdict"]
     assert set(pass_fail.method) == {"GRAD", "IG", "GCAM"}
     assert set(pass_fail.verdict) <= {"PASS", "FAIL"}
+    assert set(zip(pass_fail.criterion, pass_fail.baseline)) == {
+        ("utility", "AVG"), ("utility", "UNET"), ("randomization", "threshold"), ("repeatability", "LOW"),
+        ("repeatability", "UNET"), ("reproducibility", "LOW"), ("reproducibility", "UNET")}
+    assert len(pass_fail) == 7 * 3 and pass_fail.p_value.between(0, 1).all()
     assert "Utility vs AVG" in (tiny_run / "summary/pass_fail.md").read_text()
     assert (tiny_run / "figures/utility.png").read_bytes()[:4] == b"\x89PNG"
     for log in ("data/synthetic_dataset.log", "train/simple_cnn-r1.log", "saliency/simple_cnn-r1/IG.log"):
@@ -138,7 +142,7 @@ def test_two_runs_from_scratch_give_identical_tables(tiny_run, tmp_path):
     proc = _snakemake(tmp_path, "--cores", "2")
     assert proc.returncode == 0, proc.stderr[-4000:]
     again = tmp_path / "results/tiny"
-    for rel in ("data/manifest.csv", "metrics/utility.csv", "summary/pass_fail.csv", "summary/utility_pairwise.csv",
+    for rel in ("data/manifest.csv", "metrics/utility.csv", "summary/pass_fail.csv", "summary/pairwise.csv",
                 "models/simple_cnn-r1/history.csv", "metrics/randomization.csv", "metrics/similarity.csv",
                 "metrics/randomization_threshold.csv", "summary/randomization_tests.csv"):
         a, b = (tiny_run / rel).read_text(), (again / rel).read_text()

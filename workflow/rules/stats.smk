@@ -3,16 +3,20 @@ rule pass_fail:
     input:
         utility="results/{dataset}/metrics/utility.csv",
         model_metrics=expand("results/{{dataset}}/models/{model}/metrics.json", model=MODELS),
+        similarity="results/{dataset}/metrics/similarity.csv",
+        randomization_tests="results/{dataset}/summary/randomization_tests.csv",
     output:
         csv="results/{dataset}/summary/pass_fail.csv",
         md="results/{dataset}/summary/pass_fail.md",
-        pairwise="results/{dataset}/summary/utility_pairwise.csv",
+        pairwise="results/{dataset}/summary/pairwise.csv",
     params:
         models=MODELS,
         primary_models=primary_models(config),
         methods=METHODS,
         metric=config["stats"]["utility_metric"],
         alpha=config["stats"]["alpha"],
+        randomized_model=RANDOMIZED_MODELS[0] if "cascading" in RANDOMIZATION_MODES else None,
+        high=HIGH_REPLICATES[0].split("-r")[0] if HIGH_REPLICATES else None,
     log:
         "results/{dataset}/logs/stats/pass_fail.log",
     conda:

@@ -13,4 +13,8 @@ run_pass_fail(
     csv_path=snakemake.output.csv,
     md_path=snakemake.output.md,
     pairwise_path=snakemake.output.pairwise,
+    similarity_path=snakemake.input.similarity,
+    randomization_tests_path=snakemake.input.randomization_tests,
+    randomized_model=snakemake.params.randomized_model,
+    high=snakemake.params.high,
 )
