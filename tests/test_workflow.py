@@ -88,7 +88,8 @@ def test_outputs_follow_the_contract(tiny_run):
         ("repeatability", "UNET"), ("reproducibility", "LOW"), ("reproducibility", "UNET")}
     assert len(pass_fail) == 7 * 3 and pass_fail.p_value.between(0, 1).all()
     assert "Utility vs AVG" in (tiny_run / "summary/pass_fail.md").read_text()
-    assert (tiny_run / "figures/utility.png").read_bytes()[:4] == b"\x89PNG"
+    for fig in ("utility", "randomization", "similarity"):
+        assert (tiny_run / f"figures/{fig}.png").read_bytes()[:4] == b"\x89PNG"
     for log in ("data/synthetic_dataset.log", "train/simple_cnn-r1.log", "saliency/simple_cnn-r1/IG.log"):
         assert (tiny_run / "logs" / log).stat().st_size > 0
 

@@ -45,7 +45,10 @@ def final_outputs():
             "metrics/randomization_threshold.csv",
             "metrics/similarity.csv",
             "summary/randomization_tests.csv",
+            "figures/similarity.png",
         ]
+        if "cascading" in RANDOMIZATION_MODES:
+            files.append("figures/randomization.png")
         if has_localization(cfg):
             files += ["summary/pass_fail.csv", "summary/pass_fail.md", "figures/utility.png", "metrics/utility.csv"]
         outputs += [f"results/{dataset}/{f}" for f in files]

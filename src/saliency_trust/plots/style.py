@@ -19,6 +19,8 @@ METHOD_COLORS = {
     "LRP": "#bcbd22",
     "AVG": "#7f7f7f",
     "UNET": "#17becf",
+    "DETECTOR": "#17becf",
+    "RATER": "#dbdb8d",
 }
 
 

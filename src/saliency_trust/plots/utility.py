@@ -1,4 +1,4 @@
-"""Utility box plots per method with the AVG baseline (Arun et al., Fig. 2)."""
+"""Utility box plots per method with both baselines (Arun et al., Fig. 2)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,19 @@ import pandas as pd
 from saliency_trust.io import atomic_path
 from saliency_trust.plots.style import color
 
-METRIC_LABELS = {"pr_auc": "AUPRC (trapezoidal)", "ap": "Average precision"}
+METRIC_LABELS = {"pr_auc": "AUPRC (trapezoidal)", "ap": "Average precision", "iou": "IoU (Otsu)",
+                 "dice": "Dice (Otsu)", "iou_box": "IoU (Otsu boxes)", "dice_box": "Dice (Otsu boxes)",
+                 "topk": "Top-k overlap"}
+BASELINE_GROUPS = ("AVG", "UNET", "DETECTOR", "RATER")
 
 
 def plot_utility(utility: pd.DataFrame, metric: str, methods: list[str], path: str | Path, title: str = "") -> None:
-    """Box plot (median line, mean marker) of per-image utility for each method and AVG."""
+    """Box plot (median line, mean marker) of per-image utility of trained maps for each method and baseline."""
     sel = utility[utility["metric"] == metric]
-    groups = [m for m in methods if (sel["method"] == m).any()] + ["AVG"]
+    if "weights" in sel:  # the randomized models' maps are not part of this figure
+        sel = sel[sel["weights"] != "randomized"]
+    groups = [m for m in methods if (sel["method"] == m).any()]
+    groups += [b for b in BASELINE_GROUPS if (sel["method"] == b).any()]
     data = [sel.loc[sel["method"] == g, "value"].to_numpy() for g in groups]
     fig, ax = plt.subplots(figsize=(1.1 * len(groups) + 2, 4))
     box = ax.boxplot(data, patch_artist=True, showmeans=True, widths=0.6,
@@ -29,7 +35,7 @@ def plot_utility(utility: pd.DataFrame, metric: str, methods: list[str], path: s
     avg = sel.loc[sel["method"] == "AVG", "value"]
     if len(avg):
         ax.axhline(avg.mean(), ls="--", color=color("AVG"), lw=1, label="AVG mean")
-        ax.legend(loc="upper right", frameon=False)
+        ax.legend(loc="best", frameon=False)
     ax.set_ylabel(METRIC_LABELS.get(metric, metric))
     ax.set_ylim(0, 1)
     ax.set_title(title or "Localization utility (positive test images)")
