@@ -67,28 +67,31 @@ def boxed(mask: np.ndarray) -> np.ndarray:
     return out
 
 
+def _otsu_overlap(score: np.ndarray, mask: np.ndarray, image_id: str, measure, boxes: bool) -> float:
+    """``measure`` (iou or dice) of the map's Otsu foreground (as boxes when ``boxes``) with the ground truth."""
+    s, truth = _check(score, mask, image_id)
+    foreground = otsu_mask(s.reshape(mask.shape))
+    return measure(boxed(foreground) if boxes else foreground, truth.reshape(mask.shape))
+
+
 def otsu_iou_gt(score: np.ndarray, mask: np.ndarray, image_id: str = "?") -> float:
     """IoU of the map's Otsu foreground with the ground truth."""
-    s, truth = _check(score, mask, image_id)
-    return iou(otsu_mask(s.reshape(mask.shape)), truth.reshape(mask.shape))
+    return _otsu_overlap(score, mask, image_id, iou, boxes=False)
 
 
 def otsu_dice_gt(score: np.ndarray, mask: np.ndarray, image_id: str = "?") -> float:
     """Dice of the map's Otsu foreground with the ground truth."""
-    s, truth = _check(score, mask, image_id)
-    return dice(otsu_mask(s.reshape(mask.shape)), truth.reshape(mask.shape))
+    return _otsu_overlap(score, mask, image_id, dice, boxes=False)
 
 
 def box_iou_gt(score: np.ndarray, mask: np.ndarray, image_id: str = "?") -> float:
     """IoU with the ground truth of the Otsu foreground's components turned into boxes."""
-    s, truth = _check(score, mask, image_id)
-    return iou(boxed(otsu_mask(s.reshape(mask.shape))), truth.reshape(mask.shape))
+    return _otsu_overlap(score, mask, image_id, iou, boxes=True)
 
 
 def box_dice_gt(score: np.ndarray, mask: np.ndarray, image_id: str = "?") -> float:
     """Dice with the ground truth of the Otsu foreground's components turned into boxes."""
-    s, truth = _check(score, mask, image_id)
-    return dice(boxed(otsu_mask(s.reshape(mask.shape))), truth.reshape(mask.shape))
+    return _otsu_overlap(score, mask, image_id, dice, boxes=True)
 
 
 def top_k_overlap(score: np.ndarray, mask: np.ndarray, image_id: str = "?", k: int | None = None) -> float:

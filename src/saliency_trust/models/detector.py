@@ -66,6 +66,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import FeaturePyramidNetwork
 
 from saliency_trust.io import atomic_path, write_csv, write_json
+from saliency_trust.models.train import EarlyStopping
 from saliency_trust.metrics.raters import pixel_span
 
 log = logging.getLogger(__name__)
@@ -275,7 +276,7 @@ def train_detector(data, boxes: pd.DataFrame, label: str, settings: DetectorSett
     images = torch.from_numpy(np.ascontiguousarray(data.images[tr], dtype=np.float32))
     gen = torch.Generator().manual_seed(seed)
     masks = data.masks[:, li]
-    history, best, best_state, best_epoch, stale = [], -np.inf, None, 0, 0
+    history, stopper = [], EarlyStopping(settings.patience, "val AP")
     for epoch in range(1, settings.epochs + 1):
         t0 = time.perf_counter()
         model.train()
@@ -304,15 +305,10 @@ def train_detector(data, boxes: pd.DataFrame, label: str, settings: DetectorSett
         history.append(row)
         log.info("detector epoch %d/%d train_loss %.4f val_ap %.4f (%.1f images/s)", epoch, settings.epochs,
                  row["train_loss"], val_ap, seen / row["seconds"])
-        if val_ap > best:
-            best, best_epoch, stale = val_ap, epoch, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            stale += 1
-            if stale >= settings.patience:
-                log.info("early stopping at epoch %d (best epoch %d, val AP %.4f)", epoch, best_epoch, best)
-                break
-    model.load_state_dict(best_state)
+        if stopper.update(model, epoch, val_ap):
+            break
+    stopper.restore(model)
+    best, best_epoch = stopper.best, stopper.best_epoch
     test_ap = (mean_pixel_ap(predict_heatmaps(model, data.images[te], device, settings.min_score), masks[te],
                              list(ids[te])) if len(te) else float("nan"))
     metrics = {

@@ -58,6 +58,34 @@ def select_device(requested: str = "auto") -> torch.device:
     return torch.device(requested)
 
 
+class EarlyStopping:
+    """Keep the weights of the best validation epoch; say when ``patience`` epochs brought no improvement.
+
+    Shared by the classifiers, the U-Net and the detector (SPEC 4: early stopping with patience).
+    A NaN score never counts as an improvement.
+    """
+
+    def __init__(self, patience: int, score_name: str):
+        self.patience, self.score_name = patience, score_name
+        self.best, self.best_epoch, self.best_state, self.stale = -np.inf, 0, None, 0
+
+    def update(self, model: nn.Module, epoch: int, score: float) -> bool:
+        """Record one epoch's validation score; True when training should stop."""
+        if score > self.best:
+            self.best, self.best_epoch, self.stale = score, epoch, 0
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            return False
+        self.stale += 1
+        if self.stale >= self.patience:
+            log.info("early stopping at epoch %d (best epoch %d, %s %.4f)", epoch, self.best_epoch, self.score_name,
+                     self.best)
+            return True
+        return False
+
+    def restore(self, model: nn.Module) -> None:
+        model.load_state_dict(self.best_state)
+
+
 def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
@@ -113,7 +141,7 @@ def train_classifier(
     loader = DataLoader(train_set, batch_size=settings.batch_size, sampler=balanced_sampler(labels[tr], seed))
     flip_gen = torch.Generator().manual_seed(seed + 1)
 
-    history, best_auc, best_state, best_epoch, stale = [], -np.inf, None, 0, 0
+    history, stopper = [], EarlyStopping(settings.patience, "val AUC")
     for epoch in range(1, settings.epochs + 1):
         t0 = time.perf_counter()
         model.train()
@@ -146,15 +174,10 @@ def train_classifier(
             "%s epoch %d/%d train_loss %.4f val_loss %.4f val_auc %.4f (%.1f images/s)",
             arch, epoch, settings.epochs, row["train_loss"], val_loss, row["val_auc"], n_seen / row["seconds"],
         )
-        if row["val_auc"] > best_auc:
-            best_auc, best_epoch, stale = row["val_auc"], epoch, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            stale += 1
-            if stale >= settings.patience:
-                log.info("early stopping at epoch %d (best epoch %d, val AUC %.4f)", epoch, best_epoch, best_auc)
-                break
-    model.load_state_dict(best_state)
+        if stopper.update(model, epoch, row["val_auc"]):
+            break
+    stopper.restore(model)
+    best_auc, best_epoch = stopper.best, stopper.best_epoch
     p_te = predict(model, data.images[te], device)
     metrics = {
         "arch": arch,

@@ -30,6 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from saliency_trust.io import atomic_path, write_csv, write_json
+from saliency_trust.models.train import EarlyStopping
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ def train_unet(data, label: str, settings: UNetSettings, seed: int, device: torc
     train_set = TensorDataset(torch.from_numpy(data.images[tr]).unsqueeze(1), torch.from_numpy(masks[tr]).unsqueeze(1))
     loader = DataLoader(train_set, batch_size=settings.batch_size, shuffle=True,
                         generator=torch.Generator().manual_seed(seed))
-    history, best, best_state, best_epoch, stale = [], -np.inf, None, 0, 0
+    history, stopper = [], EarlyStopping(settings.patience, "val Dice")
     for epoch in range(1, settings.epochs + 1):
         t0 = time.perf_counter()
         model.train()
@@ -145,15 +146,10 @@ def train_unet(data, label: str, settings: UNetSettings, seed: int, device: torc
         history.append(row)
         log.info("unet epoch %d/%d train_loss %.4f val_dice %.4f (%.1f images/s)", epoch, settings.epochs,
                  row["train_loss"], val_dice, seen / row["seconds"])
-        if val_dice > best:
-            best, best_epoch, stale = val_dice, epoch, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            stale += 1
-            if stale >= settings.patience:
-                log.info("early stopping at epoch %d (best epoch %d, val Dice %.4f)", epoch, best_epoch, best)
-                break
-    model.load_state_dict(best_state)
+        if stopper.update(model, epoch, val_dice):
+            break
+    stopper.restore(model)
+    best, best_epoch = stopper.best, stopper.best_epoch
     metrics = {
         "seed": seed, "label": label, "best_epoch": best_epoch, "epochs_run": len(history), "val_dice": best,
         "test_dice": dice_at_half(predict_masks(model, data.images[te], device), masks[te]),

@@ -71,6 +71,26 @@ class SaliencyMaps:
         return dict(zip(self.image_ids, self.maps))
 
 
+def _read_ids(h5: h5py.File) -> list[str]:
+    return [s.decode() if isinstance(s, bytes) else str(s) for s in h5["image_id"][:]]
+
+
+def _write_ids(h5: h5py.File, image_ids: list[str]) -> None:
+    h5.create_dataset("image_id", data=np.array(image_ids, dtype=object), dtype=h5py.string_dtype())
+
+
+def _write_cache_attrs(h5: h5py.File, method: str, params: dict, model_sha256: str, target: dict, **extra) -> None:
+    """The attributes :func:`cache_mismatch` checks, plus ``extra`` and the creation time."""
+    h5.attrs["method"] = method
+    h5.attrs["params"] = json.dumps(params, sort_keys=True)
+    h5.attrs["model_sha256"] = model_sha256
+    h5.attrs["target"] = json.dumps(target, sort_keys=True)
+    h5.attrs["versions"] = json.dumps(package_versions(), sort_keys=True)
+    for key, value in extra.items():
+        h5.attrs[key] = value
+    h5.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
 def write_maps(
     path: str | Path,
     image_ids: list[str],
@@ -87,15 +107,10 @@ def write_maps(
     _check_finite(maps, image_ids, method)
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as h5:
-            h5.create_dataset("image_id", data=np.array(image_ids, dtype=object), dtype=h5py.string_dtype())
+            _write_ids(h5, image_ids)
             h5.create_dataset("map", data=maps.astype(np.float32), chunks=(1, *maps.shape[1:]), compression="gzip")
             h5.create_dataset("raw", data=raw.astype(np.float32), chunks=(1, *raw.shape[1:]), compression="gzip")
-            h5.attrs["method"] = method
-            h5.attrs["params"] = json.dumps(params, sort_keys=True)
-            h5.attrs["model_sha256"] = model_sha256
-            h5.attrs["target"] = json.dumps(target, sort_keys=True)
-            h5.attrs["versions"] = json.dumps(package_versions(), sort_keys=True)
-            h5.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            _write_cache_attrs(h5, method, params, model_sha256, target)
 
 
 def read_maps(
@@ -114,7 +129,7 @@ def read_maps(
             raise ValueError(f"{path}: computed with params {attrs['params']}, expected {json.dumps(params, sort_keys=True)}")
         if model_sha256 is not None and attrs["model_sha256"] != model_sha256:
             raise ValueError(f"{path}: computed from another model checkpoint (hash mismatch)")
-        ids = [s.decode() if isinstance(s, bytes) else str(s) for s in h5["image_id"][:]]
+        ids = _read_ids(h5)
         maps = h5["map"][:]
         raw = h5["raw"][:] if with_raw else np.empty((0,))
     return SaliencyMaps(ids, maps, raw, attrs)
@@ -127,7 +142,7 @@ def cache_mismatch(path: str | Path, method: str, params: dict, model_sha256: st
         with h5py.File(path, "r") as h5:
             attrs = {k: h5.attrs[k] for k in h5.attrs}
             n_ok = len(h5["image_id"]) == h5["map"].shape[-3] == h5["raw"].shape[-4]
-            stored_ids = [s.decode() if isinstance(s, bytes) else str(s) for s in h5["image_id"][:]]
+            stored_ids = _read_ids(h5)
     except (OSError, KeyError) as err:
         return f"unreadable ({err})"
     expected = {
@@ -199,7 +214,7 @@ def load_or_compute_randomized(
         log.warning("%s: cache not reused, %s; recomputing", path, why)
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as h5:
-            h5.create_dataset("image_id", data=np.array(image_ids, dtype=object), dtype=h5py.string_dtype())
+            _write_ids(h5, image_ids)
             dsets = None
             for k, block in enumerate(steps):
                 maps, raw = compute_step(k)
@@ -215,13 +230,7 @@ def load_or_compute_randomized(
                     ]
                 dsets[0][k] = maps
                 dsets[1][k] = raw
-            h5.attrs["method"] = method
-            h5.attrs["params"] = json.dumps(params, sort_keys=True)
-            h5.attrs["model_sha256"] = model_sha256
-            h5.attrs["target"] = json.dumps(target, sort_keys=True)
-            h5.attrs["versions"] = json.dumps(package_versions(), sort_keys=True)
-            h5.attrs["steps"] = json.dumps(list(steps))
-            h5.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            _write_cache_attrs(h5, method, params, model_sha256, target, steps=json.dumps(list(steps)))
     return True
 
 
@@ -230,7 +239,7 @@ def read_randomized_maps(path: str | Path, method: str | None = None) -> tuple[l
     with h5py.File(path, "r") as h5:
         if method is not None and h5.attrs["method"] != method:
             raise ValueError(f"{path}: holds method '{h5.attrs['method']}', expected '{method}'")
-        ids = [s.decode() if isinstance(s, bytes) else str(s) for s in h5["image_id"][:]]
+        ids = _read_ids(h5)
         steps = json.loads(h5.attrs["steps"])
         maps = h5["map"][:]
     return ids, steps, maps
@@ -242,7 +251,7 @@ def write_segments(path: str | Path, image_ids: list[str], labels: np.ndarray) -
 
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as h5:
-            h5.create_dataset("image_id", data=np.array(image_ids, dtype=object), dtype=h5py.string_dtype())
+            _write_ids(h5, image_ids)
             h5.create_dataset("labels", data=labels.astype(np.int32), chunks=(1, *labels.shape[1:]), compression="gzip")
             h5.attrs["scales"] = json.dumps(list(xrai.FELZENSZWALB_SCALES))
             h5.attrs["sigma"] = xrai.FELZENSZWALB_SIGMA
@@ -254,7 +263,7 @@ def write_segments(path: str | Path, image_ids: list[str], labels: np.ndarray) -
 def read_segments(path: str | Path, image_ids: list[str]) -> np.ndarray:
     """Label images of the given images, in that order; names a missing image."""
     with h5py.File(path, "r") as h5:
-        stored = [s.decode() if isinstance(s, bytes) else str(s) for s in h5["image_id"][:]]
+        stored = _read_ids(h5)
         index = {i: k for k, i in enumerate(stored)}
         missing = [i for i in image_ids if i not in index]
         if missing:

@@ -89,6 +89,17 @@ def explained_images(data, target_label: str) -> tuple[list[str], np.ndarray]:
     return data.manifest["image_id"].iloc[idx].tolist(), data.images[idx]
 
 
+def method_segments(method_key: str, segments_path, image_ids: list[str]) -> np.ndarray | None:
+    """The XRAI segments of ``image_ids`` when the method uses them, else None."""
+    from saliency_trust.saliency.cache import read_segments
+
+    if not get_method(method_key).uses_segments:
+        return None
+    if segments_path is None:
+        raise ValueError(f"method {method_key} needs the XRAI segments file")
+    return read_segments(segments_path, image_ids)
+
+
 def run_segments(manifest_path, images_path, target_label: str | None, out_path) -> None:
     """Stage entry: XRAI Felzenszwalb segments of every explained image, once per dataset."""
     from saliency_trust.data.canonical import load_dataset
@@ -110,7 +121,7 @@ def run_saliency(manifest_path, images_path, model_path, method_key: str, params
     from saliency_trust.data.canonical import load_dataset
     from saliency_trust.io import sha256_file
     from saliency_trust.models.train import load_checkpoint, select_device
-    from saliency_trust.saliency.cache import load_or_compute_maps, read_segments
+    from saliency_trust.saliency.cache import load_or_compute_maps
     from saliency_trust.saliency.methods import resolve_params
 
     torch.set_num_threads(max(int(threads), 1))
@@ -123,11 +134,7 @@ def run_saliency(manifest_path, images_path, model_path, method_key: str, params
     model_sha = sha256_file(model_path)
 
     def compute() -> tuple[list[str], np.ndarray, np.ndarray]:
-        segments = None
-        if get_method(method_key).uses_segments:
-            if segments_path is None:
-                raise ValueError(f"method {method_key} needs the XRAI segments file")
-            segments = read_segments(segments_path, ids)
+        segments = method_segments(method_key, segments_path, ids)
         model, payload = load_checkpoint(model_path, dev)
         raw, maps = compute_saliency(model, payload["arch"], images, method_key, params, data.label_index(label), output,
                                      batch_size, dev, ids, segments, seed, max_batch_inputs, amp)
@@ -163,7 +170,7 @@ def run_randomized_saliency(manifest_path, images_path, model_path, method_key: 
     from saliency_trust.io import sha256_file
     from saliency_trust.models.randomize import blocks_of_step, randomization_blocks, randomized_model
     from saliency_trust.models.train import load_checkpoint, select_device
-    from saliency_trust.saliency.cache import load_or_compute_randomized, read_segments
+    from saliency_trust.saliency.cache import load_or_compute_randomized
     from saliency_trust.saliency.methods import resolve_params
 
     torch.set_num_threads(max(int(threads), 1))
@@ -179,11 +186,7 @@ def run_randomized_saliency(manifest_path, images_path, model_path, method_key: 
     steps = randomization_blocks(arch)
     target = {"label": label, "output": output, "seed": seed,
               "randomization": {"mode": mode, "init": init, "n_images": n_images}}
-    segments = None
-    if get_method(method_key).uses_segments:
-        if segments_path is None:
-            raise ValueError(f"method {method_key} needs the XRAI segments file")
-        segments = read_segments(segments_path, ids)
+    segments = method_segments(method_key, segments_path, ids)
     t0 = time.perf_counter()
 
     def compute_step(k: int) -> tuple[np.ndarray, np.ndarray]:
