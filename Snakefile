@@ -1,6 +1,8 @@
 # saliency-trust: can the saliency maps of an imaging classifier be trusted?
 # Thin entry point (SPEC 2): config, schema validation, rule files, targets.
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
+
+from saliency_trust.config import ConfigError, validate_config
 
 min_version("9.0")
 
@@ -8,7 +10,11 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+# schema and cross-key rules; a bad config stops here with one line naming the key and what is allowed
+try:
+    validate_config(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml")
+except ConfigError as err:
+    raise SystemExit(str(err))
 
 
 include: "workflow/rules/common.smk"
