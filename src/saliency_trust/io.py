@@ -1,8 +1,16 @@
-"""Atomic file output and small helpers shared by every stage (SPEC 11).
+"""Atomic file output, HDF5 content checksums and small helpers shared by every stage (SPEC 11).
 
 Every result file is written to a temporary name in the destination folder and
 renamed into place only when complete, so a killed job never leaves a file a
-later run could mistake for a result.
+later run could mistake for a result; the temporary file a killed job left
+behind is removed by the next write of the same file.
+
+Every HDF5 file the pipeline writes (canonical images, saliency caches, XRAI
+segments) carries the attribute ``sha256``: JSON ``{dataset name: SHA-256 of its
+content}`` (dtype, shape and the values in C order, independent of chunking and
+compression). Readers recompute it for what they read; a mismatch means the file
+was damaged after it was written: :func:`verify_h5` removes it (so that the next
+``snakemake`` run recomputes it) and raises :class:`CorruptFileError`.
 """
 
 from __future__ import annotations
@@ -10,12 +18,18 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
+import h5py
+import numpy as np
 import pandas as pd
+
+log = logging.getLogger(__name__)
+CHECKSUM_ATTR = "sha256"
 
 
 @contextlib.contextmanager
@@ -26,6 +40,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a killed job (one writer per file)
+        log.info("removing %s, left by an interrupted job", stale)
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -77,3 +94,74 @@ def concat_csv(paths: list[str | os.PathLike], out: str | os.PathLike) -> None:
         if list(frame.columns) != columns:
             raise ValueError(f"{path}: columns {list(frame.columns)} differ from {columns}")
     write_csv(pd.concat(frames, ignore_index=True), out)
+
+
+class CorruptFileError(ValueError):
+    """An HDF5 file whose content does not match the checksum it was written with."""
+
+
+def _content_digest(dtype: np.dtype, shape: tuple, blocks) -> str:
+    digest = hashlib.sha256(f"{np.dtype(dtype).str}{tuple(shape)}".encode())
+    for block in blocks:
+        if block.dtype.kind in "OSU":  # strings: UTF-8, NUL-separated
+            digest.update(b"\0".join(v.encode() if isinstance(v, str) else bytes(v) for v in block.ravel()) + b"\0")
+        else:
+            digest.update(memoryview(np.ascontiguousarray(block)).cast("B"))
+    return digest.hexdigest()
+
+
+def array_sha256(arr: np.ndarray | list) -> str:
+    """SHA-256 of an array's content (as :func:`dataset_sha256` of an HDF5 dataset holding it)."""
+    arr = np.asarray(arr, dtype=object) if isinstance(arr, list) else arr
+    kind = "O" if arr.dtype.kind in "OSU" else arr.dtype
+    return _content_digest(kind, arr.shape, [arr])
+
+
+def dataset_sha256(dset: h5py.Dataset, rows: int = 64) -> str:
+    """SHA-256 of an HDF5 dataset's content, read ``rows`` entries of the first axis at a time."""
+    if dset.dtype.kind in "OS":
+        return _content_digest("O", dset.shape, [dset[()]])
+    if dset.ndim == 0:
+        return _content_digest(dset.dtype, (), [np.asarray(dset[()])])
+    return _content_digest(dset.dtype, dset.shape, (dset[i : i + rows] for i in range(0, len(dset), rows)))
+
+
+def stamp_checksums(h5: h5py.File) -> None:
+    """Store the checksum of every top-level dataset of a file being written (call last, before closing)."""
+    sums = {name: dataset_sha256(obj) for name, obj in h5.items() if isinstance(obj, h5py.Dataset)}
+    h5.attrs[CHECKSUM_ATTR] = json.dumps(sums, sort_keys=True)
+
+
+def checksum_problem(h5: h5py.File, arrays: dict[str, np.ndarray | list] | None = None) -> str | None:
+    """Why the content does not match the stored checksums (None when it does).
+
+    ``arrays`` are datasets already read (name -> values), checked without reading them again;
+    without it every dataset of the file is read and checked.
+    """
+    if CHECKSUM_ATTR not in h5.attrs:
+        return "it has no content checksum (written by an older version)"
+    stored = json.loads(h5.attrs[CHECKSUM_ATTR])
+    names = list(arrays) if arrays is not None else sorted(set(stored) | {n for n, o in h5.items() if isinstance(o, h5py.Dataset)})
+    for name in names:
+        actual = array_sha256(arrays[name]) if arrays is not None else dataset_sha256(h5[name])
+        if stored.get(name) != actual:
+            return f"the content of '{name}' does not match its checksum"
+    return None
+
+
+def verify_h5(path: str | os.PathLike, h5: h5py.File, arrays: dict[str, np.ndarray | list]) -> None:
+    """Check datasets already read from ``path`` against its checksums.
+
+    A mismatch removes the file, so that the next run recomputes it, and raises :class:`CorruptFileError`;
+    a file without checksums (an older version's) is used with a warning.
+    """
+    why = checksum_problem(h5, arrays)
+    if why is None:
+        return
+    if CHECKSUM_ATTR not in h5.attrs:
+        log.warning("%s: %s; its content is not verified", path, why)
+        return
+    Path(path).unlink(missing_ok=True)
+    log.warning("%s: %s: the file is corrupted and has been removed", path, why)
+    raise CorruptFileError(f"{path}: {why}: the file is corrupted. It has been removed; run snakemake again "
+                           "and it is recomputed")

@@ -6,7 +6,8 @@ On disk, in ``results/{dataset}/data/``:
   one 0/1 column per label, ``has_mask``, plus source-specific extra columns;
 - ``images.h5``: datasets ``image_id`` (N strings, manifest order), ``image``
   (N x H x W float32 in [0, 1]) and ``mask`` (N x L x H x W uint8, one pixel mask
-  per label), attribute ``label_names`` (JSON list);
+  per label), attributes ``label_names`` (JSON list) and ``sha256`` (content
+  checksums, :mod:`saliency_trust.io`);
 - ``boxes.csv``: ``image_id, label, rater, x, y, width, height`` (pixels).
 """
 
@@ -21,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from saliency_trust.data.splits import SPLITS
-from saliency_trust.io import atomic_path, write_csv
+from saliency_trust.io import atomic_path, stamp_checksums, verify_h5, write_csv
 
 BOX_COLUMNS = ["image_id", "label", "rater", "x", "y", "width", "height"]
 
@@ -106,6 +107,7 @@ def write_dataset(
             )
             h5.attrs["label_names"] = json.dumps(label_names)
             h5.attrs["source"] = source
+            stamp_checksums(h5)
     write_csv(boxes[BOX_COLUMNS], boxes_path)
     write_csv(manifest, manifest_path)
 
@@ -118,6 +120,7 @@ def load_dataset(manifest_path: str | Path, images_path: str | Path) -> Canonica
         images = h5["image"][:]
         masks = h5["mask"][:]
         label_names = json.loads(h5.attrs["label_names"])
+        verify_h5(images_path, h5, {"image_id": ids, "image": images, "mask": masks})
     if ids != manifest["image_id"].tolist():
         raise ValueError(f"{images_path}: image ids do not match {manifest_path} (row order or content differs)")
     validate_dataset(manifest, images, masks, label_names)

@@ -7,14 +7,17 @@ One file per (dataset, model, method). Layout, readable with plain h5py:
 - ``raw``: N x C x H x W float32, the unprocessed attribution;
 - attributes: ``method``, ``params`` (JSON), ``model_sha256``, ``target``
   (JSON: label and output), ``versions`` (JSON of package versions),
-  ``created`` (ISO time, UTC).
+  ``created`` (ISO time, UTC), ``sha256`` (JSON: the SHA-256 of each dataset's
+  content, :mod:`saliency_trust.io`).
 
 Datasets are chunked one image per chunk and gzip-compressed. Files are
 written atomically. :func:`read_maps` refuses a file whose method, parameters
-or model hash differ from what the caller expects, so a stale cache is never
-silently reused: :func:`load_or_compute_maps` reuses an existing file only when
-its method, parameters, target, model hash and package versions all match, and
-recomputes it otherwise.
+or model hash differ from what the caller expects, and every reader checks the
+content checksum of what it reads (a corrupted file is removed and the job
+stops, naming it), so a stale or damaged cache is never silently used:
+:func:`load_or_compute_maps` reuses an existing file only when its method,
+parameters, target, model hash, package versions and content checksum all
+match, and recomputes it (with a warning saying why) otherwise.
 
 Maps of randomized models (SPEC 6.2) live in one file per (model, method,
 randomization mode): ``results/{dataset}/saliency/{model}/randomized/{mode}/{method}.h5``,
@@ -43,7 +46,7 @@ from typing import Callable
 import h5py
 import numpy as np
 
-from saliency_trust.io import atomic_path
+from saliency_trust.io import atomic_path, checksum_problem, stamp_checksums, verify_h5
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +92,7 @@ def _write_cache_attrs(h5: h5py.File, method: str, params: dict, model_sha256: s
     for key, value in extra.items():
         h5.attrs[key] = value
     h5.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    stamp_checksums(h5)
 
 
 def write_maps(
@@ -132,6 +136,7 @@ def read_maps(
         ids = _read_ids(h5)
         maps = h5["map"][:]
         raw = h5["raw"][:] if with_raw else np.empty((0,))
+        verify_h5(path, h5, {"image_id": ids, "map": maps, **({"raw": raw} if with_raw else {})})
     return SaliencyMaps(ids, maps, raw, attrs)
 
 
@@ -143,6 +148,7 @@ def cache_mismatch(path: str | Path, method: str, params: dict, model_sha256: st
             attrs = {k: h5.attrs[k] for k in h5.attrs}
             n_ok = len(h5["image_id"]) == h5["map"].shape[-3] == h5["raw"].shape[-4]
             stored_ids = _read_ids(h5)
+            corrupt = checksum_problem(h5)
     except (OSError, KeyError) as err:
         return f"unreadable ({err})"
     expected = {
@@ -157,6 +163,8 @@ def cache_mismatch(path: str | Path, method: str, params: dict, model_sha256: st
             return f"{key} differs (cached {attrs.get(key)!r}, expected {value!r})"
     if image_ids is not None and stored_ids != list(image_ids):
         return "the images differ"
+    if corrupt:
+        return f"corrupted: {corrupt}"
     return None if n_ok else "inconsistent datasets"
 
 
@@ -242,6 +250,7 @@ def read_randomized_maps(path: str | Path, method: str | None = None) -> tuple[l
         ids = _read_ids(h5)
         steps = json.loads(h5.attrs["steps"])
         maps = h5["map"][:]
+        verify_h5(path, h5, {"image_id": ids, "map": maps})
     return ids, steps, maps
 
 
@@ -258,15 +267,17 @@ def write_segments(path: str | Path, image_ids: list[str], labels: np.ndarray) -
             h5.attrs["min_size"] = xrai.FELZENSZWALB_MIN_SIZE
             h5.attrs["resize"] = json.dumps(list(xrai.SEGMENT_RESIZE))
             h5.attrs["versions"] = json.dumps(package_versions(), sort_keys=True)
+            stamp_checksums(h5)
 
 
 def read_segments(path: str | Path, image_ids: list[str]) -> np.ndarray:
     """Label images of the given images, in that order; names a missing image."""
     with h5py.File(path, "r") as h5:
         stored = _read_ids(h5)
+        labels = h5["labels"][:]
+        verify_h5(path, h5, {"image_id": stored, "labels": labels})
         index = {i: k for k, i in enumerate(stored)}
         missing = [i for i in image_ids if i not in index]
         if missing:
             raise KeyError(f"{path}: no XRAI segments for image '{missing[0]}'")
-        labels = h5["labels"][:]
     return labels[[index[i] for i in image_ids]]

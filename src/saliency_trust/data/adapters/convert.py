@@ -35,7 +35,7 @@ from saliency_trust.data.adapters.geometry import Geometry, mask_boxes, rasteriz
 from saliency_trust.data.adapters.images import read_image
 from saliency_trust.data.canonical import BOX_COLUMNS
 from saliency_trust.data.splits import assign_splits, check_splits, split_uniform
-from saliency_trust.io import atomic_path
+from saliency_trust.io import atomic_path, stamp_checksums
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +211,7 @@ def convert_collection(
             h5.create_dataset("image_id", data=np.array([r["image_id"].encode() for r in rows]))
             h5.attrs["label_names"] = json.dumps(label_names)
             h5.attrs["source"] = source
+            stamp_checksums(h5)
         manifest = _finish_manifest(pd.DataFrame(rows), label_names, seed, splits)
         manifest.to_csv(tmp["manifest"], index=False)
         pd.DataFrame(box_rows, columns=BOX_COLUMNS).to_csv(tmp["boxes"], index=False)

@@ -1,0 +1,169 @@
+"""Bad input, interruption and determinism at the package level (SPEC 11, issue 8).
+
+The end-to-end checks (killing jobs, rerunning, corrupted caches inside a run) are in
+``test_interruption.py``.
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import REPO
+from saliency_trust.data.canonical import load_dataset, write_dataset
+from saliency_trust.io import CorruptFileError
+from saliency_trust.saliency.cache import (
+    load_or_compute_maps,
+    load_or_compute_randomized,
+    read_maps,
+    read_randomized_maps,
+    read_segments,
+    write_maps,
+    write_segments,
+)
+
+IDS = ["a", "b", "c"]
+
+
+def _maps(seed=0):
+    return np.random.default_rng(seed).random((3, 8, 8), dtype=np.float32)
+
+
+def _write_each_kind(tmp_path, tiny_dataset) -> dict[str, tuple[Path, str, callable]]:
+    """One file of every HDF5 kind the pipeline writes: (path, a dataset to damage, its reader)."""
+    maps = _maps()
+    write_maps(tmp_path / "maps.h5", IDS, maps, maps[:, None], "GRAD", {}, "m", {})
+    load_or_compute_randomized(tmp_path / "rand.h5", "GRAD", {}, "m", {}, IDS, ["fc", "conv"],
+                               lambda k: (maps, maps[:, None]))
+    write_segments(tmp_path / "seg.h5", IDS, np.arange(3 * 6 * 8 * 8, dtype=np.int32).reshape(3, 6, 8, 8))
+    d = tiny_dataset
+    write_dataset(d.manifest, d.images, d.masks, d.manifest.iloc[:0].assign(label="", rater="", x=0, y=0, width=0,
+                                                                            height=0),
+                  d.label_names, tmp_path / "manifest.csv", tmp_path / "images.h5", tmp_path / "boxes.csv", "synthetic")
+    return {
+        "maps": (tmp_path / "maps.h5", "map", lambda p: read_maps(p)),
+        "randomized": (tmp_path / "rand.h5", "map", lambda p: read_randomized_maps(p)),
+        "segments": (tmp_path / "seg.h5", "labels", lambda p: read_segments(p, IDS)),
+        "canonical": (tmp_path / "images.h5", "image", lambda p: load_dataset(tmp_path / "manifest.csv", p)),
+    }
+
+
+@pytest.mark.parametrize("kind", ["maps", "randomized", "segments", "canonical"])
+def test_every_hdf5_file_carries_a_checksum_and_a_corrupted_one_is_detected_and_removed(tmp_path, tiny_dataset,
+                                                                                        kind, caplog):
+    path, name, read = _write_each_kind(tmp_path, tiny_dataset)[kind]
+    read(path)  # intact: reads
+    with h5py.File(path, "r+") as h5:  # damage one value; the file stays a valid HDF5 file
+        assert "sha256" in h5.attrs
+        index = (0,) * (h5[name].ndim - 2) + (1, 1)
+        h5[name][index] = h5[name][index] + 1
+    with caplog.at_level(logging.WARNING), pytest.raises(CorruptFileError, match=f"{path}: the content of '{name}' "
+                                                                                 "does not match its checksum"):
+        read(path)
+    assert not path.exists()  # removed: the next snakemake run recomputes it
+    assert "corrupted and has been removed" in caplog.text
+
+
+def test_a_corrupted_cache_is_recomputed_with_a_warning(tmp_path, caplog):
+    path, maps = tmp_path / "IG.h5", _maps()
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return IDS, maps, maps[:, None]
+
+    assert load_or_compute_maps(path, "IG", {}, "m", {}, compute) is True
+    assert load_or_compute_maps(path, "IG", {}, "m", {}, compute) is False  # intact: reused
+    with h5py.File(path, "r+") as h5:
+        h5["raw"][2, 0, 3, 3] = -1.0
+    with caplog.at_level(logging.WARNING):
+        assert load_or_compute_maps(path, "IG", {}, "m", {}, compute) is True
+    assert "cache not reused, corrupted: the content of 'raw' does not match its checksum; recomputing" in caplog.text
+    assert len(calls) == 2
+    np.testing.assert_array_equal(read_maps(path, with_raw=True).raw, maps[:, None])
+
+
+def test_a_file_without_checksums_is_read_with_a_warning_and_not_reused_as_a_cache(tmp_path, caplog):
+    path, maps = tmp_path / "IG.h5", _maps()
+    write_maps(path, IDS, maps, maps[:, None], "IG", {}, "m", {})
+    with h5py.File(path, "r+") as h5:  # as written before checksums existed
+        del h5.attrs["sha256"]
+    with caplog.at_level(logging.WARNING):
+        np.testing.assert_array_equal(read_maps(path).maps, maps)
+    assert "no content checksum" in caplog.text
+    assert load_or_compute_maps(path, "IG", {}, "m", {}, lambda: (IDS, maps, maps[:, None])) is True
+
+
+# --- atomic writes -------------------------------------------------------------------------------------
+
+def _write_target(call: ast.Call) -> ast.AST | None:
+    """The path a call writes to: ``df.to_csv(p)``, ``fig.savefig(p)``, ``torch.save(obj, p)``,
+    ``p.write_text(...)``, ``p.write_bytes(...)``, ``h5py.File(p, "w")``, ``open(p, "w")``; None for other calls."""
+    func = call.func
+    if not isinstance(func, ast.Attribute):
+        name, owner = getattr(func, "id", ""), None
+    else:
+        name, owner = func.attr, func.value
+    mode = "".join(ast.unparse(a) for a in call.args[1:2]) + "".join(
+        ast.unparse(k.value) for k in call.keywords if k.arg == "mode")
+    if name in ("to_csv", "savefig", "to_latex", "to_parquet") and owner is not None and call.args:
+        return call.args[0]
+    if name == "save" and owner is not None and ast.unparse(owner) == "torch" and len(call.args) > 1:
+        return call.args[1]
+    if name in ("write_text", "write_bytes") and owner is not None:
+        return owner
+    if name in ("File", "open") and call.args and any(c in mode for c in "wax+"):
+        return call.args[0]
+    return None
+
+
+def _unguarded_writes(tree: ast.AST) -> list[int]:
+    """Lines of file writes whose target is not a name bound from ``atomic_path`` in the same function."""
+    bad = []
+    for func in [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]:
+        safe = set()
+        for node in ast.walk(func):
+            bound = (node.optional_vars if isinstance(node, ast.withitem) and "atomic_path" in ast.unparse(node.context_expr)
+                     else ast.Tuple(node.targets) if isinstance(node, ast.Assign) and "atomic_path" in ast.unparse(node.value)
+                     else None)
+            safe |= {n.id for n in ast.walk(bound) if isinstance(n, ast.Name)} if bound is not None else set()
+        for node in ast.walk(func):
+            target = _write_target(node) if isinstance(node, ast.Call) else None
+            if target is not None and not {n.id for n in ast.walk(target) if isinstance(n, ast.Name)} & safe:
+                bad.append(node.lineno)
+    return bad
+
+
+def test_every_output_file_is_written_through_atomic_path():
+    """Static check over the package: CSV, text, figures, checkpoints and HDF5 files go to a temporary path
+    from :func:`saliency_trust.io.atomic_path` and are renamed into place only when complete."""
+    offenders = {}
+    for path in sorted((REPO / "src/saliency_trust").rglob("*.py")):
+        bad = _unguarded_writes(ast.parse(path.read_text()))
+        if bad:
+            offenders[str(path.relative_to(REPO))] = bad
+    assert offenders == {}
+    # the checker is not vacuous: a direct write is flagged
+    assert _unguarded_writes(ast.parse("def f(df, out):\n    df.to_csv(out)\n")) == [2]
+    assert _unguarded_writes(ast.parse("def f(out):\n    with h5py.File(out, 'w') as h5:\n        pass\n")) == [2]
+    assert _unguarded_writes(ast.parse("def f(out):\n    with atomic_path(out) as t:\n        torch.save({}, t)\n")) == []
+
+
+def test_a_killed_writer_leaves_only_a_temporary_file_that_the_next_write_removes(tmp_path):
+    from saliency_trust.io import atomic_path, write_text
+
+    out = tmp_path / "table.csv"
+    stale = tmp_path / ".table.csv.abc123.tmp"  # what a SIGKILLed job leaves: never a file named like a result
+    stale.write_text("half a tab")
+    assert not out.exists()
+    write_text("a,b\n1,2\n", out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["table.csv"]
+    with pytest.raises(RuntimeError), atomic_path(out) as tmp:
+        tmp.write_text("partial")
+        raise RuntimeError("killed")
+    assert out.read_text() == "a,b\n1,2\n" and sorted(p.name for p in tmp_path.iterdir()) == ["table.csv"]
