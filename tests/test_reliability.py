@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 
 import h5py
+import torch
 import numpy as np
 import pytest
 
@@ -167,3 +168,73 @@ def test_a_killed_writer_leaves_only_a_temporary_file_that_the_next_write_remove
         tmp.write_text("partial")
         raise RuntimeError("killed")
     assert out.read_text() == "a,b\n1,2\n" and sorted(p.name for p in tmp_path.iterdir()) == ["table.csv"]
+
+
+# --- training resumes after a kill ----------------------------------------------------------------------
+
+
+class KilledAfter:
+    """Wraps the real :class:`EpochCheckpoint`: the process is 'killed' (KeyboardInterrupt, as on Ctrl-C)
+    right after epoch ``n`` is checkpointed."""
+
+    def __init__(self, checkpoint, n: int):
+        self.checkpoint, self.n = checkpoint, n
+
+    def __getattr__(self, name):
+        return getattr(self.checkpoint, name)
+
+    def save(self, epoch, *args):
+        self.checkpoint.save(epoch, *args)
+        if epoch == self.n:
+            raise KeyboardInterrupt(f"killed after epoch {epoch}")
+
+
+def _trainers(tiny_dataset):
+    from test_detector import TINY, _square_dataset
+
+    from saliency_trust.models.detector import train_detector
+    from saliency_trust.models.train import TrainSettings, train_classifier
+    from saliency_trust.models.unet import UNetSettings, train_unet
+
+    cpu = torch.device("cpu")
+    squares, boxes = _square_dataset()
+    return {
+        "classifier": (lambda ck: train_classifier(tiny_dataset, "simple_cnn", TrainSettings(
+            epochs=4, patience=10, lr=3e-3, batch_size=16), 3, cpu, ck), 2),
+        "unet": (lambda ck: train_unet(tiny_dataset, "abnormal", UNetSettings(
+            epochs=3, patience=5, width=4, depth=2, batch_size=16), 3, cpu, ck), 1),
+        "detector": (lambda ck: train_detector(squares, boxes, "lesion", TINY, 5, cpu, ck), 1),
+    }
+
+
+@pytest.mark.parametrize("trainer", ["classifier", "unet", "detector"])
+def test_training_resumes_from_its_last_epoch_checkpoint_with_the_uninterrupted_result(tmp_path, tiny_dataset,
+                                                                                        trainer, caplog):
+    from saliency_trust.models.train import EpochCheckpoint
+
+    train, kill_after = _trainers(tiny_dataset)[trainer]
+    model, history, metrics = train(None)  # uninterrupted
+    checkpoint = EpochCheckpoint(tmp_path / "model.pt", {"trainer": trainer})
+    with pytest.raises(KeyboardInterrupt):
+        train(KilledAfter(checkpoint, kill_after))
+    assert checkpoint.path == tmp_path / "model.resume.pt" and checkpoint.path.exists()
+    with caplog.at_level(logging.INFO):
+        resumed, resumed_history, resumed_metrics = train(EpochCheckpoint(tmp_path / "model.pt", {"trainer": trainer}))
+    assert f"epoch {kill_after} finished" in caplog.text
+    assert list(resumed_history["epoch"]) == list(history["epoch"])
+    assert resumed_history.drop(columns="seconds").equals(history.drop(columns="seconds"))
+    assert resumed_metrics == metrics
+    a, b = model.state_dict(), resumed.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_checkpoint_of_other_settings_is_not_resumed(tmp_path, tiny_dataset, caplog):
+    from saliency_trust.models.train import EpochCheckpoint
+
+    train, _ = _trainers(tiny_dataset)["classifier"]
+    with pytest.raises(KeyboardInterrupt):
+        train(KilledAfter(EpochCheckpoint(tmp_path / "model.pt", {"lr": 1}), 1))
+    with caplog.at_level(logging.INFO):
+        _, history, _ = train(EpochCheckpoint(tmp_path / "model.pt", {"lr": 2}))
+    assert "written for other settings or data; training from epoch 1" in caplog.text
+    assert "resuming" not in caplog.text and len(history) == 4

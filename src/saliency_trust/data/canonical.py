@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from saliency_trust.data.splits import SPLITS
-from saliency_trust.io import atomic_path, stamp_checksums, verify_h5, write_csv
+from saliency_trust.io import CHECKSUM_ATTR, atomic_path, sha256_file, stamp_checksums, verify_h5, write_csv
 
 BOX_COLUMNS = ["image_id", "label", "rater", "x", "y", "width", "height"]
 
@@ -125,3 +125,11 @@ def load_dataset(manifest_path: str | Path, images_path: str | Path) -> Canonica
         raise ValueError(f"{images_path}: image ids do not match {manifest_path} (row order or content differs)")
     validate_dataset(manifest, images, masks, label_names)
     return CanonicalDataset(manifest=manifest, images=images, masks=masks, label_names=label_names)
+
+
+def dataset_fingerprint(manifest_path: str | Path, images_path: str | Path) -> dict:
+    """What identifies a canonical dataset's content, cheaply: the manifest's SHA-256 and the image store's
+    stored content checksums (read from its attributes, not recomputed)."""
+    with h5py.File(images_path, "r") as h5:
+        sums = str(h5.attrs.get(CHECKSUM_ATTR, ""))
+    return {"manifest": sha256_file(manifest_path), "images": sums}

@@ -66,7 +66,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import FeaturePyramidNetwork
 
 from saliency_trust.io import atomic_path, write_csv, write_json
-from saliency_trust.models.train import EarlyStopping
+from saliency_trust.models.train import EarlyStopping, EpochCheckpoint, fit_epochs
 from saliency_trust.metrics.raters import pixel_span
 
 log = logging.getLogger(__name__)
@@ -249,8 +249,10 @@ def _scored_positives(data, split: str, label: str) -> np.ndarray:
 
 
 def train_detector(data, boxes: pd.DataFrame, label: str, settings: DetectorSettings, seed: int,
-                   device: torch.device) -> tuple[RetinaNet, pd.DataFrame, dict]:
-    """Train one RetinaNet on the boxes of ``label``; return (best model, history, metrics)."""
+                   device: torch.device,
+                   checkpoint: EpochCheckpoint | None = None) -> tuple[RetinaNet, pd.DataFrame, dict]:
+    """Train one RetinaNet on the boxes of ``label`` (resuming ``checkpoint`` when given); return (best model,
+    history, metrics)."""
     torch.manual_seed(seed)
     li = data.label_index(label)
     ids = data.manifest["image_id"].astype(str).to_numpy()
@@ -276,8 +278,9 @@ def train_detector(data, boxes: pd.DataFrame, label: str, settings: DetectorSett
     images = torch.from_numpy(np.ascontiguousarray(data.images[tr], dtype=np.float32))
     gen = torch.Generator().manual_seed(seed)
     masks = data.masks[:, li]
-    history, stopper = [], EarlyStopping(settings.patience, "val AP")
-    for epoch in range(1, settings.epochs + 1):
+    stopper = EarlyStopping(settings.patience, "val AP")
+
+    def run_epoch(epoch: int) -> dict:
         t0 = time.perf_counter()
         model.train()
         sums, seen = {"classification": 0.0, "bbox_regression": 0.0}, 0
@@ -302,12 +305,11 @@ def train_detector(data, boxes: pd.DataFrame, label: str, settings: DetectorSett
         row = {"epoch": epoch, "train_loss": (sums["classification"] + sums["bbox_regression"]) / seen,
                "train_cls_loss": sums["classification"] / seen, "train_box_loss": sums["bbox_regression"] / seen,
                "val_ap": val_ap, "seconds": time.perf_counter() - t0}
-        history.append(row)
         log.info("detector epoch %d/%d train_loss %.4f val_ap %.4f (%.1f images/s)", epoch, settings.epochs,
                  row["train_loss"], val_ap, seen / row["seconds"])
-        if stopper.update(model, epoch, val_ap):
-            break
-    stopper.restore(model)
+        return row
+
+    history = fit_epochs(model, opt, stopper, settings.epochs, run_epoch, "val_ap", [gen], checkpoint)
     best, best_epoch = stopper.best, stopper.best_epoch
     test_ap = (mean_pixel_ap(predict_heatmaps(model, data.images[te], device, settings.min_score), masks[te],
                              list(ids[te])) if len(te) else float("nan"))
@@ -326,7 +328,8 @@ def train_detector(data, boxes: pd.DataFrame, label: str, settings: DetectorSett
 def run_train_detector(manifest_path, images_path, boxes_path, target_label: str | None, settings: dict, seed: int,
                        device: str, threads: int, model_path, history_path, metrics_path) -> None:
     """Stage entry: train one detector replicate; write model.pt, history.csv, metrics.json atomically."""
-    from saliency_trust.data.canonical import load_dataset
+    from saliency_trust.data.canonical import dataset_fingerprint, load_dataset
+    from saliency_trust.io import sha256_file
     from saliency_trust.models.train import select_device
 
     torch.set_num_threads(max(int(threads), 1))
@@ -334,7 +337,10 @@ def run_train_detector(manifest_path, images_path, boxes_path, target_label: str
     label = target_label or data.label_names[0]
     boxes = pd.read_csv(boxes_path, dtype={"image_id": str, "label": str, "rater": str})
     ds = DetectorSettings(**settings)
-    model, history, metrics = train_detector(data, boxes, label, ds, seed, select_device(device))
+    checkpoint = EpochCheckpoint(model_path, {"arch": "retinanet", "settings": asdict(ds), "seed": seed,
+                                              "label": label, "boxes": sha256_file(boxes_path),
+                                              "data": dataset_fingerprint(manifest_path, images_path)})
+    model, history, metrics = train_detector(data, boxes, label, ds, seed, select_device(device), checkpoint)
     log.info("detector: best epoch %d, val AP %.4f, test AP %.4f", metrics["best_epoch"], metrics["val_ap"],
              metrics["test_ap"])
     with atomic_path(model_path) as tmp:
@@ -344,6 +350,7 @@ def run_train_detector(manifest_path, images_path, boxes_path, target_label: str
                     "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}, tmp)
     write_csv(history, history_path)
     write_json(metrics, metrics_path)
+    checkpoint.remove()
 
 
 def load_detector(path, device: torch.device | str = "cpu") -> tuple[RetinaNet, DetectorSettings]:

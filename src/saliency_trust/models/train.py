@@ -4,6 +4,13 @@ Binary cross-entropy on one logit per label, Adam, balanced sampling of
 positive and negative images, early stopping on validation AUC with patience;
 the weights of the best validation epoch are kept. All randomness (weight
 init, sampling order, augmentation) comes from one seed.
+
+The epoch loop (:func:`fit_epochs`) is shared with the U-Net and the detector.
+After every epoch it saves the whole training state (weights, optimizer, early
+stopping, history, every random generator) to ``model.resume.pt`` beside the
+model; a killed training job resumes after its last finished epoch and ends
+with exactly the model an uninterrupted run gives (on the CPU). The file is
+removed once the model is written.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import logging
 import time
 from dataclasses import dataclass, asdict
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -85,6 +93,96 @@ class EarlyStopping:
     def restore(self, model: nn.Module) -> None:
         model.load_state_dict(self.best_state)
 
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch, "best_state": self.best_state, "stale": self.stale}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.best_epoch, self.best_state, self.stale = (state[k] for k in ("best", "best_epoch",
+                                                                                      "best_state", "stale"))
+
+
+def _numpy_rng_state() -> tuple:
+    """numpy's global generator state with tensors in place of arrays (loadable with ``weights_only``)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)
+
+
+def _set_numpy_rng_state(state: tuple) -> None:
+    name, keys, pos, has_gauss, gauss = state
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+
+
+class EpochCheckpoint:
+    """The training state after the last finished epoch, in ``<model>.resume.pt`` beside the model.
+
+    ``fingerprint`` (JSON-able: architecture, settings, seed, data checksums) must match for a resume;
+    otherwise training starts afresh, with a warning. Written atomically after every epoch.
+    """
+
+    def __init__(self, model_path: str | Path, fingerprint: dict):
+        self.path = Path(model_path).with_suffix(".resume.pt")
+        self.fingerprint = fingerprint
+
+    def save(self, epoch: int, model: nn.Module, opt: torch.optim.Optimizer, stopper: EarlyStopping,
+             history: list[dict], generators: list[torch.Generator], stopped: bool) -> None:
+        state = {
+            "fingerprint": self.fingerprint, "epoch": epoch, "stopped": stopped, "history": history,
+            "model": model.state_dict(), "optimizer": opt.state_dict(), "stopper": stopper.state_dict(),
+            "torch_rng": torch.get_rng_state(), "numpy_rng": _numpy_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "generators": [g.get_state() for g in generators],
+        }
+        with atomic_path(self.path) as tmp:
+            torch.save(state, tmp)
+
+    def restore(self, model: nn.Module, opt: torch.optim.Optimizer, stopper: EarlyStopping,
+                generators: list[torch.Generator]) -> tuple[int, list[dict], bool]:
+        """(next epoch, history, stopped) from the checkpoint, or (1, [], False) when there is none to resume."""
+        if not self.path.exists():
+            return 1, [], False
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as err:  # a damaged checkpoint only costs the epochs it holds
+            log.warning("%s: unreadable (%s); training from epoch 1", self.path, err)
+            return 1, [], False
+        if state.get("fingerprint") != self.fingerprint:
+            log.warning("%s: written for other settings or data; training from epoch 1", self.path)
+            return 1, [], False
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        stopper.load_state_dict(state["stopper"])
+        torch.set_rng_state(state["torch_rng"])
+        _set_numpy_rng_state(state["numpy_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        for gen, gen_state in zip(generators, state["generators"]):
+            gen.set_state(gen_state)
+        log.info("resuming from %s: epoch %d finished%s", self.path, state["epoch"],
+                 ", early stopping reached" if state["stopped"] else "")
+        return state["epoch"] + 1, state["history"], state["stopped"]
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def fit_epochs(model: nn.Module, opt: torch.optim.Optimizer, stopper: EarlyStopping, epochs: int,
+               run_epoch: Callable[[int], dict], score: str, generators: list[torch.Generator],
+               checkpoint: EpochCheckpoint | None = None) -> list[dict]:
+    """The epoch loop of every trainer: ``run_epoch(epoch)`` trains one epoch and returns its history row
+    (with the validation ``score``); early stopping; the state is checkpointed after each epoch and a
+    checkpoint is resumed. ``generators`` are every random generator training draws from besides torch's
+    global one. Leaves the best epoch's weights in ``model``; returns the history rows."""
+    epoch, history, stopped = checkpoint.restore(model, opt, stopper, generators) if checkpoint else (1, [], False)
+    while not stopped and epoch <= epochs:
+        row = run_epoch(epoch)
+        history.append(row)
+        stopped = stopper.update(model, epoch, row[score])
+        if checkpoint:
+            checkpoint.save(epoch, model, opt, stopper, history, generators, stopped)
+        epoch += 1
+    stopper.restore(model)
+    return history
+
 
 def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
@@ -129,8 +227,9 @@ def train_classifier(
     settings: TrainSettings,
     seed: int,
     device: torch.device,
+    checkpoint: EpochCheckpoint | None = None,
 ) -> tuple[nn.Module, pd.DataFrame, dict]:
-    """Train one replicate; return (best model, per-epoch history, metrics)."""
+    """Train one replicate (resuming ``checkpoint`` when given); return (best model, per-epoch history, metrics)."""
     seed_everything(seed)
     labels = data.labels()
     tr, va, te = data.indices("train"), data.indices("val"), data.indices("test")
@@ -138,11 +237,12 @@ def train_classifier(
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     loss_fn = nn.BCEWithLogitsLoss()
     train_set = TensorDataset(torch.from_numpy(data.images[tr]).unsqueeze(1), torch.from_numpy(labels[tr]))
-    loader = DataLoader(train_set, batch_size=settings.batch_size, sampler=balanced_sampler(labels[tr], seed))
+    sampler = balanced_sampler(labels[tr], seed)
+    loader = DataLoader(train_set, batch_size=settings.batch_size, sampler=sampler)
     flip_gen = torch.Generator().manual_seed(seed + 1)
+    stopper = EarlyStopping(settings.patience, "val AUC")
 
-    history, stopper = [], EarlyStopping(settings.patience, "val AUC")
-    for epoch in range(1, settings.epochs + 1):
+    def run_epoch(epoch: int) -> dict:
         t0 = time.perf_counter()
         model.train()
         total, n_seen = 0.0, 0
@@ -169,14 +269,14 @@ def train_classifier(
             "val_auc": mean_auc(labels[va], p_va),
             "seconds": time.perf_counter() - t0,
         }
-        history.append(row)
         log.info(
             "%s epoch %d/%d train_loss %.4f val_loss %.4f val_auc %.4f (%.1f images/s)",
             arch, epoch, settings.epochs, row["train_loss"], val_loss, row["val_auc"], n_seen / row["seconds"],
         )
-        if stopper.update(model, epoch, row["val_auc"]):
-            break
-    stopper.restore(model)
+        return row
+
+    history = fit_epochs(model, opt, stopper, settings.epochs, run_epoch, "val_auc", [sampler.generator, flip_gen],
+                         checkpoint)
     best_auc, best_epoch = stopper.best, stopper.best_epoch
     p_te = predict(model, data.images[te], device)
     metrics = {
@@ -227,11 +327,14 @@ def write_training_outputs(model, history, metrics, arch, label_names, settings,
 def run_training(manifest_path, images_path, arch: str, settings: dict, seed: int, device: str, threads: int,
                  model_path, history_path, metrics_path) -> None:
     """Stage entry: train one (architecture, replicate) and write model.pt, history.csv, metrics.json."""
-    from saliency_trust.data.canonical import load_dataset
+    from saliency_trust.data.canonical import dataset_fingerprint, load_dataset
 
     torch.set_num_threads(max(int(threads), 1))
     data = load_dataset(manifest_path, images_path)
     ts = TrainSettings(**settings)
-    model, history, metrics = train_classifier(data, arch, ts, seed, select_device(device))
+    checkpoint = EpochCheckpoint(model_path, {"arch": arch, "settings": asdict(ts), "seed": seed,
+                                              "data": dataset_fingerprint(manifest_path, images_path)})
+    model, history, metrics = train_classifier(data, arch, ts, seed, select_device(device), checkpoint)
     log.info("%s: best epoch %d, val AUC %.4f, test AUC %.4f", arch, metrics["best_epoch"], metrics["val_auc"], metrics["test_auc"])
     write_training_outputs(model, history, metrics, arch, data.label_names, ts, model_path, history_path, metrics_path)
+    checkpoint.remove()

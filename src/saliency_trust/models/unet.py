@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from saliency_trust.io import atomic_path, write_csv, write_json
-from saliency_trust.models.train import EarlyStopping
+from saliency_trust.models.train import EarlyStopping, EpochCheckpoint, fit_epochs
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +110,10 @@ def dice_at_half(logits: np.ndarray, masks: np.ndarray) -> float:
     return float(np.where(total > 0, 2 * inter / np.maximum(total, 1), 1.0).mean()) if len(masks) else float("nan")
 
 
-def train_unet(data, label: str, settings: UNetSettings, seed: int, device: torch.device) -> tuple[UNet, pd.DataFrame, dict]:
-    """Train one U-Net on the masks of ``label``; return (best model, history, metrics)."""
+def train_unet(data, label: str, settings: UNetSettings, seed: int, device: torch.device,
+               checkpoint: EpochCheckpoint | None = None) -> tuple[UNet, pd.DataFrame, dict]:
+    """Train one U-Net on the masks of ``label`` (resuming ``checkpoint`` when given); return (best model,
+    history, metrics)."""
     torch.manual_seed(seed)
     li = data.label_index(label)
     tr = data.positive_indices("train", label) if settings.positives_only else data.indices("train")
@@ -123,10 +125,11 @@ def train_unet(data, label: str, settings: UNetSettings, seed: int, device: torc
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
     masks = data.masks[:, li].astype(np.float32)
     train_set = TensorDataset(torch.from_numpy(data.images[tr]).unsqueeze(1), torch.from_numpy(masks[tr]).unsqueeze(1))
-    loader = DataLoader(train_set, batch_size=settings.batch_size, shuffle=True,
-                        generator=torch.Generator().manual_seed(seed))
-    history, stopper = [], EarlyStopping(settings.patience, "val Dice")
-    for epoch in range(1, settings.epochs + 1):
+    gen = torch.Generator().manual_seed(seed)
+    loader = DataLoader(train_set, batch_size=settings.batch_size, shuffle=True, generator=gen)
+    stopper = EarlyStopping(settings.patience, "val Dice")
+
+    def run_epoch(epoch: int) -> dict:
         t0 = time.perf_counter()
         model.train()
         total, seen = 0.0, 0
@@ -143,12 +146,11 @@ def train_unet(data, label: str, settings: UNetSettings, seed: int, device: torc
             seen += len(x)
         val_dice = dice_at_half(predict_masks(model, data.images[va], device), masks[va])
         row = {"epoch": epoch, "train_loss": total / seen, "val_dice": val_dice, "seconds": time.perf_counter() - t0}
-        history.append(row)
         log.info("unet epoch %d/%d train_loss %.4f val_dice %.4f (%.1f images/s)", epoch, settings.epochs,
                  row["train_loss"], val_dice, seen / row["seconds"])
-        if stopper.update(model, epoch, val_dice):
-            break
-    stopper.restore(model)
+        return row
+
+    history = fit_epochs(model, opt, stopper, settings.epochs, run_epoch, "val_dice", [gen], checkpoint)
     best, best_epoch = stopper.best, stopper.best_epoch
     metrics = {
         "seed": seed, "label": label, "best_epoch": best_epoch, "epochs_run": len(history), "val_dice": best,
@@ -161,14 +163,16 @@ def train_unet(data, label: str, settings: UNetSettings, seed: int, device: torc
 def run_train_unet(manifest_path, images_path, target_label: str | None, settings: dict, seed: int, device: str,
                    threads: int, model_path, history_path, metrics_path) -> None:
     """Stage entry: train one U-Net replicate; write model.pt, history.csv, metrics.json."""
-    from saliency_trust.data.canonical import load_dataset
+    from saliency_trust.data.canonical import dataset_fingerprint, load_dataset
     from saliency_trust.models.train import select_device
 
     torch.set_num_threads(max(int(threads), 1))
     data = load_dataset(manifest_path, images_path)
     label = target_label or data.label_names[0]
     us = UNetSettings(**settings)
-    model, history, metrics = train_unet(data, label, us, seed, select_device(device))
+    checkpoint = EpochCheckpoint(model_path, {"arch": "unet", "settings": asdict(us), "seed": seed, "label": label,
+                                              "data": dataset_fingerprint(manifest_path, images_path)})
+    model, history, metrics = train_unet(data, label, us, seed, select_device(device), checkpoint)
     log.info("unet: best epoch %d, val Dice %.4f, test Dice %.4f", metrics["best_epoch"], metrics["val_dice"],
              metrics["test_dice"])
     with atomic_path(model_path) as tmp:
@@ -176,6 +180,7 @@ def run_train_unet(manifest_path, images_path, target_label: str | None, setting
                     "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}, tmp)
     write_csv(history, history_path)
     write_json(metrics, metrics_path)
+    checkpoint.remove()
 
 
 def load_unet(path, device: torch.device | str = "cpu") -> UNet:
