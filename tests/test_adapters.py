@@ -505,3 +505,24 @@ def test_generic_pad_mode_places_boxes_with_the_image(tmp_path):
     row = boxes[(boxes.image_id == image_id)].iloc[0]
     np.testing.assert_allclose(row[["x", "y", "width", "height"]].to_numpy(float), geo.box((2, 3, 6, 5)), atol=1e-3)
     assert data.images[marked][: geo.offset[0]].max() == 0  # black padding rows
+
+
+def test_truncated_images_and_boxes_outside_the_image_stop_naming_the_image_or_are_skipped(tmp_path):
+    """SPEC 11: an unreadable or truncated image (PNG or DICOM) and a box outside its image stop the job naming
+    the image and its row, leaving no output; with ``on_error: skip`` they are dropped and listed in skipped.csv."""
+    fx = write_generic(tmp_path / "gen")
+    for rel in ("png/case002.png", "dicom/case005.dcm"):  # a copy cut short
+        path = fx.root / "images" / rel
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ValueError, match=r"manifest.csv row 4: image 'case002': .*case002.png: not a readable image "
+                                         r"\(OSError: image file is truncated\)"):
+        run(tmp_path, generic_cfg(fx.root))
+    assert no_outputs(tmp_path)
+    boxes = fx.root / "boxes.csv"
+    boxes.write_text(boxes.read_text() + "case009,marker,r3,30,20,10,8\n")  # x + width = 40 > 36 pixels
+    data, _, skipped = run(tmp_path, {**generic_cfg(fx.root), "on_error": "skip"})
+    assert skipped["image_id"].tolist() == ["case002", "case005", "case009"]
+    reasons = dict(zip(skipped["image_id"], skipped["reason"]))
+    assert "truncated" in reasons["case002"] and "case005.dcm" in reasons["case005"]
+    assert reasons["case009"] == "box x=30, y=20, width=10, height=8 lies outside the 36x30 (WxH) image"
+    assert not {"case002", "case005", "case009"} & set(data.manifest["image_id"])

@@ -238,3 +238,56 @@ def test_a_checkpoint_of_other_settings_is_not_resumed(tmp_path, tiny_dataset, c
         _, history, _ = train(EpochCheckpoint(tmp_path / "model.pt", {"lr": 2}))
     assert "written for other settings or data; training from epoch 1" in caplog.text
     assert "resuming" not in caplog.text and len(history) == 4
+
+
+# --- NaN and constant maps ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def canonical_files(tmp_path, tiny_dataset):
+    """The tiny dataset written as the canonical files: (manifest, images)."""
+    _write_each_kind(tmp_path, tiny_dataset)
+    return tmp_path / "manifest.csv", tmp_path / "images.h5"
+
+
+def test_a_model_that_outputs_nan_stops_the_saliency_job_naming_the_image_and_leaves_no_file(tmp_path,
+                                                                                            canonical_files):
+    from saliency_trust.models.registry import build_model
+    from saliency_trust.models.train import TrainSettings, save_checkpoint
+    from saliency_trust.saliency.compute import explained_images, run_saliency
+
+    model = build_model("simple_cnn", 1)
+    with torch.no_grad():
+        next(p for n, p in model.named_parameters() if n.endswith("bias")).fill_(float("nan"))
+    save_checkpoint(model, "simple_cnn", ["abnormal"], TrainSettings(), tmp_path / "model.pt")
+    first = explained_images(load_dataset(*canonical_files), "abnormal")[0][0]
+    out = tmp_path / "GRAD.h5"
+    with pytest.raises(FloatingPointError, match=f"GRAD: the model outputs NaN/inf for image '{first}'"):
+        run_saliency(*canonical_files, tmp_path / "model.pt", "GRAD", {}, None, "logit", 4, "cpu", 1, out)
+    assert not out.exists() and not list(tmp_path.glob(".GRAD.h5*"))
+
+
+def test_training_that_diverges_to_nan_stops_naming_the_model_and_epoch(tiny_dataset):
+    from saliency_trust.models.train import TrainSettings, train_classifier
+
+    with pytest.raises(FloatingPointError, match="simple_cnn: training loss became NaN/inf at epoch 1"):
+        train_classifier(tiny_dataset, "simple_cnn", TrainSettings(epochs=2, lr=float("inf")), 1, torch.device("cpu"))
+
+
+def test_constant_maps_are_scored_logged_and_listed_in_a_table(tmp_path, caplog):
+    from saliency_trust.saliency.cache import constant_maps_table, run_constant_maps
+
+    maps = _maps()
+    maps[1] = 0.0  # e.g. an all-zero Grad-CAM
+    with caplog.at_level(logging.WARNING):
+        write_maps(tmp_path / "GCAM.h5", IDS, maps, maps[:, None], "GCAM", {}, "m", {})
+    assert "1 constant map(s), scored as all-zero maps" in caplog.text and "image 'b'" in caplog.text
+    np.testing.assert_array_equal(read_maps(tmp_path / "GCAM.h5").maps[1], 0.0)  # kept and scored, not dropped
+    steps = [maps, np.zeros_like(maps)]  # step 2: every map constant
+    load_or_compute_randomized(tmp_path / "rand.h5", "GCAM", {}, "m", {}, IDS, ["fc", "conv"],
+                               lambda k: (steps[k], steps[k][:, None]))
+    run_constant_maps([tmp_path / "GCAM.h5", tmp_path / "rand.h5"], tmp_path / "constant_maps.csv")
+    g, r = tmp_path / "GCAM.h5", tmp_path / "rand.h5"
+    assert (tmp_path / "constant_maps.csv").read_text().splitlines() == [
+        "file,method,step,block,image_id", f"{g},GCAM,,,b", f"{r},GCAM,1,fc,b", *[f"{r},GCAM,2,conv,{i}" for i in IDS]]
+    assert constant_maps_table([g]).shape == (1, 5)

@@ -45,6 +45,7 @@ def final_outputs():
             "metrics/randomization_threshold.csv",
             "metrics/similarity.csv",
             "summary/randomization_tests.csv",
+            "summary/constant_maps.csv",
             "figures/similarity.png",
         ]
         if "cascading" in RANDOMIZATION_MODES:
@@ -116,3 +117,16 @@ def similarity_inputs(wildcards):
     d = wildcards.dataset
     files = [f"results/{d}/saliency/{m}/{me}.h5" for m, me in similarity_entries()[: len(MODELS) * len(METHODS)]]
     return files + [f"results/{d}/saliency/baselines/{b}.h5" for b in HIGH_REPLICATES]
+
+
+def constant_maps_inputs(wildcards):
+    """Every saliency cache of a dataset whose constant maps are listed: trained models and high baseline (the
+    similarity inputs), and randomized models."""
+    d = wildcards.dataset
+    randomized = [
+        f"results/{d}/saliency/{m}/randomized/{mode}/{me}.h5"
+        for m in RANDOMIZED_MODELS
+        for mode in RANDOMIZATION_MODES
+        for me in METHODS
+    ]
+    return similarity_inputs(wildcards) + randomized

@@ -73,3 +73,17 @@ rule randomized_saliency:
         runtime=240,
     script:
         "../scripts/randomized_saliency.py"
+
+
+rule constant_maps:
+    """Every constant (all-zero once post-processed) map of the dataset's caches: scored as it is, and listed."""
+    input:
+        constant_maps_inputs,
+    output:
+        "results/{dataset}/summary/constant_maps.csv",
+    log:
+        "results/{dataset}/logs/saliency/constant_maps.log",
+    conda:
+        "../../envs/saliency.yaml"
+    script:
+        "../scripts/constant_maps.py"

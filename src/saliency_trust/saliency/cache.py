@@ -8,7 +8,9 @@ One file per (dataset, model, method). Layout, readable with plain h5py:
 - attributes: ``method``, ``params`` (JSON), ``model_sha256``, ``target``
   (JSON: label and output), ``versions`` (JSON of package versions),
   ``created`` (ISO time, UTC), ``sha256`` (JSON: the SHA-256 of each dataset's
-  content, :mod:`saliency_trust.io`).
+  content, :mod:`saliency_trust.io`), ``constant_maps`` (JSON list of the ids
+  whose map is constant, i.e. all zeros after post-processing: such maps are
+  scored as they are, logged, and listed in ``summary/constant_maps.csv``).
 
 Datasets are chunked one image per chunk and gzip-compressed. Files are
 written atomically. :func:`read_maps` refuses a file whose method, parameters
@@ -109,12 +111,13 @@ def write_maps(
     if len(image_ids) != len(maps) or len(maps) != len(raw):
         raise ValueError(f"{path}: {len(image_ids)} ids, {len(maps)} maps and {len(raw)} raw attributions")
     _check_finite(maps, image_ids, method)
+    constant = constant_ids(maps, image_ids, f"{path}: {method}")
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as h5:
             _write_ids(h5, image_ids)
             h5.create_dataset("map", data=maps.astype(np.float32), chunks=(1, *maps.shape[1:]), compression="gzip")
             h5.create_dataset("raw", data=raw.astype(np.float32), chunks=(1, *raw.shape[1:]), compression="gzip")
-            _write_cache_attrs(h5, method, params, model_sha256, target)
+            _write_cache_attrs(h5, method, params, model_sha256, target, constant_maps=json.dumps(constant))
 
 
 def read_maps(
@@ -192,6 +195,40 @@ def load_or_compute_maps(
     return True
 
 
+def constant_ids(maps: np.ndarray, image_ids: list[str], what: str) -> list[str]:
+    """Ids of the constant maps (all zeros once post-processed), logged as a warning naming the first."""
+    flat = maps.reshape(len(maps), -1)
+    ids = [image_ids[k] for k in np.flatnonzero(flat.max(axis=1) == flat.min(axis=1))]
+    if ids:
+        log.warning("%s: %d constant map(s), scored as all-zero maps and listed in summary/constant_maps.csv; "
+                    "e.g. image '%s'", what, len(ids), ids[0])
+    return ids
+
+
+def constant_maps_table(paths: list[str | Path]) -> "pd.DataFrame":
+    """One row per constant map recorded by the cache files (``file, method, step, block, image_id``;
+    step and block are empty for trained models' maps)."""
+    import pandas as pd
+
+    rows = []
+    for path in paths:
+        with h5py.File(path, "r") as h5:
+            method, steps = h5.attrs["method"], json.loads(h5.attrs.get("steps", "null"))
+            for entry in json.loads(h5.attrs.get("constant_maps", "[]")):
+                step, image_id = entry if steps else (None, entry)
+                rows.append((str(path), method, step, steps[step - 1] if steps else None, image_id))
+    return pd.DataFrame(rows, columns=["file", "method", "step", "block", "image_id"]).astype({"step": "Int64"})
+
+
+def run_constant_maps(paths: list[str], out_path) -> None:
+    """Stage entry: the table of constant maps of a dataset's caches (SPEC 11: nothing silent)."""
+    from saliency_trust.io import write_csv
+
+    table = constant_maps_table(paths)
+    log.info("%d constant map(s) in %d cache files", len(table), len(paths))
+    write_csv(table, out_path)
+
+
 def _check_finite(maps: np.ndarray, image_ids: list[str], what: str) -> None:
     bad = ~np.isfinite(maps.reshape(len(maps), -1)).all(axis=1)
     if bad.any():
@@ -220,6 +257,7 @@ def load_or_compute_randomized(
             log.info("%s: cache matches (method, params, model, randomization, images, versions); reused", path)
             return False
         log.warning("%s: cache not reused, %s; recomputing", path, why)
+    constant: list[tuple[int, str]] = []
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as h5:
             _write_ids(h5, image_ids)
@@ -230,6 +268,7 @@ def load_or_compute_randomized(
                     raise ValueError(f"{path}: step {k + 1} gave {len(maps)} maps and {len(raw)} raw attributions "
                                      f"for {len(image_ids)} images")
                 _check_finite(maps, image_ids, f"{method}, randomization step {k + 1} ({block})")
+                constant += [(k + 1, i) for i in constant_ids(maps, image_ids, f"{path}: step {k + 1} ({block})")]
                 if dsets is None:
                     dsets = [
                         h5.create_dataset(name, shape=(len(steps), *arr.shape), dtype="f4",
@@ -238,7 +277,8 @@ def load_or_compute_randomized(
                     ]
                 dsets[0][k] = maps
                 dsets[1][k] = raw
-            _write_cache_attrs(h5, method, params, model_sha256, target, steps=json.dumps(list(steps)))
+            _write_cache_attrs(h5, method, params, model_sha256, target, steps=json.dumps(list(steps)),
+                               constant_maps=json.dumps(constant))
     return True
 
 

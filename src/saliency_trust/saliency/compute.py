@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from saliency_trust.io import stable_seed
-from saliency_trust.saliency.methods import ExplainContext, TargetOutput, get_method
+from saliency_trust.saliency.methods import ExplainContext, NonFiniteOutputError, TargetOutput, get_method
 from saliency_trust.saliency.postprocess import POSTPROCESSORS
 
 log = logging.getLogger(__name__)
@@ -74,9 +74,21 @@ def _attribute_batches(model, arch, images, method_key, params, target, output, 
         )
         x = torch.from_numpy(np.ascontiguousarray(images[start:stop])).unsqueeze(1).to(device)
         x.requires_grad_(True)
-        with autocast:
-            raw = method.attribute(ctx, x, target, params)
-        raws.append(raw.detach().float().cpu().numpy())
+        try:
+            with autocast:
+                raw = method.attribute(ctx, x, target, params)
+        except NonFiniteOutputError:
+            with torch.no_grad():
+                finite = torch.isfinite(model(x.detach())).flatten(1).all(dim=1).cpu().numpy()
+            raise FloatingPointError(f"{method_key}: the model outputs NaN/inf for image "
+                                     f"'{ids[start + int(np.argmin(finite))]}'; its checkpoint is broken: retrain it "
+                                     "(delete its model.pt)") from None
+        raw = raw.detach().float().cpu().numpy()
+        bad = ~np.isfinite(raw.reshape(len(raw), -1)).all(axis=1)
+        if bad.any():
+            raise FloatingPointError(f"{method_key}: the attribution of image '{ids[start + int(np.argmax(bad))]}' "
+                                     "is NaN/inf")
+        raws.append(raw)
         log.info("%s: %d/%d images (%.2f images/s)", method_key, stop, len(images), stop / (time.perf_counter() - t0))
     return np.concatenate(raws) if raws else np.zeros((0, 1, *images.shape[1:]), np.float32)
 
@@ -138,11 +150,6 @@ def run_saliency(manifest_path, images_path, model_path, method_key: str, params
         model, payload = load_checkpoint(model_path, dev)
         raw, maps = compute_saliency(model, payload["arch"], images, method_key, params, data.label_index(label), output,
                                      batch_size, dev, ids, segments, seed, max_batch_inputs, amp)
-        flat = maps.reshape(len(maps), -1)
-        constant = np.flatnonzero(flat.max(axis=1) == flat.min(axis=1))
-        if len(constant):
-            log.warning("%s: %d constant map(s) (scored as all-zero maps), e.g. image '%s'",
-                        method_key, len(constant), ids[constant[0]])
         return ids, maps, raw
 
     load_or_compute_maps(out_path, method_key, params, model_sha, target, compute)

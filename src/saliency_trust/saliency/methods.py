@@ -48,7 +48,13 @@ class TargetOutput(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.model(x)
+        if not torch.isfinite(y).all():  # gradients can stay finite when the output is not: never explain it
+            raise NonFiniteOutputError("the model outputs NaN/inf")
         return torch.sigmoid(y) if self.output == "probability" else y
+
+
+class NonFiniteOutputError(FloatingPointError):
+    """The explained model's output is NaN/inf (a broken checkpoint)."""
 
 
 class UnsupportedModelError(TypeError):
