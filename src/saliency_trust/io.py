@@ -71,6 +71,25 @@ def write_json(obj: object, path: str | os.PathLike) -> None:
     write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", path)
 
 
+class Progress:
+    """Logs ``what: done/total unit (rate unit/s)`` for a long step: at most every ``every`` seconds, and at the end."""
+
+    def __init__(self, what: str, total: int, unit: str = "images", every: float = 10.0,
+                 logger: logging.Logger = log):
+        import time
+
+        self.what, self.total, self.unit, self.every, self.clock = what, total, unit, every, time.perf_counter
+        self.logger = logger
+        self.start = self.last = self.clock()
+
+    def update(self, done: int) -> None:
+        now = self.clock()
+        if done >= self.total or now - self.last >= self.every:
+            self.last = now
+            self.logger.info("%s: %d/%d %s (%.1f %s/s)", self.what, done, self.total, self.unit,
+                     done / max(now - self.start, 1e-9), self.unit)
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """SHA-256 hex digest of a file's bytes."""
     digest = hashlib.sha256()

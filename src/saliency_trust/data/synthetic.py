@@ -38,12 +38,14 @@ per lesion and rater with ``rater`` = ``"1"`` ... ``"n"``.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+log = logging.getLogger(__name__)
 LESION_KINDS = ("nodule", "opacity")
 RATER_STREAM = 0x52415445  # "RATE": third seed word of the simulated raters' random streams
 
@@ -274,9 +276,13 @@ def generate_image(spec: SyntheticSpec, seed: int, index: int) -> SyntheticImage
 
 def generate_dataset(spec: SyntheticSpec, seed: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, pd.DataFrame]:
     """Generate the whole benchmark: (manifest without split, images, masks, boxes)."""
+    from saliency_trust.io import Progress
+
     rows, images, masks, box_rows = [], [], [], []
+    progress = Progress("synthetic benchmark", spec.n_images, logger=log)
     for i in range(spec.n_images):
         item = generate_image(spec, seed, i)
+        progress.update(i + 1)
         image_id = f"syn{i:06d}"
         row = {"image_id": image_id}
         row.update({name: int(v) for name, v in zip(spec.label_names, item.labels)})

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from saliency_trust.io import stable_seed
+from saliency_trust.io import Progress, stable_seed
 from saliency_trust.saliency.methods import ExplainContext, NonFiniteOutputError, TargetOutput, get_method
 from saliency_trust.saliency.postprocess import POSTPROCESSORS
 
@@ -61,7 +61,7 @@ def _attribute_batches(model, arch, images, method_key, params, target, output, 
     method = get_method(method_key)
     ids = list(image_ids) if image_ids is not None else [str(i) for i in range(len(images))]
     raws = []
-    t0 = time.perf_counter()
+    progress = Progress(method_key, len(images), every=0.0, logger=log)  # a line per batch
     autocast = torch.autocast("cuda", dtype=torch.float16) if amp and device.type == "cuda" else contextlib.nullcontext()
     for start in range(0, len(images), batch_size):
         stop = min(start + batch_size, len(images))
@@ -89,7 +89,7 @@ def _attribute_batches(model, arch, images, method_key, params, target, output, 
             raise FloatingPointError(f"{method_key}: the attribution of image '{ids[start + int(np.argmax(bad))]}' "
                                      "is NaN/inf")
         raws.append(raw)
-        log.info("%s: %d/%d images (%.2f images/s)", method_key, stop, len(images), stop / (time.perf_counter() - t0))
+        progress.update(stop)
     return np.concatenate(raws) if raws else np.zeros((0, 1, *images.shape[1:]), np.float32)
 
 
@@ -120,10 +120,12 @@ def run_segments(manifest_path, images_path, target_label: str | None, out_path)
 
     data = load_dataset(manifest_path, images_path)
     ids, images = explained_images(data, target_label or data.label_names[0])
-    t0 = time.perf_counter()
-    labels = np.stack([felzenszwalb_segments(img) for img in images])
-    log.info("segmented %d images in %.1f s", len(ids), time.perf_counter() - t0)
-    write_segments(out_path, ids, labels)
+    progress = Progress("XRAI segments", len(ids), logger=log)
+    labels = []
+    for img in images:
+        labels.append(felzenszwalb_segments(img))
+        progress.update(len(labels))
+    write_segments(out_path, ids, np.stack(labels))
 
 
 def run_saliency(manifest_path, images_path, model_path, method_key: str, params: dict, target_label: str | None,

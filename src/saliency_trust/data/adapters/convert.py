@@ -35,7 +35,7 @@ from saliency_trust.data.adapters.geometry import Geometry, mask_boxes, rasteriz
 from saliency_trust.data.adapters.images import read_image
 from saliency_trust.data.canonical import BOX_COLUMNS
 from saliency_trust.data.splits import assign_splits, check_splits, split_uniform
-from saliency_trust.io import atomic_path, stamp_checksums
+from saliency_trust.io import Progress, atomic_path, stamp_checksums
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +178,7 @@ def convert_collection(
              opts.image_size, opts.resize, opts.intensity)
     size, n_labels = opts.image_size, len(label_names)
     rows, box_rows = [], []
+    progress = Progress(f"{source}: converted", len(items), logger=log)
     with contextlib.ExitStack() as stack:
         tmp = {name: stack.enter_context(atomic_path(path)) for name, path in
                [("images", images_path), ("manifest", manifest_path), ("boxes", boxes_path), ("skipped", skipped_path)]}
@@ -204,8 +205,7 @@ def convert_collection(
                     masks[n] = result.masks
                     box_rows += result.boxes
                     rows.append(_manifest_row(item, result, label_names, root))
-                if (start // BLOCK) % 50 == 0:
-                    log.info("converted %d / %d images", min(start + BLOCK, len(items)), len(items))
+                progress.update(min(start + BLOCK, len(items)))
             if not rows:
                 raise ValueError(f"{source}: no image could be converted ({len(skipped)} skipped); see the log")
             h5.create_dataset("image_id", data=np.array([r["image_id"].encode() for r in rows]))
