@@ -127,10 +127,14 @@ def _unguarded_writes(tree: ast.AST) -> list[int]:
     """Lines of file writes whose target is not a name bound from ``atomic_path`` in the same function."""
     bad = []
     for func in [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]:
-        safe = set()
+        safe: set[str] = set()
+
+        def guarded(expr: ast.AST) -> bool:  # mentions atomic_path or a name bound from it
+            return "atomic_path" in ast.unparse(expr) or bool({n.id for n in ast.walk(expr) if isinstance(n, ast.Name)} & safe)
+
         for node in ast.walk(func):
-            bound = (node.optional_vars if isinstance(node, ast.withitem) and "atomic_path" in ast.unparse(node.context_expr)
-                     else ast.Tuple(node.targets) if isinstance(node, ast.Assign) and "atomic_path" in ast.unparse(node.value)
+            bound = (node.optional_vars if isinstance(node, ast.withitem) and guarded(node.context_expr)
+                     else ast.Tuple(node.targets) if isinstance(node, ast.Assign) and guarded(node.value)
                      else None)
             safe |= {n.id for n in ast.walk(bound) if isinstance(n, ast.Name)} if bound is not None else set()
         for node in ast.walk(func):
@@ -153,6 +157,7 @@ def test_every_output_file_is_written_through_atomic_path():
     assert _unguarded_writes(ast.parse("def f(df, out):\n    df.to_csv(out)\n")) == [2]
     assert _unguarded_writes(ast.parse("def f(out):\n    with h5py.File(out, 'w') as h5:\n        pass\n")) == [2]
     assert _unguarded_writes(ast.parse("def f(out):\n    with atomic_path(out) as t:\n        torch.save({}, t)\n")) == []
+    assert _unguarded_writes(ast.parse("def f(out):\n    with open(out, 'wb') as fh:\n        torch.save({}, fh)\n")) == [2, 3]
 
 
 def test_a_killed_writer_leaves_only_a_temporary_file_that_the_next_write_removes(tmp_path):
@@ -291,3 +296,14 @@ def test_constant_maps_are_scored_logged_and_listed_in_a_table(tmp_path, caplog)
     assert (tmp_path / "constant_maps.csv").read_text().splitlines() == [
         "file,method,step,block,image_id", f"{g},GCAM,,,b", f"{r},GCAM,1,fc,b", *[f"{r},GCAM,2,conv,{i}" for i in IDS]]
     assert constant_maps_table([g]).shape == (1, 5)
+
+
+def test_identical_models_are_saved_as_identical_bytes(tmp_path):
+    """model.pt's SHA-256 keys the saliency caches: two runs that train the same weights must give the same file."""
+    from saliency_trust.io import save_torch, sha256_file
+
+    state = {"w": torch.arange(6.0).reshape(2, 3)}
+    save_torch(state, tmp_path / "a" / "model.pt")
+    save_torch(state, tmp_path / "b" / "model.pt")
+    assert sha256_file(tmp_path / "a" / "model.pt") == sha256_file(tmp_path / "b" / "model.pt")
+    assert torch.equal(torch.load(tmp_path / "a" / "model.pt", weights_only=True)["w"], state["w"])

@@ -65,7 +65,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import FeaturePyramidNetwork
 
-from saliency_trust.io import atomic_path, write_csv, write_json
+from saliency_trust.io import save_torch, write_csv, write_json
 from saliency_trust.models.train import EarlyStopping, EpochCheckpoint, fit_epochs
 from saliency_trust.metrics.raters import pixel_span
 
@@ -343,11 +343,10 @@ def run_train_detector(manifest_path, images_path, boxes_path, target_label: str
     model, history, metrics = train_detector(data, boxes, label, ds, seed, select_device(device), checkpoint)
     log.info("detector: best epoch %d, val AP %.4f, test AP %.4f", metrics["best_epoch"], metrics["val_ap"],
              metrics["test_ap"])
-    with atomic_path(model_path) as tmp:
-        torch.save({"arch": "retinanet", "settings": asdict(ds), "label": label,
-                    "image_shape": list(data.images.shape[1:]), "image_mean": metrics["image_mean"],
-                    "image_std": metrics["image_std"],
-                    "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}, tmp)
+    save_torch({"arch": "retinanet", "settings": asdict(ds), "label": label,
+                "image_shape": list(data.images.shape[1:]), "image_mean": metrics["image_mean"],
+                "image_std": metrics["image_std"], "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}},
+               model_path)
     write_csv(history, history_path)
     write_json(metrics, metrics_path)
     checkpoint.remove()

@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
 
 from saliency_trust.data.canonical import CanonicalDataset
-from saliency_trust.io import atomic_path, write_csv, write_json
+from saliency_trust.io import save_torch, write_csv, write_json
 from saliency_trust.models.registry import build_model
 
 log = logging.getLogger(__name__)
@@ -132,8 +132,7 @@ class EpochCheckpoint:
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "generators": [g.get_state() for g in generators],
         }
-        with atomic_path(self.path) as tmp:
-            torch.save(state, tmp)
+        save_torch(state, self.path)
 
     def restore(self, model: nn.Module, opt: torch.optim.Optimizer, stopper: EarlyStopping,
                 generators: list[torch.Generator]) -> tuple[int, list[dict], bool]:
@@ -306,8 +305,7 @@ def save_checkpoint(model: nn.Module, arch: str, label_names: list[str], setting
         "input_size": settings.input_size,
         "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    save_torch(payload, path)
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:

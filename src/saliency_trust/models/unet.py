@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from saliency_trust.io import atomic_path, write_csv, write_json
+from saliency_trust.io import save_torch, write_csv, write_json
 from saliency_trust.models.train import EarlyStopping, EpochCheckpoint, fit_epochs
 
 log = logging.getLogger(__name__)
@@ -175,9 +175,8 @@ def run_train_unet(manifest_path, images_path, target_label: str | None, setting
     model, history, metrics = train_unet(data, label, us, seed, select_device(device), checkpoint)
     log.info("unet: best epoch %d, val Dice %.4f, test Dice %.4f", metrics["best_epoch"], metrics["val_dice"],
              metrics["test_dice"])
-    with atomic_path(model_path) as tmp:
-        torch.save({"arch": "unet", "settings": asdict(us), "label": label,
-                    "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}, tmp)
+    save_torch({"arch": "unet", "settings": asdict(us), "label": label,
+                "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}, model_path)
     write_csv(history, history_path)
     write_json(metrics, metrics_path)
     checkpoint.remove()
