@@ -88,6 +88,9 @@ def test_outputs_follow_the_contract(tiny_run):
         ("repeatability", "UNET"), ("reproducibility", "LOW"), ("reproducibility", "UNET")}
     assert len(pass_fail) == 7 * 3 and pass_fail.p_value.between(0, 1).all()
     assert "Utility vs AVG" in (tiny_run / "summary/pass_fail.md").read_text()
+    constant = pd.read_csv(tiny_run / "summary/constant_maps.csv")
+    assert list(constant.columns) == ["file", "method", "step", "block", "image_id"]
+    assert set(constant.method) <= {"GRAD", "IG", "GCAM", "UNET"}
     for fig in ("utility", "randomization", "similarity"):
         assert (tiny_run / f"figures/{fig}.png").read_bytes()[:4] == b"\x89PNG"
     for log in ("data/synthetic_dataset.log", "train/simple_cnn-r1.log", "saliency/simple_cnn-r1/IG.log"):
@@ -145,8 +148,17 @@ def test_two_runs_from_scratch_give_identical_tables(tiny_run, tmp_path):
     again = tmp_path / "results/tiny"
     for rel in ("data/manifest.csv", "metrics/utility.csv", "summary/pass_fail.csv", "summary/pairwise.csv",
                 "models/simple_cnn-r1/history.csv", "metrics/randomization.csv", "metrics/similarity.csv",
-                "metrics/randomization_threshold.csv", "summary/randomization_tests.csv"):
+                "metrics/randomization_threshold.csv", "summary/randomization_tests.csv", "summary/pass_fail.md",
+                "models/tiny_resnet-r1/metrics.json", "summary/constant_maps.csv"):
         a, b = (tiny_run / rel).read_text(), (again / rel).read_text()
         if rel.endswith("history.csv"):  # the per-epoch wall time differs; everything else must not
             a, b = (pd.read_csv(io.StringIO(t)).drop(columns="seconds").to_csv() for t in (a, b))
         assert a == b, rel
+    # bit-identical weights and canonical images (README "Reproducibility")
+    for rel in ("data/images.h5", "models/simple_cnn-r2/model.pt", "baselines/unet-r1/model.pt"):
+        assert (tiny_run / rel).read_bytes() == (again / rel).read_bytes(), rel
+    # caches record their creation time: their content checksums are equal
+    for rel in ("saliency/simple_cnn-r1/IG.h5", "saliency/simple_cnn-r1/randomized/cascading/GCAM.h5",
+                "saliency/baselines/UNET-r2.h5"):
+        with h5py.File(tiny_run / rel) as a, h5py.File(again / rel) as b:
+            assert a.attrs["sha256"] == b.attrs["sha256"], rel
