@@ -18,14 +18,14 @@ METHODS = ["GRAD", "GCAM"]
 def captured(monkeypatch):
     """Keep the figure a plot function would save, and still write the file."""
     figs = []
-    real_save = criteria._save
+    real_save = criteria.save_figure
 
-    def keep(fig, path):
+    def keep(fig, paths, dpi=150):
         figs.append(fig)
         fig.canvas.draw()
-        real_save(fig, path)
+        real_save(fig, paths, dpi)
 
-    monkeypatch.setattr(criteria, "_save", keep)
+    monkeypatch.setattr(criteria, "save_figure", keep)
     return figs
 
 

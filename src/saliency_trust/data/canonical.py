@@ -122,3 +122,27 @@ def load_dataset(manifest_path: str | Path, images_path: str | Path) -> Canonica
         raise ValueError(f"{images_path}: image ids do not match {manifest_path} (row order or content differs)")
     validate_dataset(manifest, images, masks, label_names)
     return CanonicalDataset(manifest=manifest, images=images, masks=masks, label_names=label_names)
+
+
+def read_images(images_path: str | Path, image_ids: list[str], label: str | None = None
+                ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Only the images ``image_ids`` (in that order) of a canonical image store, and their masks of ``label``
+    (None when no label is given); a KeyError names an id the store lacks."""
+    with h5py.File(images_path, "r") as h5:
+        ids = [s.decode() for s in h5["image_id"][:]]
+        position = {i: k for k, i in enumerate(ids)}
+        missing = [i for i in image_ids if i not in position]
+        if missing:
+            raise KeyError(f"{images_path}: no image(s) {missing[:5]}")
+        rows = [position[i] for i in image_ids]
+        order = np.argsort(rows)
+        sorted_rows = np.asarray(rows)[order]
+        back = np.argsort(order)
+        images = h5["image"][sorted_rows][back] if rows else np.empty((0, *h5["image"].shape[1:]), np.float32)
+        masks = None
+        if label is not None:
+            names = json.loads(h5.attrs["label_names"])
+            if label not in names:
+                raise KeyError(f"{images_path}: label '{label}' is not one of {names}")
+            masks = h5["mask"][sorted_rows, names.index(label)][back] if rows else None
+    return images, masks
