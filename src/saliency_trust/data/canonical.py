@@ -124,10 +124,11 @@ def load_dataset(manifest_path: str | Path, images_path: str | Path) -> Canonica
     return CanonicalDataset(manifest=manifest, images=images, masks=masks, label_names=label_names)
 
 
-def read_images(images_path: str | Path, image_ids: list[str], label: str | None = None
+def read_images(images_path: str | Path, image_ids: list[str], label: str | None = None, with_masks: bool = True
                 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Only the images ``image_ids`` (in that order) of a canonical image store, and their masks of ``label``
-    (None when no label is given); a KeyError names an id the store lacks."""
+    (the first label when None; no masks unless ``with_masks``); a KeyError names an id or label the store
+    lacks."""
     with h5py.File(images_path, "r") as h5:
         ids = [s.decode() for s in h5["image_id"][:]]
         position = {i: k for k, i in enumerate(ids)}
@@ -140,8 +141,9 @@ def read_images(images_path: str | Path, image_ids: list[str], label: str | None
         back = np.argsort(order)
         images = h5["image"][sorted_rows][back] if rows else np.empty((0, *h5["image"].shape[1:]), np.float32)
         masks = None
-        if label is not None:
+        if with_masks:
             names = json.loads(h5.attrs["label_names"])
+            label = label or names[0]
             if label not in names:
                 raise KeyError(f"{images_path}: label '{label}' is not one of {names}")
             masks = h5["mask"][sorted_rows, names.index(label)][back] if rows else None

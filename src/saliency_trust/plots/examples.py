@@ -113,7 +113,7 @@ def plot_randomization_panel(image: np.ndarray, mask: np.ndarray | None, trained
     save_figure(fig, paths, dpi)
 
 
-def run_example_panels(images_path: str, maps: dict[tuple[str, str], str], paths: list[list[str]], label: str,
+def run_example_panels(images_path: str, maps: dict[tuple[str, str], str], paths: list[list[str]], label: str | None,
                        seed: int, dataset: str, utility_path: str | None = None, metric: str = "pr_auc",
                        colormap: str = "inferno", dpi: int = DPI, has_masks: bool = True) -> None:
     """Stage entry: ``len(paths)`` example panels of seeded positive test images explained by every model.
@@ -127,7 +127,7 @@ def run_example_panels(images_path: str, maps: dict[tuple[str, str], str], paths
         ids = set(read_cached_ids(path))
         common = ids if common is None else common & ids
     chosen = choose_examples(sorted(common or []), len(paths), seed, dataset)
-    images, masks = read_images(images_path, chosen, label)
+    images, masks = read_images(images_path, chosen, label, with_masks=has_masks)
     loaded = {key: read_maps_of(path, chosen) for key, path in maps.items()}
     utility = pd.read_csv(utility_path, dtype={"image_id": str}) if utility_path else None
     for k, (image_id, out) in enumerate(zip(chosen, paths)):
@@ -136,7 +136,7 @@ def run_example_panels(images_path: str, maps: dict[tuple[str, str], str], paths
 
 
 def run_randomization_panel(images_path: str, trained: dict[str, str], randomized: dict[str, str], paths: list[str],
-                            label: str, seed: int, dataset: str, scores_path: str | None = None, model: str = "",
+                            label: str | None, seed: int, dataset: str, scores_path: str | None = None, model: str = "",
                             max_steps_shown: int = 6, colormap: str = "inferno", dpi: int = DPI,
                             has_masks: bool = True) -> None:
     """Stage entry: the degradation panel of one seeded image of the randomized model's explained subset."""
@@ -151,7 +151,7 @@ def run_randomization_panel(images_path: str, trained: dict[str, str], randomize
     (image_id,) = choose_examples(read_cached_ids(first), 1, seed, f"{dataset}:randomization")
     with h5py.File(first, "r") as h5:
         steps = json.loads(h5.attrs["steps"])
-    images, masks = read_images(images_path, [image_id], label)
+    images, masks = read_images(images_path, [image_id], label, with_masks=has_masks)
     trained_maps = {m: read_maps_of(p, [image_id])[0] for m, p in trained.items()}
     random_maps = {m: read_maps_of(p, [image_id])[:, 0] for m, p in randomized.items()}
     scores = None
