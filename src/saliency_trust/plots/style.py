@@ -10,7 +10,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+import logging  # noqa: E402
+
 from saliency_trust.io import atomic_path  # noqa: E402
+
+log = logging.getLogger(__name__)
 
 DPI = 150
 # No creation date in the files, so that reruns give identical figures.
@@ -46,6 +50,7 @@ def save_figure(fig, paths: str | Path | Sequence[str | Path], dpi: int = DPI) -
         fmt = path.suffix.lstrip(".").lower() or "png"
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format=fmt, dpi=dpi, metadata=_METADATA.get(fmt))
+        log.info("wrote %s", path)
     plt.close(fig)
 
 
