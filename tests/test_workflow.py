@@ -267,3 +267,22 @@ def test_report_is_produced_and_opens_in_headless_chromium(tiny_run, tmp_path):
         assert not errors, errors
     finally:
         driver.quit()
+
+
+def test_several_datasets_get_a_cross_dataset_summary(tmp_path):
+    """Two datasets with localization: each gets its own tables, and one job puts their verdicts side by side."""
+    import yaml
+
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["datasets"]["tiny2"] = {**cfg["datasets"]["tiny"]}
+    alt = tmp_path / "two.yaml"
+    alt.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    proc = subprocess.run(
+        [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--configfile", str(alt), "-n",
+         "--cores", "1"], capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = _planned_jobs(proc)
+    assert jobs["cross_dataset_summary"] == 1 and jobs["pass_fail"] == 2 and jobs["plot_examples"] == 2
+    out = proc.stdout + proc.stderr
+    assert "results/tiny2/summary/pass_fail.csv" in out and "results/summary/pass_fail.md" in out
