@@ -17,6 +17,9 @@ except ConfigError as err:
     raise SystemExit(str(err))
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"

@@ -35,3 +35,24 @@ def trained_models(tiny_dataset) -> dict[str, torch.nn.Module]:
         arch: train_classifier(tiny_dataset, arch, settings, seed=11, device=torch.device("cpu"))[0].eval()
         for arch in ("simple_cnn", "tiny_resnet")
     }
+
+
+def ensure_debian_packages(packages: list[str], commands: list[str]) -> str | None:
+    """Install Debian ``packages`` with apt-get (--no-install-recommends) unless every one of ``commands`` is on
+    the PATH already; returns None when they are available, else why not (for a skip message)."""
+    import os
+    import shutil
+    import subprocess
+
+    if all(shutil.which(c) for c in commands):
+        return None
+    if shutil.which("apt-get") is None or os.geteuid() != 0:
+        return f"{' '.join(commands)} missing and cannot be installed here (needs apt-get as root)"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update", "-qq"],
+                ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages]):
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+        if proc.returncode != 0:
+            return f"'{' '.join(cmd)}' failed: {proc.stderr.strip()[-500:]}"
+    missing = [c for c in commands if shutil.which(c) is None]
+    return f"installed {packages} but {missing} still missing" if missing else None

@@ -481,3 +481,160 @@ def test_markdown_shows_only_the_columns_present_in_paper_order():
     md = pass_fail_markdown(rows, pd.DataFrame({"model": ["x"], "val_auc": [0.9], "test_auc": [0.9]}), 0.05)
     assert md.splitlines()[0] == "| Method | Utility vs AVG | Randomization | Repeatability vs high |"
     assert "| G | PASS (+0.200, p=0.001) | PASS (-0.300, p<0.001) | PASS (+0.100, p=0.500) |" in md
+
+
+# ---------------------------------------------------------------- decision rules, question tables, outputs
+
+
+def _trained_random_long(seed=5, n=30):
+    """Planted: method 'learns' loses 0.3 utility when randomized, method 'blind' loses nothing."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        base = 0.1 * rng.standard_normal()
+        for method, drop in (("learns", 0.3), ("blind", 0.0)):
+            trained = 0.5 + base + 0.03 * rng.standard_normal()
+            rows.append((f"i{i}", "m-r1", method, "trained", "pr_auc", trained))
+            rows.append((f"i{i}", "m-r1", method, "randomized", "pr_auc", trained - drop + 0.03 * rng.standard_normal()))
+            rows.append((f"i{i}", "m-r2", method, "trained", "pr_auc", 0.0))  # another model: must be ignored
+    # trained maps of images the randomized model did not explain: left out of the comparison
+    rows += [(f"extra{i}", "m-r1", m, "trained", "pr_auc", 0.99) for i in range(5) for m in ("learns", "blind")]
+    return pd.DataFrame(rows, columns=["image_id", "model", "method", "weights", "metric", "value"])
+
+
+def test_trained_vs_random_recovers_the_planted_drop():
+    from saliency_trust.stats.pass_fail import trained_vs_random
+
+    data = _trained_random_long()
+    table, fit = trained_vs_random(data, "m-r1", ["learns", "blind"], "pr_auc", 0.05)
+    t = table.set_index("method")
+    assert t.loc["learns", "verdict"] == "PASS" and t.loc["blind", "verdict"] == "FAIL"
+    # balanced design: the LMM contrast equals the raw paired mean difference on the shared images
+    sel = data[(data.model == "m-r1") & ~data.image_id.str.startswith("extra")]
+    for method in ("learns", "blind"):
+        m = sel[sel.method == method].pivot(index="image_id", columns="weights", values="value")
+        assert t.loc[method, "estimate"] == pytest.approx((m.trained - m.randomized).mean(), abs=1e-6)
+    assert fit.n_subjects == 30 and (table["baseline"] == "random").all() and (table["models"] == "m-r1").all()
+    assert list(table.columns) == PASS_FAIL_COLUMNS
+    with pytest.raises(ValueError, match="randomized-model rows of model m-r2"):
+        trained_vs_random(data, "m-r2", ["learns"], "pr_auc", 0.05)
+
+
+def test_not_worse_rule_turns_a_non_significant_loss_into_a_pass():
+    from saliency_trust.stats.pass_fail import trained_vs_random
+
+    data = _trained_random_long()
+    strict, _ = trained_vs_random(data, "m-r1", ["learns", "blind"], "pr_auc", 0.05, rule="better")
+    lenient, _ = trained_vs_random(data, "m-r1", ["learns", "blind"], "pr_auc", 0.05, rule="not_worse")
+    assert strict.set_index("method").loc["blind", "verdict"] == "FAIL"
+    assert lenient.set_index("method").loc["blind", "verdict"] == "PASS"
+
+
+def test_decision_rules_validate_and_change_the_low_baseline():
+    from saliency_trust.stats.pass_fail import DecisionRules, similarity_verdicts
+
+    with pytest.raises(ValueError, match="stats.rules.utility_vs_avg"):
+        DecisionRules(utility_vs_avg="maybe")
+    with pytest.raises(ValueError, match="low_ssim"):
+        DecisionRules(low_ssim=2.0)
+    assert DecisionRules.from_config(None) == DecisionRules()
+    sim = _similarity_long(np.random.default_rng(3))
+    default, _ = similarity_verdicts(sim, "repeatability", ["stable", "coin"], "UNET", 0.05, ["a-r1", "a-r2"])
+    low, _ = similarity_verdicts(sim, "repeatability", ["stable", "coin"], "UNET", 0.05, ["a-r1", "a-r2"],
+                                 DecisionRules(low_ssim=0.3, similarity_vs_high="better"))
+    d, lo = default.set_index(["method", "baseline"]), low.set_index(["method", "baseline"])
+    assert d.loc[("coin", "LOW"), "verdict"] == "FAIL" and lo.loc[("coin", "LOW"), "verdict"] == "PASS"
+    assert lo.loc[("coin", "LOW"), "estimate"] == pytest.approx(d.loc[("coin", "LOW"), "estimate"] + 0.2)
+    # "better" than the U-Net pair: stable (0.85 vs 0.75) passes, and no method passes merely by not being worse
+    assert lo.loc[("stable", "UNET"), "verdict"] == "PASS" and lo.loc[("coin", "UNET"), "verdict"] == "FAIL"
+
+
+def _table2_rows():
+    return pd.DataFrame({
+        "method": ["G_1", "G_1", "H"], "criterion": ["utility", "randomization", "utility"],
+        "baseline": ["AVG", "threshold", "AVG"], "estimate": [0.2, -0.3, -0.01], "p_value": [0.001, 0.0001, 0.9],
+        "verdict": ["PASS", "PASS", "FAIL"], "se": 0.01, "ci_low": -0.1, "ci_high": 0.1, "metric": "pr_auc",
+        "models": "x", "n_images": 3, "converged": True,
+    })
+
+
+AUCS = pd.DataFrame({"model": ["simple_cnn-r1"], "val_auc": [0.9], "test_auc": [0.95]})
+
+
+def test_latex_table_layout_and_escaping():
+    from saliency_trust.stats.pass_fail import latex_escape, pass_fail_latex
+
+    assert latex_escape("a_b & 50% <x>") == r"a\_b \& 50\% \textless{}x\textgreater{}"
+    tex = pass_fail_latex(_table2_rows(), AUCS, 0.05, caption="On my_data.")
+    lines = tex.splitlines()
+    assert r"\begin{tabular}{lcc}" in lines and lines[-1] == r"\end{table}"
+    body = [line for line in lines if line.endswith(r"\\")]
+    assert body[0] == r"Method & Utility vs AVG & Randomization \\"
+    assert body[1] == r"G\_1 & PASS (+0.200, p=0.001) & PASS (-0.300, p\textless{}0.001) \\"
+    assert body[2] == r"H & FAIL (-0.010, p=0.900) & n/a \\"
+    assert all(line.count("&") == 2 for line in body)
+    assert r"On my\_data." in tex and r"simple\_cnn-r1: 0.950" in tex
+    assert tex.count("{") - tex.count(r"\{") == tex.count("}") - tex.count(r"\}")  # braces balance
+
+
+def test_html_table_marks_verdicts_and_lists_question_tables():
+    from html.parser import HTMLParser
+
+    from saliency_trust.stats.pass_fail import pass_fail_html
+
+    class Cells(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.cells, self.tags, self._cls = [], [], None
+
+        def handle_starttag(self, tag, attrs):
+            if tag in ("meta", "br"):  # void elements have no end tag
+                return
+            self.tags.append(tag)
+            if tag == "td":
+                self._cls = dict(attrs).get("class")
+
+        def handle_data(self, data):
+            if self.tags and self.tags[-1] == "td" and data.strip():
+                self.cells.append((self._cls, data.strip()))
+
+        def handle_endtag(self, tag):
+            self.tags.pop()
+
+    rows = _table2_rows()
+    page = pass_fail_html(rows, AUCS, 0.05, questions={"utility_vs_avg": rows[rows.criterion == "utility"]},
+                          title="PASS/FAIL - <x>")
+    parser = Cells()
+    parser.feed(page)
+    assert parser.tags == []  # every tag closed
+    assert ("pass", "PASS (+0.200, p=0.001)") in parser.cells and ("fail", "FAIL (-0.010, p=0.900)") in parser.cells
+    assert ("na", "n/a") in parser.cells
+    assert "Does the map localize better than the average mask (AVG)?" in page
+    assert "[-0.100, +0.100]" in page and "&lt;x&gt;" in page and "<script" not in page
+
+
+def test_cross_dataset_summary_counts_passes_per_dataset():
+    from saliency_trust.stats.pass_fail import cross_dataset_summary
+
+    a = _table2_rows()
+    b = a.assign(verdict=["FAIL", "PASS", "PASS"])
+    long, md = cross_dataset_summary({"siim": a, "rsna": b})
+    assert list(long.columns[:2]) == ["dataset", "method"] and len(long) == 6
+    lines = md.splitlines()
+    assert lines[0] == "| Method | Dataset | Utility vs AVG | Randomization | PASS |"
+    assert "| G_1 | siim | PASS | PASS | 2/2 |" in lines and "| G_1 | rsna | FAIL | PASS | 1/2 |" in lines
+    assert "| H | siim | FAIL | n/a | 0/1 |" in lines
+    with pytest.raises(ValueError, match="at least one"):
+        cross_dataset_summary({})
+
+
+def test_question_tables_follow_the_config():
+    from saliency_trust.config import question_tables
+
+    config = {"baselines": {"high": "unet"}, "randomization": {"modes": ["cascading"], "models": "primary"},
+              "models": [{"arch": "simple_cnn", "replicates": 2}], "stats": {"primary_architecture": None}}
+    assert question_tables(config) == ["utility_vs_avg", "utility_vs_high", "utility_trained_vs_random",
+                                       "similarity_vs_baselines"]
+    config |= {"baselines": {"high": "none"}, "randomization": {"modes": ["independent"], "models": "primary"},
+               "models": [{"arch": "simple_cnn", "replicates": 1}]}
+    assert question_tables(config) == ["utility_vs_avg"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -91,8 +92,20 @@ def test_outputs_follow_the_contract(tiny_run):
     constant = pd.read_csv(tiny_run / "summary/constant_maps.csv")
     assert list(constant.columns) == ["file", "method", "step", "block", "image_id"]
     assert set(constant.method) <= {"GRAD", "IG", "GCAM", "UNET"}
-    for fig in ("utility", "randomization", "similarity"):
-        assert (tiny_run / f"figures/{fig}.png").read_bytes()[:4] == b"\x89PNG"
+    assert r"\begin{tabular}{lccccccc}" in (tiny_run / "summary/pass_fail.tex").read_text()
+    assert "Repeatability vs high" in (tiny_run / "summary/pass_fail.html").read_text()
+    # one table per question of Arun et al., each keeping the long contract
+    for name, baselines in (("utility_vs_avg", {"AVG"}), ("utility_vs_high", {"UNET"}),
+                            ("utility_trained_vs_random", {"random"}), ("similarity_vs_baselines", {"LOW", "UNET"})):
+        q = pd.read_csv(tiny_run / f"summary/{name}.csv")
+        assert set(q.baseline) == baselines and set(q.method) == {"GRAD", "IG", "GCAM"}, name
+        assert list(q.columns[:6]) == list(pass_fail.columns[:6]) and q.p_value.between(0, 1).all(), name
+    pairwise = pd.read_csv(tiny_run / "summary/pairwise.csv")
+    assert set(pairwise.criterion) == {"utility", "utility_trained_vs_random", "repeatability", "reproducibility"}
+    for fig in ("utility", "randomization", "randomization_examples", "similarity", "training_curves",
+                "examples/example1", "examples/example2"):
+        assert (tiny_run / f"figures/{fig}.png").read_bytes()[:4] == b"\x89PNG", fig
+        assert (tiny_run / f"figures/{fig}.pdf").read_bytes()[:5] == b"%PDF-", fig
     for log in ("data/synthetic_dataset.log", "train/simple_cnn-r1.log", "saliency/simple_cnn-r1/IG.log"):
         assert (tiny_run / "logs" / log).stat().st_size > 0
 
@@ -162,3 +175,126 @@ def test_two_runs_from_scratch_give_identical_tables(tiny_run, tmp_path):
                 "saliency/baselines/UNET-r2.h5"):
         with h5py.File(tiny_run / rel) as a, h5py.File(again / rel) as b:
             assert a.attrs["sha256"] == b.attrs["sha256"], rel
+
+
+def _planned_jobs(proc: subprocess.CompletedProcess) -> dict[str, int]:
+    """Rule -> job count from the "Job stats" table of a dry run."""
+    lines = (proc.stdout + proc.stderr).splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Job stats"))
+    jobs = {}
+    for line in lines[start + 3:]:
+        parts = line.split()
+        if len(parts) != 2 or parts[0] == "total":
+            break
+        jobs[parts[0]] = int(parts[1])
+    return jobs
+
+
+@pytest.mark.slow
+def test_a_plotting_option_reruns_only_plotting(tiny_run, tmp_path):
+    """Plot rules take the `plots` config as a parameter: changing it reruns them and nothing upstream;
+    changing a decision rule reruns the statistics and nothing upstream of them."""
+    import yaml
+
+    cfg = yaml.safe_load(TINY.read_text())
+    workdir = tiny_run.parents[1]
+
+    def plan(changes: dict) -> dict[str, int]:
+        path = tmp_path / "changed.yaml"
+        path.write_text(yaml.safe_dump({**cfg, **changes}, sort_keys=False))  # params compare in key order
+        proc = subprocess.run(
+            [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--configfile", str(path),
+             "-n", "--cores", "2"], capture_output=True, text=True, timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return _planned_jobs(proc)
+
+    plots = plan({"plots": {"dpi": 72}})
+    assert set(plots) == {"all", "plot_utility", "plot_randomization", "plot_randomization_examples",
+                          "plot_similarity", "plot_examples", "plot_training_curves"}, plots
+    stats = plan({"stats": {"rules": {"low_ssim": 0.4}}})
+    assert set(stats) == {"all", "pass_fail", "plot_similarity"}, stats
+
+
+@pytest.mark.slow
+def test_report_is_produced_and_opens_in_headless_chromium(tiny_run, tmp_path):
+    """`snakemake --report` gives one self-contained HTML file that Chromium opens without errors, with every
+    category, the PASS/FAIL page and the figures."""
+    import time
+
+    from conftest import ensure_debian_packages
+
+    workdir = tiny_run.parents[1]
+    report = tmp_path / "report.html"
+    proc = _snakemake(workdir, "--report", str(report))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    html = report.read_text()
+    assert "utility.png" in html and "pass_fail.html" in html and "example1.png" in html
+    why = ensure_debian_packages(["chromium", "chromium-driver"], ["chromium", "chromedriver"])
+    if why:
+        pytest.skip(why)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--window-size=1400,1000", f"--user-data-dir={tmp_path / 'chromium'}"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+
+    def wait_for(xpath: str, timeout: float = 20.0):
+        end = time.time() + timeout
+        while time.time() < end:
+            found = driver.find_elements(By.XPATH, xpath)
+            if found:
+                return found[0]
+            time.sleep(0.2)
+        raise AssertionError(f"{xpath} not shown; page text: {driver.find_element(By.TAG_NAME, 'body').text[:500]}")
+
+    def show(category: str, file: str):
+        driver.get(report.as_uri())
+        wait_for(f"//span[text()='{category}']").click()
+        row = wait_for(f"//td[text()='results/tiny/{file}']/..")
+        row.find_elements(By.TAG_NAME, "a")[0].click()  # the eye button: show the file
+
+    try:
+        driver.get(report.as_uri())
+        for category in ("PASS/FAIL", "Localization utility", "Sensitivity to trained weights",
+                         "Repeatability and reproducibility", "Examples", "Models"):
+            wait_for(f"//span[text()='{category}']")
+        show("PASS/FAIL", "summary/pass_fail.html")
+        frame = wait_for("//iframe")
+        driver.switch_to.frame(frame)
+        assert "Utility vs AVG" in wait_for("//table").text
+        driver.switch_to.default_content()
+        driver.save_screenshot(str(tmp_path / "pass_fail.png"))
+        show("Localization utility", "figures/utility.png")
+        image = wait_for("//img[contains(@src, 'data:image/png')]")
+        assert driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image) > 100
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert not errors, errors
+    finally:
+        driver.quit()
+
+
+def test_several_datasets_get_a_cross_dataset_summary(tmp_path):
+    """Two datasets with localization: each gets its own tables, and one job puts their verdicts side by side."""
+    import yaml
+
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["datasets"]["tiny2"] = {**cfg["datasets"]["tiny"]}
+    alt = tmp_path / "two.yaml"
+    alt.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    proc = subprocess.run(
+        [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--configfile", str(alt), "-n",
+         "--cores", "1"], capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = _planned_jobs(proc)
+    assert jobs["cross_dataset_summary"] == 1 and jobs["pass_fail"] == 2 and jobs["plot_examples"] == 2
+    out = proc.stdout + proc.stderr
+    assert "results/tiny2/summary/pass_fail.csv" in out and "results/summary/pass_fail.md" in out

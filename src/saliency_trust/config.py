@@ -252,3 +252,17 @@ def has_localization(dataset_cfg: dict) -> bool:
         generic = dataset_cfg.get("generic", {})
         return bool(generic.get("masks_dir") or generic.get("box_columns"))
     return True
+
+
+def question_tables(config: dict) -> list[str]:
+    """Names of the per-question tables of Arun et al. the config yields for a dataset with localization:
+    utility vs AVG always; vs the high baseline when one is configured; trained vs random when cascading
+    randomization runs; similarity vs baselines when there is a pair of models."""
+    names = ["utility_vs_avg"]
+    if config["baselines"]["high"] != "none":
+        names.append("utility_vs_high")
+    if "cascading" in config["randomization"]["modes"] and randomized_models(config):
+        names.append("utility_trained_vs_random")
+    if model_pairs(model_names(config)):
+        names.append("similarity_vs_baselines")
+    return names

@@ -7,6 +7,7 @@ from saliency_trust.config import (
     model_seed,
     parse_model_name,
     primary_models,
+    question_tables,
     randomized_models,
 )
 from saliency_trust.models.train import TrainSettings
@@ -26,6 +27,17 @@ HIGH_REPLICATES = (
     else []
 )
 
+HIGH_MODEL_DIRS = [r.lower() for r in HIGH_REPLICATES]  # results/{dataset}/baselines/{unet-r1,...}
+LOCALIZED_DATASETS = [d for d, cfg in config["datasets"].items() if has_localization(cfg)]
+QUESTION_TABLES = question_tables(config)  # one table per question of Arun et al. (summary/{name}.csv)
+QUESTION_CATEGORIES = {
+    "utility_vs_avg": "Localization utility",
+    "utility_vs_high": "Localization utility",
+    "utility_trained_vs_random": "Sensitivity to trained weights",
+    "similarity_vs_baselines": "Repeatability and reproducibility",
+}
+N_EXAMPLES = config["plots"]["n_examples"]
+
 
 wildcard_constraints:
     dataset="[A-Za-z0-9_-]+",
@@ -37,7 +49,8 @@ wildcard_constraints:
 
 
 def final_outputs():
-    """Every dataset's tables; utility, PASS/FAIL and their figure only where a localization ground truth exists."""
+    """Every dataset's tables and figures; utility, PASS/FAIL and their figures only where a localization
+    ground truth exists; the cross-dataset summary when several datasets have one."""
     outputs = []
     for dataset, cfg in config["datasets"].items():
         files = [
@@ -46,13 +59,20 @@ def final_outputs():
             "metrics/similarity.csv",
             "summary/randomization_tests.csv",
             "summary/constant_maps.csv",
-            "figures/similarity.png",
+            "figures/training_curves.png",
+            *[f"figures/examples/example{k}.png" for k in range(1, N_EXAMPLES + 1)],
         ]
+        if model_pairs(MODELS) or len(HIGH_REPLICATES) >= 2:
+            files.append("figures/similarity.png")
         if "cascading" in RANDOMIZATION_MODES:
-            files.append("figures/randomization.png")
+            files += ["figures/randomization.png", "figures/randomization_examples.png"]
         if has_localization(cfg):
-            files += ["summary/pass_fail.csv", "summary/pass_fail.md", "figures/utility.png", "metrics/utility.csv"]
+            files += ["summary/pass_fail.csv", "summary/pass_fail.md", "summary/pass_fail.tex",
+                      "figures/utility.png", "metrics/utility.csv"]
+            files += [f"summary/{name}.csv" for name in QUESTION_TABLES]
         outputs += [f"results/{dataset}/{f}" for f in files]
+    if len(LOCALIZED_DATASETS) > 1:
+        outputs += ["results/summary/pass_fail.csv", "results/summary/pass_fail.md"]
     return outputs
 
 
@@ -130,3 +150,30 @@ def constant_maps_inputs(wildcards):
         for me in METHODS
     ]
     return similarity_inputs(wildcards) + randomized
+
+
+def example_entries(wildcards):
+    """(row, method) of the example panels' maps: every model x method, then the AVG and first high baseline
+    maps where the dataset has a localization ground truth."""
+    entries = [[m, me] for m in MODELS for me in METHODS]
+    if has_localization(config["datasets"][wildcards.dataset]):
+        entries += [["baselines", "AVG"]] + [["baselines", b] for b in HIGH_REPLICATES[:1]]
+    return entries
+
+
+def example_inputs(wildcards):
+    """Dataset, the utility table (scores in the titles) and the map files of :func:`example_entries`."""
+    d = wildcards.dataset
+    files = dataset_files(wildcards)
+    if has_localization(config["datasets"][d]):
+        files["utility"] = f"results/{d}/metrics/utility.csv"
+    files["maps"] = [f"results/{d}/saliency/{row}/{method}.h5" for row, method in example_entries(wildcards)]
+    return files
+
+
+def figure(dataset_path, name, caption, category):
+    """Output pair (png in the report, pdf) of one figure."""
+    return {
+        "png": report(f"{dataset_path}/figures/{name}.png", caption=f"../report/{caption}.rst", category=category),
+        "pdf": f"{dataset_path}/figures/{name}.pdf",
+    }

@@ -6,9 +6,31 @@ rule pass_fail:
         similarity="results/{dataset}/metrics/similarity.csv",
         randomization_tests="results/{dataset}/summary/randomization_tests.csv",
     output:
-        csv="results/{dataset}/summary/pass_fail.csv",
+        csv=report(
+            "results/{dataset}/summary/pass_fail.csv",
+            caption="../report/pass_fail.rst",
+            category="PASS/FAIL",
+        ),
         md="results/{dataset}/summary/pass_fail.md",
-        pairwise="results/{dataset}/summary/pairwise.csv",
+        html=report(
+            "results/{dataset}/summary/pass_fail.html",
+            caption="../report/pass_fail_html.rst",
+            category="PASS/FAIL",
+        ),
+        tex="results/{dataset}/summary/pass_fail.tex",
+        pairwise=report(
+            "results/{dataset}/summary/pairwise.csv",
+            caption="../report/pairwise.rst",
+            category="PASS/FAIL",
+        ),
+        **{
+            name: report(
+                f"results/{{dataset}}/summary/{name}.csv",
+                caption=f"../report/{name}.rst",
+                category=QUESTION_CATEGORIES[name],
+            )
+            for name in QUESTION_TABLES
+        },
     params:
         models=MODELS,
         primary_models=primary_models(config),
@@ -17,6 +39,8 @@ rule pass_fail:
         alpha=config["stats"]["alpha"],
         randomized_model=RANDOMIZED_MODELS[0] if "cascading" in RANDOMIZATION_MODES else None,
         high=HIGH_REPLICATES[0].split("-r")[0] if HIGH_REPLICATES else None,
+        rules=config["stats"]["rules"],
+        questions=QUESTION_TABLES,
     log:
         "results/{dataset}/logs/stats/pass_fail.log",
     conda:
@@ -34,7 +58,11 @@ rule randomization_tests:
         scores="results/{dataset}/metrics/randomization.csv",
         thresholds="results/{dataset}/metrics/randomization_threshold.csv",
     output:
-        "results/{dataset}/summary/randomization_tests.csv",
+        report(
+            "results/{dataset}/summary/randomization_tests.csv",
+            caption="../report/randomization_tests.rst",
+            category="Sensitivity to trained weights",
+        ),
     params:
         alpha=config["stats"]["alpha"],
     log:
@@ -46,3 +74,23 @@ rule randomization_tests:
         runtime=10,
     script:
         "../scripts/randomization_tests.py"
+
+
+rule cross_dataset_summary:
+    """PASS/FAIL verdicts of every dataset side by side (when the config lists several)."""
+    input:
+        expand("results/{dataset}/summary/pass_fail.csv", dataset=LOCALIZED_DATASETS),
+    output:
+        csv="results/summary/pass_fail.csv",
+        md=report("results/summary/pass_fail.md", caption="../report/cross_dataset.rst", category="PASS/FAIL"),
+    params:
+        datasets=LOCALIZED_DATASETS,
+    log:
+        "results/logs/cross_dataset_summary.log",
+    conda:
+        "../../envs/stats.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/cross_dataset_summary.py"

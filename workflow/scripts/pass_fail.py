@@ -17,4 +17,9 @@ run_pass_fail(
     randomization_tests_path=snakemake.input.randomization_tests,
     randomized_model=snakemake.params.randomized_model,
     high=snakemake.params.high,
+    tex_path=snakemake.output.tex,
+    html_path=snakemake.output.html,
+    rules=snakemake.params.rules,
+    question_paths={name: snakemake.output[name] for name in snakemake.params.questions},
+    dataset=snakemake.wildcards.dataset,
 )

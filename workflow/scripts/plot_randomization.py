@@ -9,6 +9,7 @@ plot_randomization(
     pd.read_csv(snakemake.input.scores, dtype={"image_id": str}),
     pd.read_csv(snakemake.input.thresholds),
     methods=snakemake.params.methods,
-    path=snakemake.output[0],
+    paths=[snakemake.output.png, snakemake.output.pdf],
+    dpi=snakemake.params.style["dpi"],
     title=f"Cascading randomization - {snakemake.wildcards.dataset} (dashed: degradation thresholds)",
 )

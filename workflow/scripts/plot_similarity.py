@@ -8,6 +8,8 @@ setup_logging(snakemake.log[0])
 plot_similarity(
     pd.read_csv(snakemake.input[0], dtype={"image_id": str}),
     methods=snakemake.params.methods,
-    path=snakemake.output[0],
+    paths=[snakemake.output.png, snakemake.output.pdf],
+    low=snakemake.params.low,
+    dpi=snakemake.params.style["dpi"],
     title=f"Repeatability and reproducibility - {snakemake.wildcards.dataset}",
 )

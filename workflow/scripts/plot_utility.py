@@ -9,6 +9,7 @@ plot_utility(
     pd.read_csv(snakemake.input[0], dtype={"image_id": str}),
     metric=snakemake.params.metric,
     methods=snakemake.params.methods,
-    path=snakemake.output[0],
+    paths=[snakemake.output.png, snakemake.output.pdf],
+    dpi=snakemake.params.style["dpi"],
     title=f"Localization utility - {snakemake.wildcards.dataset}",
 )

@@ -133,3 +133,30 @@ def dataset_fingerprint(manifest_path: str | Path, images_path: str | Path) -> d
     with h5py.File(images_path, "r") as h5:
         sums = str(h5.attrs.get(CHECKSUM_ATTR, ""))
     return {"manifest": sha256_file(manifest_path), "images": sums}
+
+
+def read_images(images_path: str | Path, image_ids: list[str], label: str | None = None, with_masks: bool = True
+                ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Only the images ``image_ids`` (in that order) of a canonical image store, and their masks of ``label``
+    (the first label when None; no masks unless ``with_masks``); a KeyError names an id or label the store
+    lacks."""
+    with h5py.File(images_path, "r") as h5:
+        ids = [s.decode() for s in h5["image_id"][:]]
+        verify_h5(images_path, h5, {"image_id": ids})  # the images themselves are read in part: not verified
+        position = {i: k for k, i in enumerate(ids)}
+        missing = [i for i in image_ids if i not in position]
+        if missing:
+            raise KeyError(f"{images_path}: no image(s) {missing[:5]}")
+        rows = [position[i] for i in image_ids]
+        order = np.argsort(rows)
+        sorted_rows = np.asarray(rows)[order]
+        back = np.argsort(order)
+        images = h5["image"][sorted_rows][back] if rows else np.empty((0, *h5["image"].shape[1:]), np.float32)
+        masks = None
+        if with_masks:
+            names = json.loads(h5.attrs["label_names"])
+            label = label or names[0]
+            if label not in names:
+                raise KeyError(f"{images_path}: label '{label}' is not one of {names}")
+            masks = h5["mask"][sorted_rows, names.index(label)][back] if rows else None
+    return images, masks

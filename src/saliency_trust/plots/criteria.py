@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from saliency_trust.io import atomic_path
-from saliency_trust.plots.style import color
+from saliency_trust.plots.style import DPI, color, save_figure
 
 
-def _save(fig, path: str | Path) -> None:
-    path = Path(path)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=150)
-    plt.close(fig)
-
-
-def plot_randomization(scores: pd.DataFrame, thresholds: pd.DataFrame, methods: list[str], path: str | Path,
-                       mode: str = "cascading", title: str = "") -> None:
+def plot_randomization(scores: pd.DataFrame, thresholds: pd.DataFrame, methods: list[str], paths,
+                       mode: str = "cascading", title: str = "", dpi: int = DPI) -> None:
     """Mean SSIM to the trained map (95 % CI) at each randomization step, one line per method, with each
     method's degradation threshold dashed in its colour (Fig. 3). One panel per randomized model."""
     sel = scores[(scores["mode"] == mode) & (scores["metric"] == "ssim")]
@@ -50,11 +39,11 @@ def plot_randomization(scores: pd.DataFrame, thresholds: pd.DataFrame, methods: 
         ax.grid(alpha=0.3)
     axes[0][-1].legend(loc="upper right", frameon=False, fontsize=8, ncol=2)
     fig.suptitle(title or "Sensitivity to trained weights (dashed: degradation thresholds)")
-    _save(fig, path)
+    save_figure(fig, paths, dpi)
 
 
-def plot_similarity(similarity: pd.DataFrame, methods: list[str], path: str | Path, metric: str = "ssim",
-                    low: float = 0.5, title: str = "") -> None:
+def plot_similarity(similarity: pd.DataFrame, methods: list[str], paths, metric: str = "ssim",
+                    low: float = 0.5, title: str = "", dpi: int = DPI) -> None:
     """Box plots of per-image SSIM per method for repeatability and reproducibility, with the high baseline
     pair and the LOW baseline (0.5) dashed (Fig. 4)."""
     sel = similarity[similarity["metric"] == metric]
@@ -81,4 +70,4 @@ def plot_similarity(similarity: pd.DataFrame, methods: list[str], path: str | Pa
         ax.grid(axis="y", alpha=0.3)
         ax.legend(loc="upper right", frameon=False)
     fig.suptitle(title or "Repeatability and reproducibility of the maps")
-    _save(fig, path)
+    save_figure(fig, paths, dpi)

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from saliency_trust.io import atomic_path
-from saliency_trust.plots.style import color
+from saliency_trust.plots.style import DPI, color, save_figure
 
 METRIC_LABELS = {"pr_auc": "AUPRC (trapezoidal)", "ap": "Average precision", "iou": "IoU (Otsu)",
                  "dice": "Dice (Otsu)", "iou_box": "IoU (Otsu boxes)", "dice_box": "Dice (Otsu boxes)",
@@ -16,7 +13,8 @@ METRIC_LABELS = {"pr_auc": "AUPRC (trapezoidal)", "ap": "Average precision", "io
 BASELINE_GROUPS = ("AVG", "UNET", "DETECTOR", "RATER")
 
 
-def plot_utility(utility: pd.DataFrame, metric: str, methods: list[str], path: str | Path, title: str = "") -> None:
+def plot_utility(utility: pd.DataFrame, metric: str, methods: list[str], paths, title: str = "",
+                 dpi: int = DPI) -> None:
     """Box plot (median line, mean marker) of per-image utility of trained maps for each method and baseline."""
     sel = utility[utility["metric"] == metric]
     if "weights" in sel:  # the randomized models' maps are not part of this figure
@@ -40,8 +38,4 @@ def plot_utility(utility: pd.DataFrame, metric: str, methods: list[str], path: s
     ax.set_ylim(0, 1)
     ax.set_title(title or "Localization utility (positive test images)")
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=150)
-    plt.close(fig)
+    save_figure(fig, paths, dpi)

@@ -321,3 +321,29 @@ def read_segments(path: str | Path, image_ids: list[str]) -> np.ndarray:
         if missing:
             raise KeyError(f"{path}: no XRAI segments for image '{missing[0]}'")
     return labels[[index[i] for i in image_ids]]
+
+
+def read_cached_ids(path: str | Path) -> list[str]:
+    """The image ids of a cache file (trained or randomized), without reading its maps."""
+    with h5py.File(path, "r") as h5:
+        ids = _read_ids(h5)
+        verify_h5(path, h5, {"image_id": ids})
+    return ids
+
+
+def read_maps_of(path: str | Path, image_ids: list[str]) -> np.ndarray:
+    """Only the maps of ``image_ids`` (in that order): K x H x W, or S x K x H x W for a randomized-model file.
+    A KeyError names an id the file lacks."""
+    with h5py.File(path, "r") as h5:
+        stored = _read_ids(h5)
+        verify_h5(path, h5, {"image_id": stored})  # the maps themselves are read in part: not verified
+        position = {i: k for k, i in enumerate(stored)}
+        missing = [i for i in image_ids if i not in position]
+        if missing:
+            raise KeyError(f"{path}: no map of image(s) {missing[:5]}")
+        rows = np.asarray([position[i] for i in image_ids], dtype=int)
+        order = np.argsort(rows)
+        stepped = "steps" in h5.attrs
+        data = h5["map"][:, rows[order]] if stepped else h5["map"][rows[order]]
+    back = np.argsort(order)
+    return data[:, back] if stepped else data[back]
