@@ -12,6 +12,7 @@ import re
 import sys
 from pathlib import Path
 
+from saliency_trust.execution import log_job_environment
 from saliency_trust.io import stable_seed
 
 MODEL_NAME = re.compile(r"^(?P<arch>[a-z0-9_]+)-r(?P<replicate>[0-9]+)$")
@@ -65,6 +66,7 @@ def setup_logging(log_path: str | Path | None) -> None:
         logging.getLogger("saliency_trust").critical("job failed: %s", exc, exc_info=(exc_type, exc, tb))
 
     sys.excepthook = log_uncaught
+    log_job_environment()  # host, SLURM job, visible GPUs, HDF5 locking: where this job ran
 
 
 def model_pairs(models: list[str]) -> list[tuple[str, str, str]]:

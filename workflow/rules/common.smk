@@ -9,10 +9,12 @@ from saliency_trust.config import (
     primary_models,
     randomized_models,
 )
+from saliency_trust.execution import configure_hdf5_locking, gpu_request
 from saliency_trust.models.train import TrainSettings
 from saliency_trust.saliency.cache import package_versions
 from saliency_trust.saliency.methods import get_method
 
+configure_hdf5_locking(config["hdf5_file_locking"])  # HDF5_USE_FILE_LOCKING, inherited by every job
 DATASETS = list(config["datasets"])
 MODELS = model_names(config)
 METHODS = config["saliency"]["methods"]

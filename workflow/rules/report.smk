@@ -11,6 +11,7 @@ rule plot_utility:
     params:
         methods=METHODS,
         metric=config["stats"]["utility_metric"],
+    threads: 1
     log:
         "results/{dataset}/logs/plots/utility.log",
     conda:
@@ -35,6 +36,7 @@ rule plot_randomization:
         ),
     params:
         methods=METHODS,
+    threads: 1
     log:
         "results/{dataset}/logs/plots/randomization.log",
     conda:
@@ -58,6 +60,7 @@ rule plot_similarity:
         ),
     params:
         methods=METHODS,
+    threads: 1
     log:
         "results/{dataset}/logs/plots/similarity.log",
     conda:

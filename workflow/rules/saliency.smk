@@ -6,6 +6,7 @@ rule xrai_segments:
         "results/{dataset}/saliency/xrai_segments.h5",
     params:
         target_label=lambda wildcards: config["datasets"][wildcards.dataset]["target_label"],
+    threads: 1
     log:
         "results/{dataset}/logs/saliency/xrai_segments.log",
     conda:
@@ -41,6 +42,7 @@ rule saliency_maps:
     resources:
         mem_mb=4000,
         runtime=120,
+        gpu=gpu_request(config["saliency"]["device"]),
     script:
         "../scripts/saliency_maps.py"
 
@@ -71,5 +73,6 @@ rule randomized_saliency:
     resources:
         mem_mb=4000,
         runtime=240,
+        gpu=gpu_request(config["saliency"]["device"]),
     script:
         "../scripts/randomized_saliency.py"

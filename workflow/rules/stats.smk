@@ -17,6 +17,7 @@ rule pass_fail:
         alpha=config["stats"]["alpha"],
         randomized_model=RANDOMIZED_MODELS[0] if "cascading" in RANDOMIZATION_MODES else None,
         high=HIGH_REPLICATES[0].split("-r")[0] if HIGH_REPLICATES else None,
+    threads: 1
     log:
         "results/{dataset}/logs/stats/pass_fail.log",
     conda:
@@ -37,6 +38,7 @@ rule randomization_tests:
         "results/{dataset}/summary/randomization_tests.csv",
     params:
         alpha=config["stats"]["alpha"],
+    threads: 1
     log:
         "results/{dataset}/logs/stats/randomization_tests.log",
     conda:

@@ -9,6 +9,7 @@ init, sampling order, augmentation) comes from one seed.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, asdict
 from pathlib import Path
@@ -49,13 +50,19 @@ class TrainSettings:
 
 
 def select_device(requested: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when visible, else CPU."""
+    """``auto`` picks CUDA when visible, else CPU; a requested ``cuda`` falls back to the CPU when no GPU is
+    visible (a GPU allocated by SLURM without a working driver, a login node, a laptop)."""
+    available = torch.cuda.is_available()
     if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested.startswith("cuda") and not torch.cuda.is_available():
+        device = torch.device("cuda" if available else "cpu")
+    elif requested.startswith("cuda") and not available:
         log.warning("device '%s' requested but no GPU is visible; using the CPU", requested)
-        return torch.device("cpu")
-    return torch.device(requested)
+        device = torch.device("cpu")
+    else:
+        device = torch.device(requested)
+    log.info("device %s (requested %s; CUDA available: %s; CUDA_VISIBLE_DEVICES=%s; torch threads %d)", device,
+             requested, available, os.environ.get("CUDA_VISIBLE_DEVICES", "unset"), torch.get_num_threads())
+    return device
 
 
 class EarlyStopping:

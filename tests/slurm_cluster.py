@@ -1,0 +1,192 @@
+"""A one-node SLURM cluster on localhost for the SLURM tests (tests/test_slurm.py).
+
+``ensure_slurm()`` installs Debian's slurmctld, slurmd, slurm-client and munge with apt-get when
+they are missing and returns why not where that is impossible. ``LocalSlurm`` starts munged,
+slurmctld and slurmd in the foreground with the configuration kept in ``tests/slurm/`` (ports,
+paths, CPUs and memory filled in), under a private directory, and stops exactly the processes it
+started, by their recorded PIDs. Nothing under /etc is used: clients find the cluster through
+``SLURM_CONF``, munge through the socket named in ``AuthInfo``.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import signal
+import socket
+import string
+import subprocess
+import time
+from pathlib import Path
+
+SLURM_PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge"]
+SLURM_COMMANDS = ["slurmctld", "slurmd", "munged", "sbatch", "squeue", "scontrol", "sinfo", "srun"]
+TEMPLATES = Path(__file__).resolve().parent / "slurm"
+SBIN = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+
+
+def which(command: str) -> str | None:
+    """A command on PATH or in the sbin directories (daemons live in /usr/sbin)."""
+    return shutil.which(command) or shutil.which(command, path=os.pathsep.join(SBIN))
+
+
+def missing_commands() -> list[str]:
+    return [c for c in SLURM_COMMANDS if which(c) is None]
+
+
+def ensure_slurm() -> str | None:
+    """Install the SLURM and munge packages when missing; ``None`` when ready, else why not."""
+    missing = missing_commands()
+    if not missing:
+        return None
+    if os.geteuid() != 0:
+        return f"SLURM commands {missing} are missing and installing {SLURM_PACKAGES} with apt-get needs root"
+    if which("apt-get") is None:
+        return f"SLURM commands {missing} are missing and there is no apt-get to install {SLURM_PACKAGES}"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "-o", "DPkg::Lock::Timeout=300", "install", "-y", "-q", "--no-install-recommends",
+               *SLURM_PACKAGES]
+    proc = subprocess.run(install, capture_output=True, text=True, env=env, timeout=900)
+    if proc.returncode != 0:  # stale package lists: refresh them once and try again
+        update = subprocess.run(["apt-get", "-o", "DPkg::Lock::Timeout=300", "update", "-q"],
+                                capture_output=True, text=True, env=env, timeout=900)
+        proc = subprocess.run(install, capture_output=True, text=True, env=env, timeout=900)
+        if proc.returncode != 0:
+            tail = (update.stderr + proc.stdout + proc.stderr).strip()[-1500:]
+            return f"apt-get could not install {SLURM_PACKAGES}: {tail}"
+    missing = missing_commands()
+    if missing:
+        return f"apt-get installed {SLURM_PACKAGES} but {missing} are still missing"
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def memory_mb() -> int:
+    """Memory the node offers: 90 % of the machine's."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return int(total / 2**20 * 0.9)
+
+
+class LocalSlurm:
+    """munged + slurmctld + slurmd on localhost, configured under ``root``."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.state = self.root / "state"
+        self.conf = self.root / "etc/slurm.conf"
+        self.munge_socket = self.root / "munge/munge.socket"
+        self.cpus = len(os.sched_getaffinity(0))
+        self.memory_mb = memory_mb()
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.env = {**os.environ, "SLURM_CONF": str(self.conf)}
+
+    # -- configuration -------------------------------------------------------------------------
+    def write_config(self) -> None:
+        for d in (self.state / "ctld", self.state / "slurmd", self.conf.parent, self.munge_socket.parent):
+            d.mkdir(parents=True, exist_ok=True)
+        self.munge_socket.parent.chmod(0o700)
+        fields = {
+            "ctld_port": free_port(),
+            "slurmd_port": free_port(),
+            "user": getpass.getuser(),
+            "munge_socket": self.munge_socket,
+            "state": self.state,
+            "cpus": self.cpus,
+            "memory_mb": self.memory_mb,
+        }
+        text = string.Template((TEMPLATES / "slurm.conf").read_text()).substitute(fields)
+        self.conf.write_text(text)
+        shutil.copy(TEMPLATES / "gres.conf", self.conf.parent / "gres.conf")  # slurmd reads it next to slurm.conf
+        key = self.root / "munge/munge.key"
+        key.write_bytes(os.urandom(1024))
+        key.chmod(0o600)
+
+    # -- daemons -------------------------------------------------------------------------------
+    def _start(self, name: str, argv: list[str]) -> None:
+        log = open(self.root / f"{name}.out", "w")
+        self.processes[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                                                start_new_session=True)
+        log.close()
+
+    def _alive(self, name: str) -> None:
+        proc = self.processes[name]
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with status {proc.returncode}:\n{self.daemon_output(name)}")
+
+    def daemon_output(self, name: str) -> str:
+        text = (self.root / f"{name}.out").read_text(errors="replace")
+        log = self.state / f"{name}.log"
+        if log.exists():
+            text += log.read_text(errors="replace")
+        return text[-3000:]
+
+    def start(self, timeout: float = 60) -> None:
+        """Start the three daemons and wait until the node is idle; stop them again on failure."""
+        self.write_config()
+        try:
+            m = self.root / "munge"
+            self._start("munged", [which("munged"), "--foreground", "--force", f"--key-file={m / 'munge.key'}",
+                                   f"--socket={self.munge_socket}", f"--pid-file={m / 'munged.pid'}",
+                                   f"--log-file={m / 'munged.log'}", f"--seed-file={m / 'munged.seed'}"])
+            self._wait(lambda: self.munge_socket.exists(), "munged", timeout)
+            self._start("slurmctld", [which("slurmctld"), "-D", "-i", "-f", str(self.conf)])
+            self._wait(lambda: self._run("scontrol", "ping").returncode == 0 and
+                       "UP" in self._run("scontrol", "ping").stdout, "slurmctld", timeout)
+            self._start("slurmd", [which("slurmd"), "-D", "-N", "localhost", "-f", str(self.conf)])
+            self._wait(lambda: self.node_state() in {"idle", "mixed", "allocated"}, "slurmd", timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _run(self, command: str, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([which(command), *args], capture_output=True, text=True, env=self.env, timeout=30)
+
+    def _wait(self, ready, name: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            self._alive(name)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name} did not become ready within {timeout:.0f} s:\n{self.daemon_output(name)}")
+            time.sleep(0.2)
+
+    def node_state(self) -> str:
+        proc = self._run("sinfo", "-h", "-N", "-o", "%T")
+        return proc.stdout.strip().rstrip("*~#!%$@^-")
+
+    def show_job(self, job_id: str) -> dict[str, str]:
+        """``scontrol show job`` as a dict of its key=value fields."""
+        proc = self._run("scontrol", "show", "job", "-o", job_id)
+        if proc.returncode != 0:
+            raise RuntimeError(f"scontrol show job {job_id}: {proc.stderr}")
+        fields = {}
+        for token in proc.stdout.split():
+            key, sep, value = token.partition("=")
+            if sep:
+                fields[key] = value
+        return fields
+
+    def stop(self) -> None:
+        """Stop the daemons this object started (slurmd first), by their PIDs; wait for them to exit."""
+        for name in ("slurmd", "slurmctld", "munged"):
+            proc = self.processes.pop(name, None)
+            if proc is None or proc.poll() is not None:
+                continue
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=30)
+
+    def __enter__(self) -> "LocalSlurm":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
