@@ -3,13 +3,20 @@
 ``ensure_slurm()`` installs Debian's slurmctld, slurmd, slurm-client and munge with apt-get when
 they are missing and returns why not where that is impossible. ``LocalSlurm`` starts munged,
 slurmctld and slurmd in the foreground with the configuration kept in ``tests/slurm/`` (ports,
-paths, CPUs and memory filled in), under a private directory, and stops exactly the processes it
-started, by their recorded PIDs. Nothing under /etc is used: clients find the cluster through
-``SLURM_CONF``, munge through the socket named in ``AuthInfo``.
+paths, CPUs and memory filled in; state, logs, munge key and socket in a private directory) and
+stops exactly the processes it started, by their recorded PIDs.
+
+The configuration must sit at SLURM's default place, /etc/slurm: the executor plugin's job step
+runs ``srun`` inside each job with every ``SLURM_*`` variable removed from its environment,
+``SLURM_CONF`` included, so ``srun`` only finds the default file. ``LocalSlurm`` writes
+/etc/slurm/slurm.conf and gres.conf only where none exist (or they are its own, left by a killed
+run), marks them, and removes them when it stops; a lock file keeps two test sessions on one
+machine from sharing them.
 """
 
 from __future__ import annotations
 
+import fcntl
 import getpass
 import os
 import shutil
@@ -21,8 +28,11 @@ import time
 from pathlib import Path
 
 SLURM_PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge"]
-SLURM_COMMANDS = ["slurmctld", "slurmd", "munged", "sbatch", "squeue", "scontrol", "sinfo", "srun"]
+SLURM_COMMANDS = ["slurmctld", "slurmd", "munged", "sbatch", "squeue", "scontrol", "sinfo", "srun", "scancel"]
 TEMPLATES = Path(__file__).resolve().parent / "slurm"
+SYSTEM_CONF_DIR = Path("/etc/slurm")
+MARKER = "# written by saliency-trust tests/slurm_cluster.py; removed when the test cluster stops"
+LOCK = Path("/tmp/saliency-trust-slurm-cluster.lock")
 SBIN = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
 
 
@@ -67,6 +77,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def foreign_slurm_config() -> Path | None:
+    """A SLURM configuration at the default place that is not a leftover of this test cluster."""
+    for name in ("slurm.conf", "gres.conf"):
+        path = SYSTEM_CONF_DIR / name
+        if path.exists() and not path.read_text(errors="replace").startswith(MARKER):
+            return path
+    return None
+
+
 def memory_mb() -> int:
     """Memory the node offers: 90 % of the machine's."""
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -79,16 +98,21 @@ class LocalSlurm:
     def __init__(self, root: Path):
         self.root = Path(root)
         self.state = self.root / "state"
-        self.conf = self.root / "etc/slurm.conf"
+        self.conf = SYSTEM_CONF_DIR / "slurm.conf"
         self.munge_socket = self.root / "munge/munge.socket"
         self.cpus = len(os.sched_getaffinity(0))
         self.memory_mb = memory_mb()
         self.processes: dict[str, subprocess.Popen] = {}
-        self.env = {**os.environ, "SLURM_CONF": str(self.conf)}
+        self.written: list[Path] = []
+        self.lock = None
+        self.env = {k: v for k, v in os.environ.items() if k != "SLURM_CONF"}
 
     # -- configuration -------------------------------------------------------------------------
     def write_config(self) -> None:
-        for d in (self.state / "ctld", self.state / "slurmd", self.conf.parent, self.munge_socket.parent):
+        foreign = foreign_slurm_config()
+        if foreign is not None:
+            raise RuntimeError(f"{foreign} exists and was not written by this test: refusing to replace it")
+        for d in (self.state / "ctld", self.state / "slurmd", SYSTEM_CONF_DIR, self.munge_socket.parent):
             d.mkdir(parents=True, exist_ok=True)
         self.munge_socket.parent.chmod(0o700)
         fields = {
@@ -101,11 +125,21 @@ class LocalSlurm:
             "memory_mb": self.memory_mb,
         }
         text = string.Template((TEMPLATES / "slurm.conf").read_text()).substitute(fields)
-        self.conf.write_text(text)
-        shutil.copy(TEMPLATES / "gres.conf", self.conf.parent / "gres.conf")  # slurmd reads it next to slurm.conf
+        self._write_system(self.conf, text)
+        self._write_system(SYSTEM_CONF_DIR / "gres.conf", (TEMPLATES / "gres.conf").read_text())  # next to slurm.conf
         key = self.root / "munge/munge.key"
         key.write_bytes(os.urandom(1024))
         key.chmod(0o600)
+
+    def _write_system(self, path: Path, text: str) -> None:
+        path.write_text(f"{MARKER}\n{text}")
+        self.written.append(path)
+
+    def _remove_config(self) -> None:
+        for path in self.written:
+            if path.exists() and path.read_text(errors="replace").startswith(MARKER):
+                path.unlink()
+        self.written = []
 
     # -- daemons -------------------------------------------------------------------------------
     def _start(self, name: str, argv: list[str]) -> None:
@@ -128,8 +162,10 @@ class LocalSlurm:
 
     def start(self, timeout: float = 60) -> None:
         """Start the three daemons and wait until the node is idle; stop them again on failure."""
-        self.write_config()
+        self.lock = open(LOCK, "w")
+        fcntl.flock(self.lock, fcntl.LOCK_EX)  # another session's test cluster: wait for it to stop
         try:
+            self.write_config()
             m = self.root / "munge"
             self._start("munged", [which("munged"), "--foreground", "--force", f"--key-file={m / 'munge.key'}",
                                    f"--socket={self.munge_socket}", f"--pid-file={m / 'munged.pid'}",
@@ -172,17 +208,29 @@ class LocalSlurm:
         return fields
 
     def stop(self) -> None:
-        """Stop the daemons this object started (slurmd first), by their PIDs; wait for them to exit."""
+        """Stop the daemons this object started (slurmd first), by their PIDs, wait for them to exit,
+        remove the configuration it wrote and release the lock. Jobs still on this private cluster (a
+        run that failed half-way) are cancelled first and their steps given time to end, so that no
+        job step outlives the daemons."""
+        if "slurmctld" in self.processes and self.processes["slurmctld"].poll() is None:
+            self._run("scancel", "--full", "--user", getpass.getuser())
+            deadline = time.monotonic() + 60
+            while self._run("squeue", "-h", "-t", "PD,R,CG,S").stdout.strip() and time.monotonic() < deadline:
+                time.sleep(0.5)
         for name in ("slurmd", "slurmctld", "munged"):
             proc = self.processes.pop(name, None)
             if proc is None or proc.poll() is not None:
                 continue
-            proc.send_signal(signal.SIGTERM)
+            os.kill(proc.pid, signal.SIGTERM)
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                os.kill(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=30)
+        self._remove_config()
+        if self.lock is not None:
+            self.lock.close()  # releases the flock
+            self.lock = None
 
     def __enter__(self) -> "LocalSlurm":
         self.start()

@@ -5,6 +5,8 @@ The rules that train models or compute maps ask the scheduler for one GPU (Snake
 into ``--gpus=1``) unless the config pins them to the CPU; the code itself falls back to the CPU
 when no GPU is visible (``saliency_trust.models.train.select_device``).
 
+Jobs import the package from the checkout whose Snakefile runs (``export_package_path``).
+
 HDF5 locks every file it opens. Some shared filesystems (older NFS, Lustre or GPFS mounts) do
 not support the locks and opening any ``.h5`` file fails with "unable to lock file"; the
 ``hdf5_file_locking`` config key sets ``HDF5_USE_FILE_LOCKING`` for every job.
@@ -15,12 +17,14 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 HDF5_LOCKING_ENV = "HDF5_USE_FILE_LOCKING"
 # config value -> value of HDF5_USE_FILE_LOCKING (None: leave the environment as it is)
-HDF5_LOCKING_VALUES = {"auto": None, True: "TRUE", False: "FALSE", "best-effort": "BEST_EFFORT"}
+HDF5_LOCKING_VALUES = {"auto": None, True: "TRUE", False: "FALSE", "best-effort": "BEST_EFFORT",
+                       "true": "TRUE", "false": "FALSE"}  # strings from --config hdf5_file_locking=false
 
 
 def gpu_request(device: str) -> int:
@@ -46,6 +50,23 @@ def configure_hdf5_locking(setting: bool | str) -> str | None:
     if value is not None:
         os.environ[HDF5_LOCKING_ENV] = value
     return os.environ.get(HDF5_LOCKING_ENV)
+
+
+def export_package_path(repo: str | os.PathLike) -> str:
+    """Put this checkout's ``src/`` first on ``PYTHONPATH`` of every job; returns the new value.
+
+    A job may run in another interpreter than Snakemake's: a conda env of envs/ (``--sdm conda``),
+    which holds only the third-party packages, or a SLURM job. It must import the same
+    saliency_trust as the rules it runs, whether or not (and however) the package is installed there.
+    A workflow used without its checkout (no ``src/`` beside the Snakefile) relies on the installed
+    package and leaves ``PYTHONPATH`` as it is.
+    """
+    src = str((Path(repo) / "src").resolve())
+    if not (Path(src) / "saliency_trust" / "__init__.py").is_file():
+        return os.environ.get("PYTHONPATH", "")
+    parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != src]
+    os.environ["PYTHONPATH"] = os.pathsep.join([src, *parts])
+    return os.environ["PYTHONPATH"]
 
 
 def job_environment() -> dict[str, str]:

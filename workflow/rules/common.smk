@@ -9,12 +9,13 @@ from saliency_trust.config import (
     primary_models,
     randomized_models,
 )
-from saliency_trust.execution import configure_hdf5_locking, gpu_request
+from saliency_trust.execution import configure_hdf5_locking, export_package_path, gpu_request
 from saliency_trust.models.train import TrainSettings
 from saliency_trust.saliency.cache import package_versions
 from saliency_trust.saliency.methods import get_method
 
 configure_hdf5_locking(config["hdf5_file_locking"])  # HDF5_USE_FILE_LOCKING, inherited by every job
+export_package_path(workflow.basedir)  # jobs (conda envs, SLURM) import this checkout's saliency_trust
 DATASETS = list(config["datasets"])
 MODELS = model_names(config)
 METHODS = config["saliency"]["methods"]
@@ -27,6 +28,18 @@ HIGH_REPLICATES = (
     if HIGH_BASELINE != "none"
     else []
 )
+
+
+# Rules that only gather tables, plot them or test summary tables run where Snakemake runs instead of
+# queueing as cluster jobs (SLURM profile); on a workstation this changes nothing.
+localrules:
+    utility_table,
+    randomization_table,
+    randomization_tests,
+    pass_fail,
+    plot_utility,
+    plot_randomization,
+    plot_similarity,
 
 
 wildcard_constraints:
