@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ import yaml
 from snakemake.api import SnakemakeApi
 from snakemake.settings.types import ConfigSettings, OutputSettings, Quietness, ResourceSettings
 
-from conftest import REPO, TINY
+from conftest import REPO, TINY, run_snakemake
 from saliency_trust.execution import HDF5_LOCKING_ENV, configure_hdf5_locking, export_package_path, gpu_request
 
 SRC = REPO / "src"
@@ -93,6 +94,21 @@ def test_profiles_are_valid_and_the_workstation_profile_caps_gpu_jobs():
     slurm = yaml.safe_load((REPO / "workflow/profiles/slurm/config.yaml").read_text())
     assert slurm["executor"] == "slurm"
     assert {"mem_mb", "runtime"} <= set(slurm["default-resources"])
+
+
+@pytest.mark.slow
+def test_workstation_profile_runs_one_gpu_job_at_a_time(tmp_path):
+    """The three training jobs (gpu=1 each) with 3 cores: the profile's gpu cap runs them one by one."""
+    targets = [f"results/tiny/models/{m}/model.pt" for m in ("simple_cnn-r1", "simple_cnn-r2", "tiny_resnet-r1")]
+    proc = run_snakemake(tmp_path, "--profile", str(REPO / "workflow/profiles/default"), "--cores", "3", *targets)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    spans = []
+    for model in ("simple_cnn-r1", "simple_cnn-r2", "tiny_resnet-r1"):
+        lines = (tmp_path / f"results/tiny/logs/train/{model}.log").read_text().splitlines()
+        stamps = [datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f") for line in lines if line[:4].isdigit()]
+        spans.append((min(stamps), max(stamps)))
+    spans.sort()
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), spans
 
 
 def test_profiles_name_only_real_rules(rules):
