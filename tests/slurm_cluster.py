@@ -71,10 +71,16 @@ def ensure_slurm() -> str | None:
     return None
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct TCP ports free on localhost (held together while chosen)."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def foreign_slurm_config() -> Path | None:
@@ -93,7 +99,7 @@ def memory_mb() -> int:
 
 
 class LocalSlurm:
-    """munged + slurmctld + slurmd on localhost, configured under ``root``."""
+    """munged + slurmctld + slurmd on localhost; state, logs and the munge key and socket under ``root``."""
 
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -115,9 +121,10 @@ class LocalSlurm:
         for d in (self.state / "ctld", self.state / "slurmd", SYSTEM_CONF_DIR, self.munge_socket.parent):
             d.mkdir(parents=True, exist_ok=True)
         self.munge_socket.parent.chmod(0o700)
+        ctld_port, slurmd_port = free_ports(2)
         fields = {
-            "ctld_port": free_port(),
-            "slurmd_port": free_port(),
+            "ctld_port": ctld_port,
+            "slurmd_port": slurmd_port,
             "user": getpass.getuser(),
             "munge_socket": self.munge_socket,
             "state": self.state,
@@ -172,8 +179,7 @@ class LocalSlurm:
                                    f"--log-file={m / 'munged.log'}", f"--seed-file={m / 'munged.seed'}"])
             self._wait(lambda: self.munge_socket.exists(), "munged", timeout)
             self._start("slurmctld", [which("slurmctld"), "-D", "-i", "-f", str(self.conf)])
-            self._wait(lambda: self._run("scontrol", "ping").returncode == 0 and
-                       "UP" in self._run("scontrol", "ping").stdout, "slurmctld", timeout)
+            self._wait(lambda: "UP" in self._run("scontrol", "ping").stdout, "slurmctld", timeout)
             self._start("slurmd", [which("slurmd"), "-D", "-N", "localhost", "-f", str(self.conf)])
             self._wait(lambda: self.node_state() in {"idle", "mixed", "allocated"}, "slurmd", timeout)
         except BaseException:
