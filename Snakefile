@@ -2,7 +2,7 @@
 # Thin entry point (SPEC 2): config, schema validation, rule files, targets.
 from snakemake.utils import min_version
 
-from saliency_trust.config import ConfigError, validate_config
+from saliency_trust.validation import ConfigError, validate_config
 
 min_version("9.0")
 

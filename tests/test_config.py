@@ -124,7 +124,7 @@ def _tiny():
     ],
 )
 def test_bad_config_stops_with_one_line_naming_the_key_and_what_is_allowed(mutate, line):
-    from saliency_trust.config import ConfigError, validate_config
+    from saliency_trust.validation import ConfigError, validate_config
 
     cfg = _tiny()
     mutate(cfg)
@@ -134,7 +134,7 @@ def test_bad_config_stops_with_one_line_naming_the_key_and_what_is_allowed(mutat
 
 
 def test_impossible_criteria_pass_once_left_out_of_stats_criteria(tmp_path):
-    from saliency_trust.config import ConfigError, validate_config
+    from saliency_trust.validation import ConfigError, validate_config
 
     cfg = _tiny()
     cfg["models"] = [{"arch": "simple_cnn", "replicates": 1}]

@@ -300,7 +300,8 @@ def test_constant_maps_are_scored_logged_and_listed_in_a_table(tmp_path, caplog)
 
 def test_identical_models_are_saved_as_identical_bytes(tmp_path):
     """model.pt's SHA-256 keys the saliency caches: two runs that train the same weights must give the same file."""
-    from saliency_trust.io import save_torch, sha256_file
+    from saliency_trust.io import sha256_file
+    from saliency_trust.models.serialization import save_torch
 
     state = {"w": torch.arange(6.0).reshape(2, 3)}
     save_torch(state, tmp_path / "a" / "model.pt")

@@ -4,36 +4,15 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import h5py
 import pandas as pd
 import pytest
 
-from conftest import REPO
-
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-TINY = REPO / "tests/data/tiny_config.yaml"
-
-
-def _snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
-    return subprocess.run(
-        [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--configfile", str(TINY), *args],
-        capture_output=True, text=True, env=env, timeout=900,
-    )
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("tiny_run")
-    proc = _snakemake(workdir, "--cores", "2")
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return workdir / "results/tiny"
+from conftest import REPO, SNAKEMAKE, TINY
+from conftest import run_snakemake as _snakemake  # the tiny_run fixture (one local run) is in conftest.py
 
 
 @pytest.mark.slow
@@ -222,7 +201,7 @@ def test_report_is_produced_and_opens_in_headless_chromium(tiny_run, tmp_path):
     category, the PASS/FAIL page and the figures."""
     import time
 
-    from conftest import ensure_debian_packages
+    from debian import ensure_debian_packages
 
     workdir = tiny_run.parents[1]
     report = tmp_path / "report.html"

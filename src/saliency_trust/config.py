@@ -1,9 +1,5 @@
-"""Config helpers shared by the Snakefile and the stage entry points.
-
-:func:`validate_config` checks the config against ``workflow/schemas/config.schema.yaml``
-(filling its defaults) and the rules that span several keys, before any job runs;
-a bad config stops the run with one line naming the key and what is allowed.
-The other helpers derive names and seeds from it.
+"""Config helpers shared by the Snakefile and the stage entry points: names and seeds derived from the
+validated config (validation itself: :mod:`saliency_trust.validation`).
 Model names are ``{arch}-r{replicate}`` (replicates count from 1).
 """
 
@@ -14,148 +10,10 @@ import re
 import sys
 from pathlib import Path
 
+from saliency_trust.execution import log_job_environment
 from saliency_trust.io import stable_seed
 
 MODEL_NAME = re.compile(r"^(?P<arch>[a-z0-9_]+)-r(?P<replicate>[0-9]+)$")
-
-
-class ConfigError(ValueError):
-    """A config value the run cannot use; the message is one line: ``config: <key> = <value>: <what is allowed>``."""
-
-
-def _key(path) -> str:
-    """``models[1].arch`` from a JSON path such as ``['models', 1, 'arch']``."""
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
-def _short(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _describe(schema: dict) -> str:
-    """What a (sub)schema allows, in words."""
-    if "enum" in schema:
-        return "one of " + ", ".join(str(v) for v in schema["enum"])
-    if "const" in schema:
-        return repr(schema["const"])
-    kind = schema.get("type")
-    if kind == "array" and isinstance(schema.get("items"), dict):
-        items = schema["items"]
-        return f"a list of strings matching {items['pattern']}" if "pattern" in items else f"a list of {_describe(items)}"
-    if "pattern" in schema:
-        return f"a string matching {schema['pattern']}"
-    if isinstance(kind, list):
-        return " or ".join(kind)
-    return str(kind or schema.get("description", "a valid value"))
-
-
-_BOUNDS = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
-
-
-def schema_error_line(error) -> str:
-    """One line for a jsonschema ``ValidationError``: the key, the value and what is allowed."""
-    v, expected, path = error.validator, error.validator_value, list(error.absolute_path)
-    key = _key(path)
-    if v == "additionalProperties":
-        allowed = sorted(error.schema.get("properties", {}))
-        extra = sorted(set(error.instance) - set(allowed))
-        where = f" under {key}" if path else ""
-        return f"config: unknown key '{_key(path + extra[:1])}'{where}; allowed keys: {', '.join(allowed)}"
-    if v == "required":
-        missing = [k for k in expected if k not in error.instance]
-        return f"config: {_key(path + missing[:1])}: required key is missing"
-    if v == "not":
-        return f"config: {key}: {expected.get('description', 'not allowed here')}; remove it"
-    if v in _BOUNDS:
-        allowed = f"a number {_BOUNDS[v]} {expected}"
-    elif v == "type":
-        allowed = "of type " + (" or ".join(expected) if isinstance(expected, list) else expected)
-    elif v in ("oneOf", "anyOf"):
-        allowed = " or ".join(_describe(s) for s in expected)
-    elif v in ("minItems", "minProperties", "minLength"):
-        allowed = f"at least {expected} item(s)" if v != "minLength" else "a non-empty string"
-    elif v == "uniqueItems":
-        allowed = "a list without repeated items"
-    else:
-        allowed = _describe(error.schema)
-    return f"config: {key} = {_short(error.instance)}: must be {allowed}"
-
-
-def validate_config(config: dict, schema_path: str | Path) -> None:
-    """Validate ``config`` against the schema (filling defaults), then the cross-key rules.
-
-    Raises :class:`ConfigError` with one line naming the key and what is allowed.
-    An error on a dataset's ``source`` is reported first, since the source decides its other keys.
-    """
-    import yaml
-    from jsonschema import Draft202012Validator
-    from jsonschema.exceptions import best_match
-    from snakemake.utils import validate
-
-    schema = yaml.safe_load(Path(schema_path).read_text())
-    errors = list(Draft202012Validator(schema).iter_errors(config))
-    if errors:
-        source = [e for e in errors if list(e.absolute_path)[-1:] == ["source"]]
-        raise ConfigError(schema_error_line(best_match(source or errors)))
-    validate(config, str(schema_path))  # fills the schema's defaults
-    check_config(config)
-
-
-def check_config(config: dict) -> None:
-    """Rules the schema cannot express (one :class:`ConfigError` line each), on a config with defaults filled.
-
-    Architectures listed once; ``stats.primary_architecture`` and ``randomization.models`` name configured
-    models; each criterion of ``stats.criteria`` can be decided (repeatability: >= 2 replicates of the primary
-    architecture; reproducibility: >= 2 architectures; randomization: the cascading mode; the high baseline's
-    similarity: ``baselines.replicates`` >= 2); every dataset folder (``root``) exists.
-    """
-    archs = [m["arch"] for m in config["models"]]
-    for i, arch in enumerate(archs):
-        if arch in archs[:i]:
-            raise ConfigError(f"config: models[{i}].arch = '{arch}': listed twice; give each architecture one entry "
-                              "and set its replicates")
-    stats = config["stats"]
-    primary = stats.get("primary_architecture") or archs[0]
-    if primary not in archs:
-        raise ConfigError(f"config: stats.primary_architecture = '{primary}': must be one of the configured "
-                          f"architectures {', '.join(archs)}")
-    choice = config["randomization"]["models"]
-    if isinstance(choice, list):
-        names = model_names(config)
-        for i, name in enumerate(choice):
-            if name not in names:
-                raise ConfigError(f"config: randomization.models[{i}] = '{name}': must be one of the configured "
-                                  f"models {', '.join(names)}")
-    criteria = stats.get("criteria", [])
-    index = archs.index(primary)
-    needs = {
-        "repeatability": (config["models"][index]["replicates"] < 2, f"models[{index}].replicates",
-                          config["models"][index]["replicates"],
-                          f"repeatability needs >= 2 replicates of the primary architecture {primary}"),
-        "reproducibility": (len(archs) < 2, "models", archs, "reproducibility needs >= 2 architectures"),
-        "randomization": ("cascading" not in config["randomization"]["modes"], "randomization.modes",
-                          config["randomization"]["modes"], "randomization needs the cascading mode"),
-    }
-    for criterion, (impossible, key, value, why) in needs.items():
-        if criterion in criteria and impossible:
-            raise ConfigError(f"config: {key} = {_short(value)}: {why}; change it or remove {criterion} from "
-                              "stats.criteria")
-    baselines = config["baselines"]
-    if baselines["high"] != "none" and baselines["replicates"] < 2 and {"repeatability", "reproducibility"} & set(criteria):
-        raise ConfigError(f"config: baselines.replicates = {baselines['replicates']}: the high baseline of "
-                          "repeatability and reproducibility needs >= 2 replicates; set 2, or baselines.high: none")
-    from saliency_trust.data.adapters import context
-
-    for name, dataset in config["datasets"].items():
-        if dataset["source"] != "synthetic":
-            try:
-                context(name, dataset)
-            except (FileNotFoundError, ValueError) as err:
-                raise ConfigError(f"config: {err}") from None
 
 
 def model_names(config: dict) -> list[str]:
@@ -206,6 +64,7 @@ def setup_logging(log_path: str | Path | None) -> None:
         logging.getLogger("saliency_trust").critical("job failed: %s", exc, exc_info=(exc_type, exc, tb))
 
     sys.excepthook = log_uncaught
+    log_job_environment()  # host, SLURM job, visible GPUs, HDF5 locking: where this job ran
 
 
 def model_pairs(models: list[str]) -> list[tuple[str, str, str]]:

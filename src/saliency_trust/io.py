@@ -74,15 +74,6 @@ def write_text(text: str, path: str | os.PathLike) -> None:
         tmp.write_text(text)
 
 
-def save_torch(obj: object, path: str | os.PathLike) -> None:
-    """``torch.save`` atomically, through a file object: the archive then has a fixed inner name (not the
-    temporary file's), so identical content gives identical bytes (and the same SHA-256 in the caches)."""
-    import torch
-
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        torch.save(obj, fh)
-
-
 def write_json(obj: object, path: str | os.PathLike) -> None:
     """Write JSON atomically (sorted keys, so identical content gives identical bytes)."""
     write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", path)

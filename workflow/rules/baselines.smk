@@ -20,6 +20,7 @@ rule train_unet:
     resources:
         mem_mb=4000,
         runtime=120,
+        gpu=gpu_request(config["baselines"]["device"]),
     script:
         "../scripts/train_unet.py"
 
@@ -42,6 +43,7 @@ rule unet_maps:
     resources:
         mem_mb=4000,
         runtime=30,
+        gpu=gpu_request(config["baselines"]["device"]),
     script:
         "../scripts/unet_maps.py"
 
@@ -54,6 +56,7 @@ rule avg_map:
         "results/{dataset}/saliency/baselines/AVG.h5",
     params:
         target_label=lambda wildcards: config["datasets"][wildcards.dataset]["target_label"],
+    threads: 1
     log:
         "results/{dataset}/logs/baselines/avg_map.log",
     conda:
@@ -88,6 +91,7 @@ rule train_detector:
     resources:
         mem_mb=4000,
         runtime=120,
+        gpu=gpu_request(config["baselines"]["device"]),
     script:
         "../scripts/train_detector.py"
 
@@ -110,5 +114,6 @@ rule detector_maps:
     resources:
         mem_mb=4000,
         runtime=30,
+        gpu=gpu_request(config["baselines"]["device"]),
     script:
         "../scripts/detector_maps.py"

@@ -1,4 +1,6 @@
 # Names derived from the validated config; the logic lives in saliency_trust.config.
+# Modules that import torch are imported inside the functions that need them: every cluster job parses
+# this workflow again (twice per SLURM job), and a parse without torch takes seconds less.
 from saliency_trust.config import (
     has_localization,
     model_entry,
@@ -10,10 +12,11 @@ from saliency_trust.config import (
     question_tables,
     randomized_models,
 )
-from saliency_trust.models.train import TrainSettings
+from saliency_trust.execution import configure_hdf5_locking, export_package_path, gpu_request
 from saliency_trust.saliency.cache import package_versions
-from saliency_trust.saliency.methods import get_method
 
+configure_hdf5_locking(config["hdf5_file_locking"])  # HDF5_USE_FILE_LOCKING, inherited by every job
+export_package_path(workflow.basedir)  # jobs (conda envs, SLURM) import this checkout's saliency_trust
 DATASETS = list(config["datasets"])
 MODELS = model_names(config)
 METHODS = config["saliency"]["methods"]
@@ -37,6 +40,23 @@ QUESTION_CATEGORIES = {
     "similarity_vs_baselines": "Repeatability and reproducibility",
 }
 N_EXAMPLES = config["plots"]["n_examples"]
+
+
+# Rules that only gather tables, plot them or test summary tables run where Snakemake runs instead of
+# queueing as cluster jobs (SLURM profile); on a workstation this changes nothing.
+localrules:
+    utility_table,
+    randomization_table,
+    randomization_tests,
+    pass_fail,
+    plot_utility,
+    plot_randomization,
+    plot_similarity,
+    plot_randomization_examples,
+    plot_examples,
+    plot_training_curves,
+    cross_dataset_summary,
+    constant_maps,
 
 
 wildcard_constraints:
@@ -78,6 +98,8 @@ def final_outputs():
 
 def train_settings(wildcards):
     """Training settings of one model: config 'training' overridden by its 'models' entry."""
+    from saliency_trust.models.train import TrainSettings
+
     settings = TrainSettings.from_config(config["training"], model_entry(config, wildcards.model))
     return settings.__dict__
 
@@ -101,6 +123,8 @@ def train_inputs(wildcards):
 def saliency_inputs(wildcards):
     """Dataset and model; XRAI also reads the dataset's shared segments file."""
     files = {**dataset_files(wildcards), "model": f"results/{wildcards.dataset}/models/{wildcards.model}/model.pt"}
+    from saliency_trust.saliency.methods import get_method
+
     if get_method(wildcards.method).uses_segments:
         files["segments"] = f"results/{wildcards.dataset}/saliency/xrai_segments.h5"
     return files

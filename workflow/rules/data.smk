@@ -14,6 +14,7 @@ rule synthetic_dataset:
     params:
         dataset=lambda wildcards: config["datasets"][wildcards.dataset],
         seed=config["seed"],
+    threads: 1
     log:
         "results/{dataset}/logs/data/synthetic_dataset.log",
     conda:

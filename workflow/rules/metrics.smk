@@ -10,6 +10,7 @@ rule utility_scores:
         metrics=config["metrics"]["utility"],
         methods=METHODS,
         randomized=False,
+    threads: 1
     log:
         "results/{dataset}/logs/metrics/utility/{model}.log",
     conda:
@@ -58,6 +59,7 @@ rule utility_table:
         utility_table_inputs,
     output:
         "results/{dataset}/metrics/utility.csv",
+    threads: 1
     log:
         "results/{dataset}/logs/metrics/utility_table.log",
     conda:
@@ -79,6 +81,7 @@ rule randomization_scores:
     params:
         methods=METHODS,
         data_range=config["metrics"]["ssim_data_range"],
+    threads: 1
     log:
         "results/{dataset}/logs/metrics/randomization/{model}_{mode}.log",
     conda:
@@ -100,6 +103,7 @@ rule randomization_table:
         ),
     output:
         "results/{dataset}/metrics/randomization.csv",
+    threads: 1
     log:
         "results/{dataset}/logs/metrics/randomization_table.log",
     conda:
@@ -123,6 +127,7 @@ rule randomization_threshold:
         n_pairs=config["randomization"]["threshold_pairs"],
         seed=config["seed"],
         data_range=config["metrics"]["ssim_data_range"],
+    threads: 1
     log:
         "results/{dataset}/logs/metrics/randomization_threshold.log",
     conda:
@@ -145,6 +150,7 @@ rule similarity_scores:
         methods=[e[1] for e in similarity_entries()],
         pairs=similarity_pairs(),
         data_range=config["metrics"]["ssim_data_range"],
+    threads: 1
     log:
         "results/{dataset}/logs/metrics/similarity.log",
     conda:
@@ -167,6 +173,7 @@ rule rater_reference:
     params:
         target_label=lambda wildcards: config["datasets"][wildcards.dataset]["target_label"],
         metrics=config["metrics"]["utility"],
+    threads: 1
     log:
         "results/{dataset}/logs/metrics/rater_reference.log",
     conda:

@@ -12,6 +12,7 @@ rule plot_utility:
         methods=METHODS,
         metric=config["stats"]["utility_metric"],
         style=config["plots"],
+    threads: 1
     log:
         "results/{dataset}/logs/plots/utility.log",
     conda:
@@ -33,6 +34,7 @@ rule plot_randomization:
     params:
         methods=METHODS,
         style=config["plots"],
+    threads: 1
     log:
         "results/{dataset}/logs/plots/randomization.log",
     conda:
@@ -66,6 +68,7 @@ rule plot_randomization_examples:
         has_masks=lambda wildcards: has_localization(config["datasets"][wildcards.dataset]),
         seed=config["seed"],
         style=config["plots"],
+    threads: 1
     log:
         "results/{dataset}/logs/plots/randomization_examples.log",
     conda:
@@ -87,6 +90,7 @@ rule plot_similarity:
         methods=METHODS,
         low=config["stats"]["rules"]["low_ssim"],
         style=config["plots"],
+    threads: 1
     log:
         "results/{dataset}/logs/plots/similarity.log",
     conda:
@@ -119,6 +123,7 @@ rule plot_examples:
         metric=config["stats"]["utility_metric"],
         seed=config["seed"],
         style=config["plots"],
+    threads: 1
     log:
         "results/{dataset}/logs/plots/examples.log",
     conda:
@@ -142,6 +147,7 @@ rule plot_training_curves:
         models=MODELS,
         baselines=HIGH_MODEL_DIRS,
         style=config["plots"],
+    threads: 1
     log:
         "results/{dataset}/logs/plots/training_curves.log",
     conda:

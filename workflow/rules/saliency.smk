@@ -6,6 +6,7 @@ rule xrai_segments:
         "results/{dataset}/saliency/xrai_segments.h5",
     params:
         target_label=lambda wildcards: config["datasets"][wildcards.dataset]["target_label"],
+    threads: 1
     log:
         "results/{dataset}/logs/saliency/xrai_segments.log",
     conda:
@@ -41,6 +42,7 @@ rule saliency_maps:
     resources:
         mem_mb=4000,
         runtime=120,
+        gpu=gpu_request(config["saliency"]["device"]),
     script:
         "../scripts/saliency_maps.py"
 
@@ -71,6 +73,7 @@ rule randomized_saliency:
     resources:
         mem_mb=4000,
         runtime=240,
+        gpu=gpu_request(config["saliency"]["device"]),
     script:
         "../scripts/randomized_saliency.py"
 
@@ -81,9 +84,13 @@ rule constant_maps:
         constant_maps_inputs,
     output:
         "results/{dataset}/summary/constant_maps.csv",
+    threads: 1
     log:
         "results/{dataset}/logs/saliency/constant_maps.log",
     conda:
         "../../envs/saliency.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=15,
     script:
         "../scripts/constant_maps.py"

@@ -41,6 +41,7 @@ rule pass_fail:
         high=HIGH_REPLICATES[0].split("-r")[0] if HIGH_REPLICATES else None,
         rules=config["stats"]["rules"],
         questions=QUESTION_TABLES,
+    threads: 1
     log:
         "results/{dataset}/logs/stats/pass_fail.log",
     conda:
@@ -65,6 +66,7 @@ rule randomization_tests:
         ),
     params:
         alpha=config["stats"]["alpha"],
+    threads: 1
     log:
         "results/{dataset}/logs/stats/randomization_tests.log",
     conda:
@@ -85,6 +87,7 @@ rule cross_dataset_summary:
         md=report("results/summary/pass_fail.md", caption="../report/cross_dataset.rst", category="PASS/FAIL"),
     params:
         datasets=LOCALIZED_DATASETS,
+    threads: 1
     log:
         "results/logs/cross_dataset_summary.log",
     conda:

@@ -20,5 +20,6 @@ rule train_model:
     resources:
         mem_mb=4000,
         runtime=120,
+        gpu=gpu_request(config["training"]["device"]),
     script:
         "../scripts/train_model.py"

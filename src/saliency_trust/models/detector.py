@@ -65,7 +65,8 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import FeaturePyramidNetwork
 
-from saliency_trust.io import save_torch, write_csv, write_json
+from saliency_trust.io import write_csv, write_json
+from saliency_trust.models.serialization import save_torch
 from saliency_trust.models.train import EarlyStopping, EpochCheckpoint, fit_epochs
 from saliency_trust.metrics.raters import pixel_span
 

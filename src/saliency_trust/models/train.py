@@ -16,6 +16,7 @@ removed once the model is written.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, asdict
 from pathlib import Path
@@ -29,7 +30,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
 
 from saliency_trust.data.canonical import CanonicalDataset
-from saliency_trust.io import save_torch, write_csv, write_json
+from saliency_trust.io import write_csv, write_json
+from saliency_trust.models.serialization import save_torch
 from saliency_trust.models.registry import build_model
 
 log = logging.getLogger(__name__)
@@ -57,13 +59,19 @@ class TrainSettings:
 
 
 def select_device(requested: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when visible, else CPU."""
+    """``auto`` picks CUDA when visible, else CPU; a requested ``cuda`` falls back to the CPU when no GPU is
+    visible (a GPU allocated by SLURM without a working driver, a login node, a laptop)."""
+    available = torch.cuda.is_available()
     if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested.startswith("cuda") and not torch.cuda.is_available():
+        device = torch.device("cuda" if available else "cpu")
+    elif requested.startswith("cuda") and not available:
         log.warning("device '%s' requested but no GPU is visible; using the CPU", requested)
-        return torch.device("cpu")
-    return torch.device(requested)
+        device = torch.device("cpu")
+    else:
+        device = torch.device(requested)
+    log.info("device %s (requested %s; CUDA available: %s; CUDA_VISIBLE_DEVICES=%s; torch threads %d)", device,
+             requested, available, os.environ.get("CUDA_VISIBLE_DEVICES", "unset"), torch.get_num_threads())
+    return device
 
 
 class EarlyStopping:

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from saliency_trust.io import save_torch, write_csv, write_json
+from saliency_trust.io import write_csv, write_json
+from saliency_trust.models.serialization import save_torch
 from saliency_trust.models.train import EarlyStopping, EpochCheckpoint, fit_epochs
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,281 @@
+"""Execution settings of the rules (SPEC 10): resources, conda envs, HDF5 file locking.
+
+The rules are read from the workflow itself (Snakemake's API on the tiny config); the packages a
+rule's script needs are found by following its imports through the saliency_trust package.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import importlib.metadata
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, OutputSettings, Quietness, ResourceSettings
+
+from conftest import REPO, TINY, run_snakemake
+from saliency_trust.execution import HDF5_LOCKING_ENV, configure_hdf5_locking, export_package_path, gpu_request
+
+SRC = REPO / "src"
+GPU_RULES = {"train_model", "train_unet", "train_detector", "saliency_maps", "randomized_saliency", "unet_maps",
+             "detector_maps"}
+
+
+def load_rules(tmp_path: Path, config: dict | None = None) -> dict:
+    """name -> Rule of the workflow on the tiny config (optionally changed), as Snakemake parses it."""
+    configfile = tmp_path / "config.yaml"
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg.update(config or {})
+    configfile.write_text(yaml.safe_dump(cfg))
+    with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
+        workflow_api = api.workflow(
+            resource_settings=ResourceSettings(cores=1),
+            config_settings=ConfigSettings(configfiles=[configfile]),
+            snakefile=REPO / "Snakefile",
+            workdir=tmp_path,
+        )
+        return {rule.name: rule for rule in workflow_api._workflow.rules}
+
+
+@pytest.fixture(scope="module")
+def rules(tmp_path_factory):
+    return load_rules(tmp_path_factory.mktemp("rules"))
+
+
+def job_rules(rules: dict) -> dict:
+    """Rules that run a job (all but the target rule ``all``)."""
+    return {name: rule for name, rule in rules.items() if not rule.norun}
+
+
+def resource(rule, name: str):
+    res = rule.resources.get(name)
+    return None if res is None else getattr(res, "value", res)
+
+
+# -- resources ---------------------------------------------------------------------------------------
+def test_every_rule_declares_threads_memory_and_runtime(rules):
+    assert len(job_rules(rules)) >= 25
+    for name, rule in job_rules(rules).items():
+        assert isinstance(resource(rule, "mem_mb"), int) and resource(rule, "mem_mb") >= 1000, name
+        assert isinstance(resource(rule, "runtime"), int) and resource(rule, "runtime") >= 5, name
+    # threads are explicit in every rule block (use-rule blocks inherit theirs)
+    for smk in (REPO / "workflow/rules").glob("*.smk"):
+        for block in re.split(r"(?m)^(?=rule |use rule )", smk.read_text())[1:]:
+            if block.startswith("rule "):
+                assert "\n    threads:" in block, f"{smk.name}: {block.splitlines()[0]} has no threads"
+
+
+def test_gpu_rules_ask_for_one_gpu_and_none_when_pinned_to_the_cpu(rules, tmp_path):
+    asking = {name for name, rule in job_rules(rules).items() if resource(rule, "gpu")}
+    assert asking == GPU_RULES
+    assert all(resource(rules[name], "gpu") == 1 for name in GPU_RULES)
+    cpu = load_rules(tmp_path, {"training": {"device": "cpu", "threads": 3}, "saliency": {
+        "methods": ["GRAD"], "device": "cpu"}, "baselines": {"device": "cpu", "threads": 2}})
+    assert not any(resource(cpu[name], "gpu") for name in GPU_RULES)
+    # threads follow the config
+    assert resource(cpu["train_model"], "_cores") == 3 and resource(cpu["train_unet"], "_cores") == 2
+    assert gpu_request("auto") == gpu_request("cuda:1") == 1 and gpu_request("cpu") == 0
+    with pytest.raises(ValueError, match="device"):
+        gpu_request("")
+
+
+def test_profiles_are_valid_and_the_workstation_profile_caps_gpu_jobs():
+    default = yaml.safe_load((REPO / "workflow/profiles/default/config.yaml").read_text())
+    assert default["resources"] == {"gpu": 1} and default["cores"] == "all"
+    slurm = yaml.safe_load((REPO / "workflow/profiles/slurm/config.yaml").read_text())
+    assert slurm["executor"] == "slurm"
+    assert {"mem_mb", "runtime"} <= set(slurm["default-resources"])
+
+
+@pytest.mark.slow
+def test_workstation_profile_runs_one_gpu_job_at_a_time(tmp_path):
+    """The three training jobs (gpu=1 each) with 3 cores: the profile's gpu cap runs them one by one."""
+    targets = [f"results/tiny/models/{m}/model.pt" for m in ("simple_cnn-r1", "simple_cnn-r2", "tiny_resnet-r1")]
+    proc = run_snakemake(tmp_path, "--profile", str(REPO / "workflow/profiles/default"), "--cores", "3", *targets)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    spans = []
+    for model in ("simple_cnn-r1", "simple_cnn-r2", "tiny_resnet-r1"):
+        lines = (tmp_path / f"results/tiny/logs/train/{model}.log").read_text().splitlines()
+        stamps = [datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f") for line in lines if line[:4].isdigit()]
+        spans.append((min(stamps), max(stamps)))
+    spans.sort()
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), spans
+
+
+def test_profiles_name_only_real_rules(rules):
+    slurm = yaml.safe_load((REPO / "workflow/profiles/slurm/config.yaml").read_text())
+    assert set(slurm["set-resources"]) <= set(rules), set(slurm["set-resources"]) - set(rules)
+    assert set(slurm["set-resources"]) & GPU_RULES == GPU_RULES
+
+
+# -- conda envs --------------------------------------------------------------------------------------
+def module_file(name: str) -> Path | None:
+    """Source file of a saliency_trust module (package __init__ or module file)."""
+    path = SRC.joinpath(*name.split("."))
+    if path.is_dir():
+        return path / "__init__.py"
+    return path.with_suffix(".py") if path.with_suffix(".py").exists() else None
+
+
+def third_party_imports(script: Path) -> set[str]:
+    """Top-level names of the non-stdlib modules a script imports, following saliency_trust imports
+    (module level and inside functions) through the package."""
+    seen: set[Path] = set()
+    found: set[str] = set()
+    todo = [script]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top == "saliency_trust":
+                    for prefix in (name, name.rsplit(".", 1)[0]):
+                        file = module_file(prefix)
+                        if file is not None:
+                            todo.append(file)
+                            # a submodule import also runs the packages above it
+                            parts = prefix.split(".")
+                            todo += [f for f in (module_file(".".join(parts[:k])) for k in range(1, len(parts)))
+                                     if f is not None]
+                            break
+                elif top not in sys.stdlib_module_names and top != "__future__":
+                    found.add(top)
+    return found
+
+
+@functools.cache
+def _module_distributions() -> dict[str, list[str]]:
+    return importlib.metadata.packages_distributions()
+
+
+def distribution(module: str) -> str:
+    """Normalized distribution name that provides a top-level module (sklearn -> scikit-learn)."""
+    dists = _module_distributions().get(module)
+    assert dists, f"no installed distribution provides module '{module}'"
+    return normalize(dists[0])
+
+
+def normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def env_packages(env_file: Path) -> set[str]:
+    """Normalized names of the conda and pip packages an env file lists."""
+    env = yaml.safe_load(env_file.read_text())
+    names = set()
+    for dep in env["dependencies"]:
+        specs = dep["pip"] if isinstance(dep, dict) else [dep]
+        for spec in specs:
+            names.add(normalize(re.split(r"[=<>!~ \[]", spec.strip(), maxsplit=1)[0]))
+    return names
+
+
+def test_every_rule_names_an_env_that_lists_what_its_script_imports(rules):
+    envs_used = set()
+    for name, rule in job_rules(rules).items():
+        assert rule.conda_env, f"rule {name} names no conda env"
+        env_file = (Path(str(rule.basedir)) / rule.conda_env).resolve()
+        assert env_file.parent == REPO / "envs" and env_file.exists(), (name, env_file)
+        envs_used.add(env_file)
+        script = (Path(str(rule.basedir)) / rule.script).resolve()
+        needed = {distribution(m) for m in third_party_imports(script)}
+        listed = env_packages(env_file)
+        assert needed <= listed, f"rule {name}: {env_file.name} lacks {sorted(needed - listed)} ({script.name})"
+    assert envs_used == set((REPO / "envs").glob("*.yaml")), "an env file no rule uses"
+
+
+def test_envs_are_pinned_and_do_not_install_the_package_by_relative_path():
+    """Snakemake copies an env file to .snakemake/conda/ before creating it, so a relative pip path
+    (``-e ../``) would point into the working directory; jobs import the package from this checkout
+    (PYTHONPATH, set by common.smk) and the envs hold the third-party packages only."""
+    for env_file in (REPO / "envs").glob("*.yaml"):
+        env = yaml.safe_load(env_file.read_text())
+        for dep in env["dependencies"]:
+            for spec in dep["pip"] if isinstance(dep, dict) else [dep]:
+                assert re.fullmatch(r"[A-Za-z0-9_.\-]+(==|=)[0-9][0-9A-Za-z.+]*", spec.strip()), (env_file.name, spec)
+
+
+def test_jobs_in_another_interpreter_import_this_checkout(monkeypatch, tmp_path):
+    """What a conda env's python sees: no site-packages of ours, only PYTHONPATH as common.smk sets it."""
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    value = export_package_path(REPO)
+    assert value.split(os.pathsep) == [str(SRC), "/elsewhere"] and export_package_path(REPO) == value  # no duplicates
+    proc = subprocess.run([sys.executable, "-S", "-c", "import saliency_trust; print(saliency_trust.__file__)"],
+                          capture_output=True, text=True, env={"PYTHONPATH": value}, timeout=60)
+    assert proc.returncode == 0 and Path(proc.stdout.strip()) == SRC / "saliency_trust/__init__.py", proc.stderr
+    assert export_package_path(tmp_path) == value  # no src/ there: an installed package is used as it is
+
+
+def test_import_analysis_follows_the_package(tmp_path):
+    """The import walk sees through saliency_trust to the third-party modules (the test above relies on it)."""
+    script = tmp_path / "script.py"
+    script.write_text("from saliency_trust.models.train import select_device\nimport json\n")
+    found = third_party_imports(script)
+    assert {"torch", "numpy", "pandas", "sklearn"} <= found and "json" not in found
+    assert distribution("sklearn") == "scikit-learn" and distribution("skimage") == "scikit-image"
+
+
+# -- HDF5 file locking -------------------------------------------------------------------------------
+def _open_while_locked(tmp_path: Path, locking: str) -> subprocess.CompletedProcess:
+    """Open an HDF5 file for reading in a fresh process (HDF5_USE_FILE_LOCKING=locking) while another
+    process holds it open for writing."""
+    path = tmp_path / f"held-{locking}.h5"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import sys, time, h5py
+            f = h5py.File({str(path)!r}, "w"); f["x"] = [1, 2, 3]; f.flush()
+            print("open", flush=True); sys.stdin.read()
+        """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env={**_env_without_locking(), HDF5_LOCKING_ENV: "TRUE"})
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        return subprocess.run([sys.executable, "-c", f"import h5py; h5py.File({str(path)!r}, 'r').close()"],
+                              capture_output=True, text=True, env={**_env_without_locking(), HDF5_LOCKING_ENV: locking},
+                              timeout=60)
+    finally:
+        holder.communicate("", timeout=60)
+
+
+def _env_without_locking() -> dict:
+    return {k: v for k, v in os.environ.items() if k != HDF5_LOCKING_ENV}
+
+
+def test_hdf5_locking_values_take_effect(tmp_path):
+    """With locking, a file another process writes cannot be opened ("unable to lock file"); without
+    it, it can: the variable the config key sets is the one HDF5 obeys."""
+    locked = _open_while_locked(tmp_path, "TRUE")
+    assert locked.returncode != 0 and "lock" in locked.stderr.lower(), locked.stderr[-500:]
+    unlocked = _open_while_locked(tmp_path, "FALSE")
+    assert unlocked.returncode == 0, unlocked.stderr[-500:]
+
+
+def test_configure_hdf5_locking(monkeypatch):
+    monkeypatch.delenv(HDF5_LOCKING_ENV, raising=False)
+    assert configure_hdf5_locking("auto") is None
+    monkeypatch.setenv(HDF5_LOCKING_ENV, "FALSE")
+    assert configure_hdf5_locking("auto") == "FALSE"  # auto keeps what the environment says
+    assert configure_hdf5_locking(True) == "TRUE"
+    assert configure_hdf5_locking("false") == "FALSE"
+    assert configure_hdf5_locking("best-effort") == "BEST_EFFORT"
+    with pytest.raises(ValueError, match="hdf5_file_locking"):
+        configure_hdf5_locking("maybe")
+    with pytest.raises(ValueError, match="hdf5_file_locking"):
+        configure_hdf5_locking(1)
