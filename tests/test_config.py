@@ -94,7 +94,7 @@ def _tiny():
          "config: datasets.tiny.root: root is not used by source synthetic; remove it"),
         (lambda c: c["datasets"].update(real={"source": "siim"}), "config: datasets.real.root: required key is missing"),
         (lambda c: c.update(stats={"alpha": 1.5}), "config: stats.alpha = 1.5: must be a number < 1"),
-        (lambda c: c.update(unknown_key=1), "config: unknown key 'unknown_key'; allowed keys: baselines, datasets, "
+        (lambda c: c.update(unknown_key=1), "config: unknown key 'unknown_key'; allowed keys: baselines, datasets, hdf5_file_locking, "
                                             "metrics, models, plots, randomization, saliency, seed, stats, training"),
         (lambda c: c["randomization"].update(models="prim"),
          "config: randomization.models = 'prim': must be one of primary, first_replicates, all or a list of strings "
