@@ -34,8 +34,13 @@ TABLES = ["data/manifest.csv", "metrics/utility.csv", "metrics/randomization.csv
           "summary/pairwise.csv", "models/simple_cnn-r1/history.csv", "models/tiny_resnet-r1/history.csv",
           "baselines/unet-r1/history.csv"]
 # logs of the local rules (common.smk localrules), relative to results/tiny/logs
+LOCAL_RULES = {"utility_table", "randomization_table", "randomization_tests", "pass_fail", "plot_utility",
+               "plot_randomization", "plot_similarity", "plot_randomization_examples", "plot_examples",
+               "plot_training_curves", "constant_maps"}  # cross_dataset_summary: not in a one-dataset run
 LOCAL_LOGS = {"metrics/utility_table.log", "metrics/randomization_table.log", "stats/randomization_tests.log",
-              "stats/pass_fail.log", "plots/utility.log", "plots/randomization.log", "plots/similarity.log"}
+              "stats/pass_fail.log", "plots/utility.log", "plots/randomization.log", "plots/similarity.log",
+              "plots/randomization_examples.log", "plots/examples.log", "plots/training_curves.log",
+              "saliency/constant_maps.log"}
 
 
 @pytest.fixture(scope="module")
@@ -106,8 +111,7 @@ def test_jobs_ran_as_slurm_jobs_except_the_local_rules(slurm_run):
     logs = workdir / "results/tiny/logs"
     submitted = _submissions(output)
     assert sum(len(v) for v in submitted.values()) == len(list(logs.rglob("*.log"))) - len(LOCAL_LOGS)
-    assert not set(submitted) & {"utility_table", "randomization_table", "randomization_tests", "pass_fail",
-                                 "plot_utility", "plot_randomization", "plot_similarity"}
+    assert not set(submitted) & LOCAL_RULES
     for log in logs.rglob("*.log"):
         env_line = next(line for line in log.read_text().splitlines() if "job environment:" in line)
         local = str(log.relative_to(logs)) in LOCAL_LOGS
