@@ -277,3 +277,14 @@ def test_several_datasets_get_a_cross_dataset_summary(tmp_path):
     assert jobs["cross_dataset_summary"] == 1 and jobs["pass_fail"] == 2 and jobs["plot_examples"] == 2
     out = proc.stdout + proc.stderr
     assert "results/tiny2/summary/pass_fail.csv" in out and "results/summary/pass_fail.md" in out
+
+
+def test_the_base_install_can_build_the_report():
+    """`snakemake --report` needs pygments, which only the test tools brought in before: the package itself
+    must require it, or the README's report command fails on a fresh install of the first Quick start line."""
+    import importlib.metadata
+    import re
+
+    requires = importlib.metadata.requires("saliency-trust") or []
+    base = [r for r in requires if "extra ==" not in r]
+    assert any(re.match(r"pygments\b", r, re.I) for r in base), base
