@@ -140,17 +140,12 @@ def run_randomization_panel(images_path: str, trained: dict[str, str], randomize
                             max_steps_shown: int = 6, colormap: str = "inferno", dpi: int = DPI,
                             has_masks: bool = True) -> None:
     """Stage entry: the degradation panel of one seeded image of the randomized model's explained subset."""
-    import json
-
-    import h5py
-
     from saliency_trust.data.canonical import read_images
-    from saliency_trust.saliency.cache import read_cached_ids, read_maps_of
+    from saliency_trust.saliency.cache import read_cached_ids, read_maps_of, read_steps
 
     first = next(iter(randomized.values()))
     (image_id,) = choose_examples(read_cached_ids(first), 1, seed, f"{dataset}:randomization")
-    with h5py.File(first, "r") as h5:
-        steps = json.loads(h5.attrs["steps"])
+    steps = read_steps(first)
     images, masks = read_images(images_path, [image_id], label, with_masks=has_masks)
     trained_maps = {m: read_maps_of(p, [image_id])[0] for m, p in trained.items()}
     random_maps = {m: read_maps_of(p, [image_id])[:, 0] for m, p in randomized.items()}

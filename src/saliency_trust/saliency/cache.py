@@ -331,6 +331,12 @@ def read_cached_ids(path: str | Path) -> list[str]:
     return ids
 
 
+def read_steps(path: str | Path) -> list[str]:
+    """The blocks re-initialized at each step of a randomized-model cache file, without reading its maps."""
+    with h5py.File(path, "r") as h5:
+        return json.loads(h5.attrs["steps"])
+
+
 def read_maps_of(path: str | Path, image_ids: list[str]) -> np.ndarray:
     """Only the maps of ``image_ids`` (in that order): K x H x W, or S x K x H x W for a randomized-model file.
     A KeyError names an id the file lacks."""
