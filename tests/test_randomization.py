@@ -42,7 +42,7 @@ from saliency_trust.models.randomize import (
 )
 from saliency_trust.models.registry import build_model
 from saliency_trust.saliency.cache import load_or_compute_randomized, read_randomized_maps, write_maps
-from saliency_trust.stats.randomization import TEST_COLUMNS, below_threshold_test, randomization_tests
+from saliency_trust.stats.randomization import TEST_COLUMNS, degradation_test, randomization_tests
 
 TOL = 1e-5
 
@@ -499,43 +499,70 @@ def test_run_threshold_and_run_randomization_scores_from_cache_files(tmp_path):
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_below_threshold_test_equals_scipy_and_hand_computed_t(seed):
+def test_one_sample_degradation_test_equals_scipy_and_hand_computed_t(seed):
     rng = np.random.default_rng(seed)
     values = rng.normal(0.3, 0.1, size=8 + 5 * seed)
     thr = 0.32
-    t, p = below_threshold_test(values, thr)
+    res = degradation_test(values, thr, 0.1, 50, "one_sample")
     ref = stats.ttest_1samp(values, thr, alternative="less")
-    assert t == pytest.approx(ref.statistic, rel=1e-12)
-    assert p == pytest.approx(ref.pvalue, rel=1e-10)
+    assert res["statistic"] == pytest.approx(ref.statistic, rel=1e-12)
+    assert res["p_value"] == pytest.approx(ref.pvalue, rel=1e-10)
     n = len(values)
     t_hand = (values.mean() - thr) / (values.std(ddof=1) / math.sqrt(n))
-    assert t == pytest.approx(t_hand, rel=1e-12)
-    assert p == pytest.approx(stats.t.cdf(t_hand, df=n - 1), rel=1e-10)
+    assert res["statistic"] == pytest.approx(t_hand, rel=1e-12) and res["df"] == n - 1
+    assert res["p_value"] == pytest.approx(stats.t.cdf(t_hand, df=n - 1), rel=1e-10)
 
 
-def test_below_threshold_test_hand_computed_small_case():
+@pytest.mark.parametrize("seed", range(4))
+def test_welch_degradation_test_equals_scipy_two_sample_welch(seed):
+    """From the pairs' summary statistics, the test equals scipy's Welch test on the raw pair SSIMs."""
+    rng = np.random.default_rng(seed)
+    values = rng.normal(0.25, 0.05, size=10 + 3 * seed)
+    pairs = rng.normal(0.3, 0.2, size=50)
+    res = degradation_test(values, pairs.mean(), pairs.std(ddof=1), len(pairs), "welch")
+    ref = stats.ttest_ind(values, pairs, equal_var=False, alternative="less")
+    assert res["statistic"] == pytest.approx(ref.statistic, rel=1e-10)
+    assert res["p_value"] == pytest.approx(ref.pvalue, rel=1e-9)
+    assert res["df"] == pytest.approx(ref.df, rel=1e-10)
+    assert res["estimate"] == pytest.approx(values.mean() - pairs.mean())
+    # one-sided upper bound matches the decision: below the threshold iff the bound is below 0
+    assert (res["ci_high"] < 0) == (res["p_value"] < 0.05)
+
+
+def test_degradation_test_hand_computed_small_case():
     values = np.array([0.1, 0.2, 0.3])  # mean 0.2, sd 0.1, n 3
-    t, p = below_threshold_test(values, 0.5)
+    res = degradation_test(values, 0.5, 0.0, 50, "one_sample")
     t_hand = (0.2 - 0.5) / (0.1 / math.sqrt(3))  # -5.196...
-    assert t == pytest.approx(t_hand, rel=1e-12)
-    assert p == pytest.approx(stats.t.cdf(t_hand, df=2), rel=1e-10)
-    assert p < 0.05
-    # above the threshold: p close to 1
-    t2, p2 = below_threshold_test(values, 0.0)
-    assert t2 > 0 and p2 == pytest.approx(stats.t.cdf(0.2 / (0.1 / math.sqrt(3)), df=2), rel=1e-10)
+    assert res["statistic"] == pytest.approx(t_hand, rel=1e-12)
+    assert res["p_value"] == pytest.approx(stats.t.cdf(t_hand, df=2), rel=1e-10)
+    assert res["p_value"] < 0.05
+    # Welch with a threshold of sd 0.3 over 4 pairs: se = sqrt(0.01/3 + 0.09/4)
+    w = degradation_test(values, 0.5, 0.3, 4, "welch")
+    se = math.sqrt(0.01 / 3 + 0.09 / 4)
+    assert w["se"] == pytest.approx(se) and w["statistic"] == pytest.approx(-0.3 / se)
+    df = se**4 / ((0.01 / 3) ** 2 / 2 + (0.09 / 4) ** 2 / 3)
+    assert w["df"] == pytest.approx(df) and w["p_value"] == pytest.approx(stats.t.cdf(-0.3 / se, df))
+    assert w["p_value"] > res["p_value"]  # the threshold's uncertainty weakens the evidence
 
 
-def test_below_threshold_test_zero_spread():
-    assert below_threshold_test(np.full(5, 0.2), 0.5) == (-np.inf, 0.0)
-    assert below_threshold_test(np.full(5, 0.8), 0.5) == (np.inf, 1.0)
-    t, p = below_threshold_test(np.full(5, 0.5), 0.5)  # exactly at the threshold: not below
-    assert t == 0.0 and p == 1.0
+def test_degradation_test_zero_spread():
+    below = degradation_test(np.full(5, 0.2), 0.5, 0.0, 50, "welch")
+    assert (below["statistic"], below["p_value"]) == (-np.inf, 0.0)
+    above = degradation_test(np.full(5, 0.8), 0.5, 0.0, 50, "one_sample")
+    assert (above["statistic"], above["p_value"]) == (np.inf, 1.0)
+    at = degradation_test(np.full(5, 0.5), 0.5, 0.0, 50, "one_sample")  # exactly at the threshold: not below
+    assert at["statistic"] == 0.0 and at["p_value"] == 1.0
+    # a control map (SSIM 1 everywhere) against a spread-out threshold: Welch still has a standard error
+    control = degradation_test(np.ones(16), 0.3, 0.1, 50, "welch")
+    assert control["se"] > 0 and control["p_value"] > 0.999
 
 
 @pytest.mark.parametrize("values", [[], [0.3]])
-def test_below_threshold_test_needs_two_values(values):
+def test_degradation_test_needs_two_values(values):
     with pytest.raises(ValueError, match="at least 2"):
-        below_threshold_test(np.array(values), 0.5)
+        degradation_test(np.array(values), 0.5, 0.1, 50)
+    with pytest.raises(ValueError, match="randomization.test"):
+        degradation_test(np.array([0.1, 0.2]), 0.5, 0.1, 50, "z")
 
 
 def _scores_table(rng) -> pd.DataFrame:
@@ -557,7 +584,7 @@ def test_randomization_tests_table():
                                ("resnet", "gradcam", 100, 0.6, 0.1), ("resnet", "ig", 100, 0.2, 0.1)],
                               columns=THRESHOLD_COLUMNS)
     alpha = 0.05
-    table = randomization_tests(scores, thresholds, alpha)
+    table = randomization_tests(scores, thresholds, alpha, test="one_sample")
     assert list(table.columns) == TEST_COLUMNS
     assert len(table) == 2 * 2 * 3  # one row per (model, method, step)
     assert not table.duplicated(["model", "method", "mode", "step"]).any()
@@ -587,6 +614,7 @@ def test_randomization_tests_alpha_decides_below():
                               columns=THRESHOLD_COLUMNS)
     strict = randomization_tests(scores, thresholds, alpha=1e-300)
     loose = randomization_tests(scores, thresholds, alpha=1.0)
+    assert (strict["test"] == "welch").all()  # the default
     assert (strict["below"] == (strict["p_value"] < 1e-300)).all()
     assert (loose["below"] == (loose["p_value"] < 1.0)).all()
     assert loose["below"].sum() >= strict["below"].sum()

@@ -17,6 +17,7 @@ from saliency_trust.stats.mixed import (
     tukey_pairwise,
 )
 from saliency_trust.stats.pass_fail import (
+    StatsOptions,
     AVG,
     PASS_FAIL_COLUMNS,
     pass_fail_markdown,
@@ -400,8 +401,10 @@ def test_above_constant_is_a_one_sided_t_on_the_model_df():
     assert t.loc["b", "estimate"] == pytest.approx(0.005)
     assert t.loc["b", "p_value"] == pytest.approx(st.t.sf(0.5, 50))  # t = 0.005 / 0.01
     assert t.loc["a", "p_value"] == pytest.approx(st.t.sf(20.0, 50))
-    half = st.t.ppf(0.975, 50) * 0.01
-    assert t.loc["c", "ci_low"] == pytest.approx(-0.2 - half) and t.loc["c", "ci_high"] == pytest.approx(-0.2 + half)
+    # the interval is the one-sided bound that matches the one-sided decision
+    lower = st.t.ppf(0.95, 50) * 0.01
+    assert t.loc["c", "ci_low"] == pytest.approx(-0.2 - lower) and t.loc["c", "ci_high"] == np.inf
+    assert ((t["ci_low"] > 0) == (t["verdict"] == "PASS")).all()
 
 
 def test_not_worse_rule_fails_only_significantly_worse_methods():
@@ -448,8 +451,13 @@ def test_similarity_verdicts_against_low_and_high():
     assert t.loc[("stable", "LOW"), "estimate"] == pytest.approx(raw[raw.method == "stable"].value.mean() - 0.5,
                                                                 abs=1e-6)
     assert set(table["models"]) == {"a-r1~a-r2"} and (table["metric"] == "ssim").all()
+    # the paper's design: one reproducibility pair (first primary replicate with the other architecture)
     repro, _ = similarity_verdicts(sim, "reproducibility", ["stable", "coin"], "UNET", 0.05, ["a-r1", "a-r2"])
-    assert set(repro["models"]) == {"a-r1~b-r1;a-r2~b-r1"}
+    assert set(repro["models"]) == {"a-r1~b-r1"}
+    pooled, _ = similarity_verdicts(sim, "reproducibility", ["stable", "coin"], "UNET", 0.05, ["a-r1", "a-r2"],
+                                    options=StatsOptions(pooling="image_means"))
+    assert set(pooled["models"]) == {"a-r1~b-r1;a-r2~b-r1"}
+    assert (pooled["n_images"] == 25).all()  # per-image means: each image counted once
     with pytest.raises(ValueError, match="missing"):
         similarity_verdicts(sim, "repeatability", ["stable", "missing"], None, 0.05, ["a-r1", "a-r2"])
 
@@ -460,13 +468,17 @@ def test_randomization_verdicts_use_the_last_cascading_step():
     tests = pd.DataFrame({
         "model": "m", "method": ["G", "G", "H", "H", "G"], "mode": ["cascading"] * 4 + ["independent"],
         "step": [1, 2, 1, 2, 9], "block": ["fc", "b1", "fc", "b1", "x"], "n_images": 16,
-        "mean_ssim": [0.5, 0.1, 0.2, 0.45], "sd": 0.04, "threshold": [0.3, 0.3, 0.4, 0.4, 0.3],
-        "statistic": 0.0, "p_value": [0.9, 1e-6, 0.01, 0.99, 0.0], "below": False,
-    } | {"mean_ssim": [0.5, 0.1, 0.2, 0.45, 0.0]})
+        "mean_ssim": [0.5, 0.1, 0.2, 0.45, 0.0], "sd": 0.04, "threshold": [0.3, 0.3, 0.4, 0.4, 0.3],
+        "threshold_sd": 0.1, "threshold_n": 50, "test": "welch", "estimate": [0.2, -0.2, -0.2, 0.05, -0.3],
+        "se": 0.02, "df": 60.0, "statistic": 0.0, "p_value": [0.9, 1e-6, 0.01, 0.99, 0.0],
+        "ci_high": [0.23, -0.17, -0.17, 0.08, -0.27], "mde": 0.057, "below": False,
+    })
     t = randomization_verdicts(tests, "m", ["G", "H"], 0.05).set_index("method")
     assert t.loc["G", "verdict"] == "PASS" and t.loc["G", "estimate"] == pytest.approx(-0.2)
     assert t.loc["H", "verdict"] == "FAIL" and t.loc["H", "estimate"] == pytest.approx(0.05)
-    assert t.loc["G", "se"] == pytest.approx(0.01) and (t["baseline"] == "threshold").all()
+    assert t.loc["G", "se"] == pytest.approx(0.02) and (t["baseline"] == "threshold").all()
+    assert t.loc["G", "ci_low"] == -np.inf and t.loc["G", "ci_high"] == pytest.approx(-0.17)
+    assert t.loc["G", "test"].startswith("Welch") and t.loc["G", "df"] == 60.0
     with pytest.raises(ValueError, match="Q"):
         randomization_verdicts(tests, "m", ["Q"], 0.05)
 
@@ -554,7 +566,7 @@ def _table2_rows():
         "method": ["G_1", "G_1", "H"], "criterion": ["utility", "randomization", "utility"],
         "baseline": ["AVG", "threshold", "AVG"], "estimate": [0.2, -0.3, -0.01], "p_value": [0.001, 0.0001, 0.9],
         "verdict": ["PASS", "PASS", "FAIL"], "se": 0.01, "ci_low": -0.1, "ci_high": 0.1, "metric": "pr_auc",
-        "models": "x", "n_images": 3, "converged": True,
+        "models": "x", "n_images": 40, "converged": True,
     })
 
 

@@ -125,3 +125,18 @@ def question_tables(config: dict) -> list[str]:
     if model_pairs(model_names(config)):
         names.append("similarity_vs_baselines")
     return names
+
+
+def stats_options(config: dict) -> dict:
+    """The design and test options of the PASS/FAIL statistics (``StatsOptions``), with the settings the table
+    notes must name: how the SSIM maps were made and how the randomized models were initialized."""
+    stats = config["stats"]
+    return {
+        "pooling": stats["pooling"],
+        "low_test": stats["low_test"],
+        "trained_vs_random_adjust": stats["trained_vs_random_adjust"],
+        "small_n": stats["small_n"],
+        "similarity_maps": config["metrics"]["similarity_maps"],
+        "ssim_data_range": config["metrics"]["ssim_data_range"],
+        "randomization_init": config["randomization"]["init"],
+    }

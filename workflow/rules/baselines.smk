@@ -1,5 +1,5 @@
 rule train_unet:
-    """High baseline: one U-Net replicate trained on the target label's masks (SPEC 4)."""
+    """High baseline: one U-Net replicate trained on the target label's masks (Arun et al., methods "U-Net")."""
     input:
         unpack(dataset_files),
     output:
@@ -8,7 +8,8 @@ rule train_unet:
         metrics="results/{dataset}/baselines/unet-r{replicate}/metrics.json",
     params:
         target_label=lambda wildcards: config["datasets"][wildcards.dataset]["target_label"],
-        settings=config["baselines"]["unet"],
+        # the map format (output) is the maps rule's: changing it does not retrain
+        settings={k: v for k, v in config["baselines"]["unet"].items() if k != "output"},
         seed=lambda wildcards: model_seed(config, wildcards.dataset, f"unet-r{wildcards.replicate}"),
         device=config["baselines"]["device"],
     threads: config["baselines"]["threads"]
@@ -26,7 +27,8 @@ rule train_unet:
 
 
 rule unet_maps:
-    """U-Net heat maps of the positive test images, in the saliency cache format."""
+    """U-Net heat maps of the positive test images (sigmoid, or the paper's uint8 image), in the saliency cache
+    format."""
     input:
         unpack(dataset_files),
         model="results/{dataset}/baselines/unet-r{replicate}/model.pt",
@@ -34,6 +36,7 @@ rule unet_maps:
         "results/{dataset}/saliency/baselines/UNET-r{replicate}.h5",
     params:
         target_label=lambda wildcards: config["datasets"][wildcards.dataset]["target_label"],
+        output=config["baselines"]["unet"]["output"],
         device=config["baselines"]["device"],
     threads: config["baselines"]["threads"]
     log:

@@ -41,6 +41,8 @@ rule pass_fail:
         high=HIGH_REPLICATES[0].split("-r")[0] if HIGH_REPLICATES else None,
         rules=config["stats"]["rules"],
         questions=QUESTION_TABLES,
+        controls=CONTROLS,
+        options=stats_options(config),
     threads: 1
     log:
         "results/{dataset}/logs/stats/pass_fail.log",
@@ -66,6 +68,7 @@ rule randomization_tests:
         ),
     params:
         alpha=config["stats"]["alpha"],
+        test=config["randomization"]["test"],
     threads: 1
     log:
         "results/{dataset}/logs/stats/randomization_tests.log",

@@ -22,4 +22,6 @@ run_pass_fail(
     rules=snakemake.params.rules,
     question_paths={name: snakemake.output[name] for name in snakemake.params.questions},
     dataset=snakemake.wildcards.dataset,
+    controls=snakemake.params.controls,
+    options=snakemake.params.options,
 )

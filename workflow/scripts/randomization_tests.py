@@ -8,4 +8,5 @@ run_randomization_tests(
     snakemake.input.thresholds,
     alpha=snakemake.params.alpha,
     out_path=snakemake.output[0],
+    test=snakemake.params.test,
 )

@@ -8,6 +8,7 @@ run_unet_map(
     snakemake.input.images,
     snakemake.input.model,
     target_label=snakemake.params.target_label,
+    output=snakemake.params.output,
     device=snakemake.params.device,
     threads=snakemake.threads,
     out_path=snakemake.output[0],

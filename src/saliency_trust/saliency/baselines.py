@@ -8,8 +8,9 @@ saliency maps:
   ground-truth masks over the training and validation images (the same map for
   every test image);
 - ``UNET-r{k}``: the high baseline, replicate k of the U-Net
-  (:mod:`saliency_trust.models.unet`): map = sigmoid of the per-pixel logit,
-  raw = the logit.
+  (:mod:`saliency_trust.models.unet`): map = sigmoid of the per-pixel logit
+  (``output: probability``) or the paper's final image, round(255 x sigmoid) / 255
+  (``output: uint8``); raw = the logit.
 """
 
 from __future__ import annotations
@@ -39,12 +40,12 @@ def run_avg_map(manifest_path, images_path, target_label: str | None, out_path) 
 
 
 def run_unet_map(manifest_path, images_path, model_path, target_label: str | None, device: str, threads: int,
-                 out_path) -> None:
-    """Stage entry: U-Net heat maps (sigmoid) of every positive test image."""
+                 out_path, output: str = "uint8") -> None:
+    """Stage entry: U-Net heat maps (``output``: uint8 or probability) of every positive test image."""
     from saliency_trust.data.canonical import load_dataset
     from saliency_trust.io import sha256_file
     from saliency_trust.models.train import select_device
-    from saliency_trust.models.unet import load_unet, predict_masks
+    from saliency_trust.models.unet import load_unet, logits_to_map, predict_masks
     from saliency_trust.saliency.cache import write_maps
 
     torch.set_num_threads(max(int(threads), 1))
@@ -54,6 +55,5 @@ def run_unet_map(manifest_path, images_path, model_path, target_label: str | Non
     ids, images = explained_images(data, label)
     payload = torch.load(model_path, map_location="cpu", weights_only=True)
     logits = predict_masks(load_unet(model_path, dev), images, dev)
-    maps = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
-    write_maps(out_path, ids, maps.astype(np.float32), logits[:, None], "UNET", payload["settings"],
-               sha256_file(model_path), {"label": label, "output": "probability"})
+    write_maps(out_path, ids, logits_to_map(logits, output), logits[:, None], "UNET", payload["settings"],
+               sha256_file(model_path), {"label": label, "output": output})

@@ -3,7 +3,10 @@
 Arun et al. visualised maps with the PAIR ``saliency`` package's
 ``VisualizeImageGrayscale``: sum of absolute values over channels, then
 ``(m - min) / (p99 - min)`` clipped to [0, 1]. XRAI maps are min-max scaled.
-A constant map (for example an all-zero Grad-CAM) becomes all zeros.
+Only a truly constant map (for example an all-zero Grad-CAM) becomes all zeros.
+A map with fewer than 1 % non-minimal pixels has its 99th percentile equal to
+its minimum; it is scaled by its maximum instead, so it keeps its few salient
+pixels (zeroing it would make two such maps look identical, SSIM 1).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ def abs_sum_percentile(raw: np.ndarray, percentile: float = 99.0) -> np.ndarray:
     flat = m.reshape(len(m), -1)
     vmax = np.percentile(flat, percentile, axis=1)
     vmin = flat.min(axis=1)
+    vmax = np.where(vmax > vmin, vmax, flat.max(axis=1))  # sparse map: scale by the maximum
     span = (vmax - vmin)[:, None, None]
     out = np.divide(m - vmin[:, None, None], span, out=np.zeros_like(m), where=span > 0)
     return np.clip(out, 0.0, 1.0).astype(np.float32)

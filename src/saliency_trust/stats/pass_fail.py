@@ -1,31 +1,44 @@
-"""PASS/FAIL decisions and the summary tables (SPEC 7; Arun et al., Table 2 and Statistical analysis).
+"""PASS/FAIL decisions and the summary tables (Arun et al., Table 2 and "Statistical analysis").
 
-Decision rules (alpha from ``stats.alpha``, the rules from ``stats.rules``; defaults in brackets):
+Defaults are the paper's decisions; every deviation is a config option and the
+table notes name the rules that decided each column (``docs`` and README "How
+to read the PASS/FAIL table"). alpha is ``stats.alpha``; rules ``stats.rules``;
+the design and tests ``stats.pooling``, ``stats.low_test``,
+``stats.trained_vs_random_adjust`` and ``randomization.test``:
 
-- **Utility vs AVG** and **Utility vs high** [``better``]: a method PASSES when its mean
-  per-image utility is significantly higher than that of the baseline (one
-  mixed model of the methods and both baselines, Tukey-adjusted, two-sided);
-  ``not_worse`` passes unless it is significantly lower.
-- **Randomization**: PASS when the per-image SSIM between the fully randomized
-  model's map (last cascading step) and the trained map is significantly below
-  the degradation threshold (one-sided t-test, :mod:`saliency_trust.stats.randomization`).
-- **Repeatability / Reproducibility vs LOW** [``low_ssim: 0.5``]: PASS when the mean per-image SSIM
-  (mixed model of the methods and the high baseline pair, random intercept per
-  image) is significantly above the LOW value (one-sided t from the model, per method).
-- **Repeatability / Reproducibility vs high** [``not_worse``]: PASS unless the method is
-  significantly *worse* than the high baseline pair (Tukey-adjusted, two-sided);
-  ``better`` asks for significantly higher.
-- **Trained vs random utility** [``better``] (the paper's third question, its own table): the
-  utility of the trained model's maps against the fully randomized model's maps on the same
-  images, one mixed model of every method x weights group, Tukey-adjusted.
+- **Utility vs AVG / vs high** [``better``]: one linear mixed model of the
+  methods and both baselines, ``score ~ group + (1 | image)``, Tukey-adjusted
+  two-sided comparisons (lme4 + multcomp in the paper); PASS when significantly
+  higher. ``not_worse`` passes unless significantly lower.
+- **Randomization**: PASS when the fully randomized model's per-image SSIM to
+  the trained map is significantly below the degradation threshold; by default
+  a Welch two-sample test against the threshold pairs' SSIMs
+  (:mod:`saliency_trust.stats.randomization`).
+- **Repeatability / Reproducibility vs LOW** [``low_ssim: 0.5``]: PASS when the
+  mean per-image SSIM is significantly above 0.5: a one-sided one-sample t-test
+  per method on its own variance (``low_test: one_sample``), with the matching
+  one-sided lower confidence bound; ``mixed`` uses the pooled mixed model.
+- **Repeatability / Reproducibility vs high** [``better``]: PASS when the method
+  is significantly *better* than the U-Net / detector pair (the paper's Table 2:
+  RSNA XRAI repeatability PASSES because it exceeded RetinaNet); ``not_worse``
+  passes unless significantly worse.
+- **Trained vs random utility** [``better``]: one planned contrast per method
+  (trained - randomized model, same images) from one mixed model, Holm-adjusted
+  over the methods (``trained_vs_random_adjust: holm``); ``tukey`` adjusts over
+  every pair of the 2 x methods groups, which over-corrects planned contrasts.
 
-The "vs high" columns exist when a high baseline is configured; baselines
-themselves are not rows of the table.
+Which models enter is :mod:`saliency_trust.stats.design` (one model / one pair by
+default; per-image means over replicates when pooled). Control maps
+(model-independent, e.g. EDGE) are decided by separate fits so that they never
+change the methods' multiplicity family; they are rows marked as controls.
 
 The long table keeps the contract ``method, criterion, baseline, estimate,
-p_value, verdict`` (plus standard error, confidence interval, metric, the models
-pooled and the fit's convergence); the Markdown and LaTeX tables have the layout of the
-paper's Table 2 (rows = methods, one column per criterion/baseline).
+p_value, verdict`` plus the standard error, the confidence interval that
+matches the decision (one-sided where the test is), the test, the
+multiplicity adjustment, the degrees of freedom, the smallest effect
+detectable with 80 % power (``mde``), the models, the number of images and the
+fit's convergence. The Markdown, LaTeX and HTML tables have the layout of the
+paper's Table 2.
 """
 
 from __future__ import annotations
@@ -36,8 +49,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
+from statsmodels.stats.multitest import multipletests
 
+from saliency_trust.stats import design
 from saliency_trust.stats.mixed import GroupMeansFit, compare_to_reference, fit_group_means_lmm, tukey_pairwise
+from saliency_trust.stats.randomization import POWER, min_detectable_effect
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +61,14 @@ AVG = "AVG"
 PASS_FAIL_COLUMNS = [
     "method", "criterion", "baseline", "estimate", "p_value", "verdict",
     "se", "ci_low", "ci_high", "metric", "models", "n_images", "converged",
+    "test", "adjustment", "df", "mde", "control",
 ]
 LOW = "LOW"  # SSIM 0.5, the low baseline of repeatability and reproducibility
 LOW_SSIM = 0.5
 RANDOM = "random"  # baseline name of the fully randomized model's maps (trained vs random utility)
 THRESHOLD = "threshold"
 HIGH = "high"  # role of the high baseline (U-Net or detector) in the Table 2 columns
+LOW_POWER_MARK = "†"
 TABLE2_COLUMNS = {
     ("utility", AVG): "Utility vs AVG",
     ("utility", HIGH): "Utility vs high",
@@ -63,6 +81,8 @@ TABLE2_COLUMNS = {
 
 
 RULES = ("better", "not_worse")
+LOW_TESTS = ("one_sample", "mixed")
+ADJUSTMENTS = ("holm", "tukey")
 
 
 @dataclass(frozen=True)
@@ -72,7 +92,7 @@ class DecisionRules:
     utility_vs_avg: str = "better"
     utility_vs_high: str = "better"
     trained_vs_random: str = "better"
-    similarity_vs_high: str = "not_worse"
+    similarity_vs_high: str = "better"
     low_ssim: float = LOW_SSIM
 
     def __post_init__(self):
@@ -87,6 +107,34 @@ class DecisionRules:
         return cls(**(rules or {}))
 
 
+@dataclass(frozen=True)
+class StatsOptions:
+    """The design and test choices (config ``stats`` and the settings the notes must name).
+
+    ``pooling``, ``low_test``, ``trained_vs_random_adjust`` and ``small_n`` change the analysis; the
+    remaining fields only describe how the scores were made, for the table notes."""
+
+    pooling: str = "none"
+    low_test: str = "one_sample"
+    trained_vs_random_adjust: str = "holm"
+    small_n: int = 30
+    similarity_maps: str = "processed"
+    ssim_data_range: float = 1.0
+    randomization_init: str = "truncated_normal"
+
+    def __post_init__(self):
+        design._check(self.pooling)
+        if self.low_test not in LOW_TESTS:
+            raise ValueError(f"stats.low_test: '{self.low_test}' is not one of {list(LOW_TESTS)}")
+        if self.trained_vs_random_adjust not in ADJUSTMENTS:
+            raise ValueError(f"stats.trained_vs_random_adjust: '{self.trained_vs_random_adjust}' is not one of "
+                             f"{list(ADJUSTMENTS)}")
+
+    @classmethod
+    def from_config(cls, options: dict | None) -> "StatsOptions":
+        return cls(**(options or {}))
+
+
 def describe_rule(rule: str) -> str:
     return "PASS when significantly better" if rule == "better" else "PASS unless significantly worse"
 
@@ -94,6 +142,16 @@ def describe_rule(rule: str) -> str:
 def baseline_role(baseline: str) -> str:
     """Table 2 role of a baseline name: AVG, LOW, threshold, or high (U-Net / detector)."""
     return baseline if baseline in (AVG, LOW, THRESHOLD) else HIGH
+
+
+def _verdict(estimate: float, significant: bool, rule: str) -> str:
+    if rule == "better":
+        passed = estimate > 0 and significant
+    elif rule == "not_worse":
+        passed = not (estimate < 0 and significant)
+    else:
+        raise ValueError(f"unknown decision rule '{rule}'")
+    return "PASS" if passed else "FAIL"
 
 
 def utility_groups(utility: pd.DataFrame, models: list[str], methods: list[str], metric: str,
@@ -121,36 +179,19 @@ def utility_groups(utility: pd.DataFrame, models: list[str], methods: list[str],
 
 def versus_baseline(fit: GroupMeansFit, reference: str, alpha: float, criterion: str, rule: str, metric: str,
                     models: list[str]) -> pd.DataFrame:
-    """PASS/FAIL rows of every group of ``fit`` against the group ``reference`` (Tukey-adjusted).
+    """PASS/FAIL rows of every group of ``fit`` against the group ``reference`` (Tukey-adjusted, two-sided).
 
     ``rule`` is ``better`` (PASS when significantly higher) or ``not_worse`` (PASS unless
     significantly lower).
     """
     comp = compare_to_reference(fit, reference, alpha)
-    significant = comp["p_adj"] < alpha
-    if rule == "better":
-        passed = (comp["estimate"] > 0) & significant
-    elif rule == "not_worse":
-        passed = ~((comp["estimate"] < 0) & significant)
-    else:
-        raise ValueError(f"unknown decision rule '{rule}'")
-    return pd.DataFrame(
-        {
-            "method": comp["group"],
-            "criterion": criterion,
-            "baseline": reference,
-            "estimate": comp["estimate"],
-            "p_value": comp["p_adj"],
-            "verdict": passed.map({True: "PASS", False: "FAIL"}),
-            "se": comp["se"],
-            "ci_low": comp["ci_low"],
-            "ci_high": comp["ci_high"],
-            "metric": metric,
-            "models": ";".join(models),
-            "n_images": fit.n_subjects,
-            "converged": fit.converged,
-        }
-    )[PASS_FAIL_COLUMNS]
+    k = len(fit.groups)
+    crit = float(scipy_stats.studentized_range.ppf(1 - alpha, k, fit.df)) / np.sqrt(2) if k > 1 else np.nan
+    rows = [(r.group, criterion, reference, r.estimate, r.p_adj, _verdict(r.estimate, r.p_adj < alpha, rule), r.se,
+             r.ci_low, r.ci_high, metric, ";".join(models), fit.n_subjects, fit.converged, "mixed model",
+             f"tukey ({k} groups)", fit.df, min_detectable_effect(r.se, fit.df, crit), False)
+            for r in comp.itertuples()]
+    return pd.DataFrame(rows, columns=PASS_FAIL_COLUMNS)
 
 
 def utility_vs_avg(fit: GroupMeansFit, alpha: float, metric: str, models: list[str],
@@ -159,12 +200,47 @@ def utility_vs_avg(fit: GroupMeansFit, alpha: float, metric: str, models: list[s
     return versus_baseline(fit, AVG, alpha, "utility", rule, metric, models)
 
 
+def holm_contrasts(fit: GroupMeansFit, contrasts: dict[str, tuple[str, str]], alpha: float) -> pd.DataFrame:
+    """Planned contrasts ``name: (group1, group2)`` of ``fit`` (estimate group1 - group2), two-sided t on the
+    fit's degrees of freedom, Holm-adjusted over the family (statsmodels ``multipletests``, as R's
+    ``p.adjust(method = "holm")``).
+
+    The intervals match the step-down decisions: the j-th smallest p-value's contrast gets the
+    (1 - alpha / (m - j + 1)) interval while hypotheses are rejected; from the first retained one on, every
+    interval uses that step's level, so an interval excludes 0 exactly when Holm rejects."""
+    names = list(contrasts)
+    m = len(names)
+    est, se = np.zeros(m), np.zeros(m)
+    for k, name in enumerate(names):
+        c = np.zeros(len(fit.groups))
+        g1, g2 = contrasts[name]
+        c[fit.groups.index(g1)], c[fit.groups.index(g2)] = 1.0, -1.0
+        est[k], se[k] = c @ fit.means, np.sqrt(max(c @ fit.cov @ c, 0.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(se > 0, est / np.where(se > 0, se, 1), np.sign(est) * np.inf)
+    p = np.where(np.isfinite(t), 2 * scipy_stats.t.sf(np.abs(t), fit.df), np.where(est != 0, 0.0, 1.0))
+    reject, p_adj, _, _ = multipletests(p, alpha=alpha, method="holm")
+    level = np.empty(m)
+    order = np.argsort(p, kind="stable")
+    stopped = None
+    for j, idx in enumerate(order):
+        step = alpha / (m - j)
+        if stopped is None and not reject[idx]:
+            stopped = step
+        level[idx] = step if stopped is None else stopped
+    half = scipy_stats.t.ppf(1 - level / 2, fit.df) * se
+    mde = [min_detectable_effect(s, fit.df, scipy_stats.t.ppf(1 - alpha / (2 * m), fit.df)) for s in se]
+    return pd.DataFrame({"contrast": names, "estimate": est, "se": se, "t": t, "p": p, "p_adj": p_adj,
+                         "reject": reject, "ci_low": est - half, "ci_high": est + half, "mde": mde})
+
+
 def trained_vs_random(utility: pd.DataFrame, model: str, methods: list[str], metric: str, alpha: float,
-                      rule: str = "better") -> tuple[pd.DataFrame, GroupMeansFit]:
+                      rule: str = "better", adjust: str = "holm") -> tuple[pd.DataFrame, GroupMeansFit]:
     """Utility of ``model``'s trained maps against its fully randomized maps, per method (Arun et al.'s
     third question). One mixed model of the groups ``{method}|trained`` and ``{method}|random`` on the
-    images explained at full randomization, random intercept per image; each method's contrast
-    trained - random is Tukey-adjusted over the whole family of pairwise comparisons."""
+    images explained at full randomization, random intercept per image; each method's planned contrast
+    trained - random, Holm-adjusted over the methods (``adjust="holm"``) or Tukey-adjusted over every pair
+    of groups (``adjust="tukey"``)."""
     sel = utility[(utility["metric"] == metric) & (utility["model"] == model) & utility["method"].isin(methods)]
     random = sel[sel["weights"] == "randomized"]
     if random.empty:
@@ -173,61 +249,104 @@ def trained_vs_random(utility: pd.DataFrame, model: str, methods: list[str], met
     absent = sorted(set(methods) - set(random["method"]) | set(methods) - set(trained["method"]))
     if absent:
         raise ValueError(f"utility table lacks trained or randomized rows of model {model} for method(s) {absent}")
+    if adjust not in ADJUSTMENTS:
+        raise ValueError(f"stats.trained_vs_random_adjust: '{adjust}' is not one of {list(ADJUSTMENTS)}")
     rows = pd.concat([trained.assign(group=trained["method"] + "|trained"),
                       random.assign(group=random["method"] + "|" + RANDOM)], ignore_index=True)
     groups = [f"{m}|{w}" for m in methods for w in ("trained", RANDOM)]
     fit = fit_group_means_lmm(rows, groups=groups)
-    pairs = tukey_pairwise(fit, alpha).set_index(["group1", "group2"])
     out = []
-    for m in methods:
-        r = pairs.loc[(f"{m}|trained", f"{m}|{RANDOM}")]
-        significant = r.p_adj < alpha
-        passed = (r.estimate > 0 and significant) if rule == "better" else not (r.estimate < 0 and significant)
-        out.append((m, "utility", RANDOM, r.estimate, r.p_adj, "PASS" if passed else "FAIL", r.se, r.ci_low,
-                    r.ci_high, metric, model, fit.n_subjects, fit.converged))
+    if adjust == "holm":
+        res = holm_contrasts(fit, {m: (f"{m}|trained", f"{m}|{RANDOM}") for m in methods}, alpha).set_index("contrast")
+        for m in methods:
+            r = res.loc[m]
+            out.append((m, "utility", RANDOM, r.estimate, r.p_adj, _verdict(r.estimate, bool(r.reject), rule), r.se,
+                        r.ci_low, r.ci_high, metric, model, fit.n_subjects, fit.converged, "mixed model",
+                        f"holm ({len(methods)} planned contrasts)", fit.df, r.mde, False))
+    else:
+        pairs = tukey_pairwise(fit, alpha).set_index(["group1", "group2"])
+        crit = float(scipy_stats.studentized_range.ppf(1 - alpha, len(groups), fit.df)) / np.sqrt(2)
+        for m in methods:
+            r = pairs.loc[(f"{m}|trained", f"{m}|{RANDOM}")]
+            out.append((m, "utility", RANDOM, r.estimate, r.p_adj, _verdict(r.estimate, r.p_adj < alpha, rule), r.se,
+                        r.ci_low, r.ci_high, metric, model, fit.n_subjects, fit.converged, "mixed model",
+                        f"tukey ({len(groups)} groups)", fit.df, min_detectable_effect(r.se, fit.df, crit), False))
     return pd.DataFrame(out, columns=PASS_FAIL_COLUMNS), fit
 
 
 def above_constant(fit: GroupMeansFit, groups: list[str], constant: float, alpha: float, criterion: str,
                    baseline: str, metric: str, models: list[str]) -> pd.DataFrame:
-    """PASS when a group's mean is significantly above ``constant``: one-sided t = (mean - c) / se on the
-    model's error degrees of freedom; the interval is the two-sided (1 - alpha) one."""
+    """``low_test: mixed``: PASS when a group's mean is significantly above ``constant``: one-sided
+    t = (mean - c) / se from the mixed model, on its error degrees of freedom; the interval is the matching
+    one-sided (1 - alpha) lower bound (upper bound +inf)."""
     rows = []
-    t_crit = float(scipy_stats.t.ppf(1 - alpha / 2, fit.df))
+    t_crit = float(scipy_stats.t.ppf(1 - alpha, fit.df))
     for g in groups:
         k = fit.groups.index(g)
         est = float(fit.means[k] - constant)
         se = float(np.sqrt(max(fit.cov[k, k], 0.0)))
         p = float(scipy_stats.t.sf(est / se, fit.df)) if se > 0 else (0.0 if est > 0 else 1.0)
-        rows.append((g, criterion, baseline, est, p, "PASS" if p < alpha else "FAIL", se, est - t_crit * se,
-                     est + t_crit * se, metric, ";".join(models), fit.n_subjects, fit.converged))
+        rows.append((g, criterion, baseline, est, p, "PASS" if p < alpha else "FAIL", se, est - t_crit * se, np.inf,
+                     metric, ";".join(models), fit.n_subjects, fit.converged, "mixed model, one-sided", "none",
+                     fit.df, min_detectable_effect(se, fit.df, t_crit), False))
     return pd.DataFrame(rows, columns=PASS_FAIL_COLUMNS)
+
+
+def above_constant_one_sample(rows: pd.DataFrame, groups: list[str], constant: float, alpha: float, criterion: str,
+                              baseline: str, metric: str, models: list[str]) -> pd.DataFrame:
+    """``low_test: one_sample`` (default): per group, a one-sided one-sample t-test of the per-image values
+    against ``constant`` (H1: mean > constant; scipy ``ttest_1samp``) on that group's own variance and
+    n - 1 degrees of freedom, with the matching one-sided lower confidence bound."""
+    out = []
+    for g in groups:
+        values = rows.loc[rows["group"] == g, "value"].to_numpy(dtype=float)
+        n = len(values)
+        if n < 2:
+            raise ValueError(f"{criterion} of {g}: a one-sample test needs at least 2 images, got {n}")
+        est, se, df = float(values.mean() - constant), float(values.std(ddof=1) / np.sqrt(n)), float(n - 1)
+        if se > 0:
+            p = float(scipy_stats.ttest_1samp(values, constant, alternative="greater").pvalue)
+        else:  # no spread: the sign decides, with certainty
+            p = 0.0 if est > 0 else 1.0
+        t_crit = float(scipy_stats.t.ppf(1 - alpha, df))
+        out.append((g, criterion, baseline, est, p, "PASS" if p < alpha else "FAIL", se, est - t_crit * se, np.inf,
+                    metric, ";".join(models), n, True, "one-sample t, one-sided", "none", df,
+                    min_detectable_effect(se, df, t_crit), False))
+    return pd.DataFrame(out, columns=PASS_FAIL_COLUMNS)
 
 
 def similarity_verdicts(similarity: pd.DataFrame, criterion: str, methods: list[str], high: str | None,
                         alpha: float, models: list[str], rules: DecisionRules = DecisionRules(),
-                        ) -> tuple[pd.DataFrame, GroupMeansFit]:
+                        options: StatsOptions = StatsOptions()) -> tuple[pd.DataFrame, GroupMeansFit]:
     """Repeatability or reproducibility vs LOW (SSIM ``rules.low_ssim``) and vs the high baseline pair, from
     per-image SSIM.
 
-    ``models`` restricts the model pairs (both models for repeatability, at least one for
-    reproducibility must be in it); the high baseline's rows are its replicate pair.
+    ``models`` are the primary architecture's replicates; the model pairs come from
+    :func:`saliency_trust.stats.design.similarity_pairs` (one pair, or all pairs averaged per image when
+    pooled); the high baseline's rows are its replicate pair.
     """
     sel = similarity[(similarity["criterion"] == criterion) & (similarity["metric"] == "ssim")]
     is_high = sel["method"] == high if high else pd.Series(False, index=sel.index)
-    in_a, in_b = sel["model_a"].isin(models), sel["model_b"].isin(models)
-    keep = (in_a & in_b) if criterion == "repeatability" else (in_a | in_b)
-    maps = sel[~is_high & keep & sel["method"].isin(methods)]
+    candidates = sel[~is_high & sel["method"].isin(methods)]
+    available = list(dict.fromkeys(zip(candidates["model_a"], candidates["model_b"])))
+    pairs = design.similarity_pairs(available, criterion, models, options.pooling)
+    chosen = pd.Series(list(zip(candidates["model_a"], candidates["model_b"])), index=candidates.index).isin(pairs)
+    maps = candidates[chosen]
     absent = sorted(set(methods) - set(maps["method"]))
     if absent:
-        raise ValueError(f"similarity table has no {criterion} SSIM rows for method(s) {absent} of models {models}")
+        raise ValueError(f"similarity table has no {criterion} SSIM rows for method(s) {absent} of model pairs "
+                         f"{pairs}")
     rows = pd.concat([maps, sel[is_high]], ignore_index=True).assign(group=lambda d: d["method"])
+    rows = design.image_means(rows)
     groups = [*methods, *([high] if high and is_high.any() else [])]
     fit = fit_group_means_lmm(rows, groups=groups)
-    pairs = sorted({f"{a}~{b}" for a, b in zip(maps["model_a"], maps["model_b"])})
-    table = above_constant(fit, methods, rules.low_ssim, alpha, criterion, LOW, "ssim", pairs)
+    pair_names = [f"{a}~{b}" for a, b in pairs]
+    if options.low_test == "one_sample":
+        table = above_constant_one_sample(rows, methods, rules.low_ssim, alpha, criterion, LOW, "ssim", pair_names)
+    else:
+        table = above_constant(fit, methods, rules.low_ssim, alpha, criterion, LOW, "ssim", pair_names)
     if len(groups) > len(methods):
-        vs_high = versus_baseline(fit, high, alpha, criterion, rules.similarity_vs_high, "ssim", pairs)
+        vs_high = versus_baseline(fit, high, alpha, criterion, rules.similarity_vs_high, "ssim", pair_names)
         table = pd.concat([table, vs_high], ignore_index=True)
     return table, fit
 
@@ -241,18 +360,23 @@ def randomization_verdicts(tests: pd.DataFrame, model: str, methods: list[str], 
         if m.empty:
             raise ValueError(f"no cascading randomization test for model {model}, method {method}")
         last = m.loc[m["step"].idxmax()]
-        est = float(last["mean_ssim"] - last["threshold"])
-        se = float(last["sd"] / np.sqrt(last["n_images"]))
-        half = float(scipy_stats.t.ppf(1 - alpha / 2, max(last["n_images"] - 1, 1))) * se
-        rows.append((method, "randomization", THRESHOLD, est, float(last["p_value"]),
-                     "PASS" if last["p_value"] < alpha else "FAIL", se, est - half, est + half, "ssim", model,
-                     int(last["n_images"]), True))
+        test = "Welch two-sample t, one-sided" if last["test"] == "welch" else "one-sample t, one-sided"
+        rows.append((method, "randomization", THRESHOLD, float(last["estimate"]), float(last["p_value"]),
+                     "PASS" if last["p_value"] < alpha else "FAIL", float(last["se"]), -np.inf,
+                     float(last["ci_high"]), "ssim", model, int(last["n_images"]), True, test, "none",
+                     float(last["df"]), float(last["mde"]), False))
     return pd.DataFrame(rows, columns=PASS_FAIL_COLUMNS)
 
 
-def _cell(row: pd.Series) -> str:
+def _cell(row: pd.Series, small_n: int = 30) -> str:
     p = "p<0.001" if row.p_value < 0.001 else f"p={row.p_value:.3f}"
-    return f"{row.verdict} ({row.estimate:+.3f}, {p})"
+    mark = LOW_POWER_MARK if row.verdict == "FAIL" and row.n_images < small_n else ""
+    return f"{row.verdict}{mark} ({row.estimate:+.3f}, {p})"
+
+
+def _row_label(table: pd.DataFrame, method: str) -> str:
+    is_control = "control" in table and bool(table.loc[table["method"] == method, "control"].any())
+    return f"{method} (control)" if is_control else method
 
 
 def _table2_columns(table: pd.DataFrame) -> list[tuple[str, str]]:
@@ -261,36 +385,81 @@ def _table2_columns(table: pd.DataFrame) -> list[tuple[str, str]]:
     return [key for key in TABLE2_COLUMNS if ((roles["criterion"] == key[0]) & (roles["role"] == key[1])).any()]
 
 
-def _table2_cells(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+def _table2_cells(table: pd.DataFrame, small_n: int = 30) -> tuple[list[str], list[list[str]]]:
     """Header and rows (method, one cell per column) of the Table 2 layout; ``n/a`` where a cell is missing."""
     roles = table.assign(role=table["baseline"].map(baseline_role))
     columns = _table2_columns(table)
     header = ["Method"] + [TABLE2_COLUMNS[key] for key in columns]
     rows = []
     for method in dict.fromkeys(table["method"]):
-        cells = [method]
+        cells = [_row_label(table, method)]
         for criterion, role in columns:
             hit = roles[(roles.method == method) & (roles.criterion == criterion) & (roles.role == role)]
-            cells.append(_cell(hit.iloc[0]) if len(hit) else "n/a")
+            cells.append(_cell(hit.iloc[0], small_n) if len(hit) else "n/a")
         rows.append(cells)
     return header, rows
 
 
-def table_notes(table: pd.DataFrame, alpha: float, rules: DecisionRules = DecisionRules()) -> list[str]:
-    """Sentences stating how each column of the table was decided."""
+def _first(table: pd.DataFrame, criterion: str, column: str, role: str | None = None):
+    if column not in table:
+        return None
+    sel = table[table["criterion"] == criterion]
+    if role is not None:
+        sel = sel[sel["baseline"].map(baseline_role) == role]
+    return sel[column].iloc[0] if len(sel) else None
+
+
+def table_notes(table: pd.DataFrame, alpha: float, rules: DecisionRules = DecisionRules(),
+                options: StatsOptions = StatsOptions(), design_note: str = "") -> list[str]:
+    """Sentences naming every rule that decided the table (generated from the rules and options in use)."""
     notes = [f"Cells: verdict (estimated difference to the baseline, p-value); alpha = {alpha}."]
-    utility = table[table["criterion"] == "utility"]
-    if len(utility):
-        notes.append(f"Utility: {utility['metric'].iloc[0]} per positive test image; models pooled: "
-                     f"{utility['models'].iloc[0]}; vs AVG: {describe_rule(rules.utility_vs_avg)}, vs high: "
-                     f"{describe_rule(rules.utility_vs_high)} (Tukey-adjusted).")
+    if design_note:
+        notes.append(design_note)
+    if (table["criterion"] == "utility").any():
+        adj = _first(table, "utility", "adjustment") or "tukey"
+        notes.append(f"Utility: {_first(table, 'utility', 'metric')} per positive test image; linear mixed model "
+                     f"score ~ group + (1 | image) of the methods and baselines, {adj}-adjusted two-sided comparisons "
+                     f"(Arun et al.); vs AVG: {describe_rule(rules.utility_vs_avg)} (stats.rules.utility_vs_avg), "
+                     f"vs high: {describe_rule(rules.utility_vs_high)} (stats.rules.utility_vs_high).")
     if (table["criterion"] == "randomization").any():
-        notes.append("Randomization: SSIM of the fully randomized model's map to the trained map minus the "
-                     "degradation threshold; PASS when significantly below (one-sided t-test).")
+        test = _first(table, "randomization", "test") or "Welch"
+        n = _first(table, "randomization", "n_images")
+        how = ("Welch two-sample t-test of the per-image SSIMs against the SSIMs of the threshold's random image "
+               "pairs, so the threshold's own uncertainty is carried (randomization.test: welch)"
+               if test.startswith("Welch") else
+               "one-sample t-test against the threshold taken as a known constant (randomization.test: one_sample; "
+               "ignores the threshold's uncertainty)")
+        notes.append(f"Randomization: SSIM of the fully randomized model's map (cascading, "
+                     f"{options.randomization_init} re-initialization) to the trained map minus the degradation "
+                     f"threshold (mean SSIM of random pairs of different images' trained maps); PASS when "
+                     f"significantly below: {how}, one-sided; n = {n} images.")
     if table["criterion"].isin(["repeatability", "reproducibility"]).any():
-        notes.append(f"Repeatability/Reproducibility: SSIM; vs LOW: mean minus {rules.low_ssim}, PASS when "
-                     f"significantly above (one-sided); vs high: difference to the high baseline pair, "
-                     f"{describe_rule(rules.similarity_vs_high)} (Tukey-adjusted).")
+        crit = "repeatability" if (table["criterion"] == "repeatability").any() else "reproducibility"
+        low_how = ("one-sided one-sample t-test per method on its own variance (stats.low_test: one_sample)"
+                   if options.low_test == "one_sample" else
+                   "one-sided t from the pooled mixed model (stats.low_test: mixed)")
+        maps = ("post-processed maps in [0, 1] (metrics.similarity_maps: processed)"
+                if options.similarity_maps == "processed" else
+                "raw signed maps, data range per pair (metrics.similarity_maps: raw)")
+        high_adj = _first(table, crit, "adjustment", HIGH) or (
+            "tukey" if (table.loc[table["criterion"] == crit, "baseline"].map(baseline_role) == HIGH).any() else None)
+        notes.append(f"Repeatability/Reproducibility: SSIM of {maps}, data range {options.ssim_data_range:g} "
+                     f"(the LOW cut-off depends on it); vs LOW: mean minus {rules.low_ssim} "
+                     f"(stats.rules.low_ssim), PASS when significantly above, {low_how}"
+                     + (f"; vs high: difference to the high baseline pair, {describe_rule(rules.similarity_vs_high)} "
+                        f"(stats.rules.similarity_vs_high; {high_adj}-adjusted)." if high_adj else "."))
+    low_power = table[(table["verdict"] == "FAIL") & (table["n_images"] < options.small_n)]
+    if len(low_power):
+        mde = low_power["mde"].dropna() if "mde" in low_power else pd.Series(dtype=float)
+        span = f" (smallest effect detectable with 80 % power: {mde.min():.3f}-{mde.max():.3f})" if len(mde) else ""
+        notes.append(f"{LOW_POWER_MARK} FAIL on fewer than {options.small_n} images (stats.small_n): power is low, "
+                     f"so the FAIL means the effect was not shown, not that it is absent{span}; see columns n_images "
+                     "and mde of pass_fail.csv.")
+    if "control" in table and table["control"].any():
+        controls = ", ".join(dict.fromkeys(table.loc[table["control"], "method"]))
+        notes.append(f"Rows marked (control) are model-independent control maps ({controls}; Adebayo et al. 2018): "
+                     "they must FAIL randomization and reach SSIM 1 in repeatability, showing the criteria at work; "
+                     "they are decided by fits of their own, outside the methods' multiplicity family.")
     if not table["converged"].all():
         notes.append("WARNING: a mixed model did not converge; see the 'converged' column of pass_fail.csv and "
                      "the log before trusting these verdicts.")
@@ -298,19 +467,21 @@ def table_notes(table: pd.DataFrame, alpha: float, rules: DecisionRules = Decisi
 
 
 def pass_fail_markdown(table: pd.DataFrame, model_aucs: pd.DataFrame, alpha: float,
-                       rules: DecisionRules = DecisionRules()) -> str:
+                       rules: DecisionRules = DecisionRules(), options: StatsOptions = StatsOptions(),
+                       design_note: str = "") -> str:
     """Table 2 layout in Markdown (the columns the table has), followed by the models' test AUCs."""
-    header, rows = _table2_cells(table)
+    header, rows = _table2_cells(table, options.small_n)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cells) + " |" for cells in rows]
     auc_lines = ["", "| Model | Val AUC | Test AUC |", "|---|---|---|"]
     auc_lines += [f"| {r.model} | {r.val_auc:.3f} | {r.test_auc:.3f} |" for r in model_aucs.itertuples()]
-    return "\n".join(lines + [""] + table_notes(table, alpha, rules) + auc_lines) + "\n"
+    notes = ["- " + n for n in table_notes(table, alpha, rules, options, design_note)]
+    return "\n".join(lines + [""] + notes + auc_lines) + "\n"
 
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                  "<": r"\textless{}", ">": r"\textgreater{}"}
+                  "<": r"\textless{}", ">": r"\textgreater{}", LOW_POWER_MARK: r"\textsuperscript{\dag}"}
 
 
 def latex_escape(text: str) -> str:
@@ -319,15 +490,16 @@ def latex_escape(text: str) -> str:
 
 
 def pass_fail_latex(table: pd.DataFrame, model_aucs: pd.DataFrame, alpha: float,
-                    rules: DecisionRules = DecisionRules(), caption: str = "") -> str:
+                    rules: DecisionRules = DecisionRules(), caption: str = "",
+                    options: StatsOptions = StatsOptions(), design_note: str = "") -> str:
     """Table 2 layout as a LaTeX ``table`` (booktabs), with the rules as a note and the models' AUCs."""
-    header, rows = _table2_cells(table)
+    header, rows = _table2_cells(table, options.small_n)
     spec = "l" + "c" * (len(header) - 1)
     out = [r"\begin{table}[ht]", r"\centering", r"\small", f"\\begin{{tabular}}{{{spec}}}", r"\toprule",
            " & ".join(latex_escape(h) for h in header) + r" \\", r"\midrule"]
     out += [" & ".join(latex_escape(c) for c in cells) + r" \\" for cells in rows]
     out += [r"\bottomrule", r"\end{tabular}"]
-    notes = table_notes(table, alpha, rules)
+    notes = table_notes(table, alpha, rules, options, design_note)
     aucs = "; ".join(f"{r.model}: {r.test_auc:.3f}" for r in model_aucs.itertuples())
     if aucs:
         notes.append(f"Test AUC: {aucs}.")
@@ -366,69 +538,103 @@ def _check_fit(fit: GroupMeansFit, what: str) -> None:
                  fit.residual_variance)
 
 
-def run_pass_fail(utility_path, model_metrics: dict[str, str], primary_models: list[str], methods: list[str],
-                  metric: str, alpha: float, csv_path, md_path, pairwise_path, tex_path=None, similarity_path=None,
-                  randomization_tests_path=None, randomized_model: str | None = None, high: str | None = None,
-                  rules: DecisionRules | dict | None = None, question_paths: dict[str, str] | None = None,
-                  dataset: str = "", html_path=None) -> None:
-    """Stage entry: the statistics of every criterion, the PASS/FAIL table (CSV, Markdown, LaTeX) of one
-    dataset and one table per question of Arun et al. (``question_paths``: utility_vs_avg, utility_vs_high,
-    utility_trained_vs_random, similarity_vs_baselines)."""
-    from saliency_trust.io import write_csv, write_text
+def decide(utility: pd.DataFrame, primary_models: list[str], methods: list[str], metric: str, alpha: float,
+           similarity: pd.DataFrame | None = None, tests: pd.DataFrame | None = None,
+           randomized_model: str | None = None, high: str | None = None, rules: DecisionRules = DecisionRules(),
+           options: StatsOptions = StatsOptions(), control: bool = False,
+           ) -> tuple[dict[str, pd.DataFrame], list[pd.DataFrame], pd.DataFrame, str]:
+    """Every verdict of ``methods``: (question tables, pairwise tables, Table 2 rows, design note).
 
-    rules = rules if isinstance(rules, DecisionRules) else DecisionRules.from_config(rules)
-    question_paths = question_paths or {}
-    utility = pd.read_csv(utility_path, dtype={"image_id": str})
-    fit = fit_group_means_lmm(utility_groups(utility, primary_models, methods, metric, high),
-                              groups=[AVG, *methods, *([high] if high else [])])
+    One family of fits per call: the methods and the controls are decided by separate calls."""
+    models = design.utility_models(primary_models, options.pooling)
+    rows = design.image_means(utility_groups(utility, models, methods, metric, high))
+    fit = fit_group_means_lmm(rows, groups=[AVG, *methods, *([high] if high else [])])
     _check_fit(fit, "utility")
-    questions = {"utility_vs_avg": utility_vs_avg(fit, alpha, metric, primary_models, rules.utility_vs_avg)}
+    questions = {"utility_vs_avg": utility_vs_avg(fit, alpha, metric, models, rules.utility_vs_avg)}
     if high:
         questions["utility_vs_high"] = versus_baseline(fit, high, alpha, "utility", rules.utility_vs_high, metric,
-                                                       primary_models)
-    pairwise_tables = [_pairwise_rows(fit, alpha, "utility", metric)]
+                                                       models)
+    pairwise = [_pairwise_rows(fit, alpha, "utility", metric)]
     if randomized_model and "weights" in utility and (utility["weights"] == "randomized").any():
         random_table, random_fit = trained_vs_random(utility, randomized_model, methods, metric, alpha,
-                                                     rules.trained_vs_random)
+                                                     rules.trained_vs_random, options.trained_vs_random_adjust)
         _check_fit(random_fit, "trained vs random utility")
         questions["utility_trained_vs_random"] = random_table
-        pairwise_tables.append(_pairwise_rows(random_fit, alpha, "utility_trained_vs_random", metric))
+        pairwise.append(_pairwise_rows(random_fit, alpha, "utility_trained_vs_random", metric))
     tables = [questions["utility_vs_avg"], *([questions["utility_vs_high"]] if high else [])]
-    if randomization_tests_path and randomized_model:
-        tests = pd.read_csv(randomization_tests_path)
+    if tests is not None and randomized_model:
         tables.append(randomization_verdicts(tests, randomized_model, methods, alpha))
-    similarity_tables = []
-    if similarity_path:
-        similarity = pd.read_csv(similarity_path, dtype={"image_id": str})
+    similarity_tables, pairs_used = [], {}
+    if similarity is not None:
         for criterion in ("repeatability", "reproducibility"):
             if not (similarity["criterion"] == criterion).any():
                 log.warning("no %s pairs (needs two replicates / two architectures); column left out", criterion)
                 continue
-            table, sim_fit = similarity_verdicts(similarity, criterion, methods, high, alpha, primary_models, rules)
+            table, sim_fit = similarity_verdicts(similarity, criterion, methods, high, alpha, primary_models, rules,
+                                                 options)
             _check_fit(sim_fit, criterion)
             similarity_tables.append(table)
-            pairwise_tables.append(_pairwise_rows(sim_fit, alpha, criterion, "ssim"))
+            pairs_used[criterion] = [tuple(p.split("~")) for p in table["models"].iloc[0].split(";")]
+            pairwise.append(_pairwise_rows(sim_fit, alpha, criterion, "ssim"))
     tables += similarity_tables
     if similarity_tables:
         questions["similarity_vs_baselines"] = pd.concat(similarity_tables, ignore_index=True)
+    questions = {name: q[q["method"].isin(methods)].assign(control=control).reset_index(drop=True)
+                 for name, q in questions.items()}
     table = pd.concat(tables, ignore_index=True)
-    table = table[table["method"].isin(methods)].reset_index(drop=True)  # baselines are not rows of Table 2
+    table = table[table["method"].isin(methods)].assign(control=control).reset_index(drop=True)
+    if control:
+        pairwise = [p.assign(criterion=p["criterion"] + " (controls)") for p in pairwise]
+    return questions, pairwise, table, design.describe(options.pooling, models, pairs_used)
+
+
+def run_pass_fail(utility_path, model_metrics: dict[str, str], primary_models: list[str], methods: list[str],
+                  metric: str, alpha: float, csv_path, md_path, pairwise_path, tex_path=None, similarity_path=None,
+                  randomization_tests_path=None, randomized_model: str | None = None, high: str | None = None,
+                  rules: DecisionRules | dict | None = None, question_paths: dict[str, str] | None = None,
+                  dataset: str = "", html_path=None, controls: list[str] | None = None,
+                  options: StatsOptions | dict | None = None) -> None:
+    """Stage entry: the statistics of every criterion, the PASS/FAIL table (CSV, Markdown, LaTeX, HTML) of one
+    dataset and one table per question of Arun et al. (``question_paths``: utility_vs_avg, utility_vs_high,
+    utility_trained_vs_random, similarity_vs_baselines). ``controls`` (a subset of ``methods``) are decided
+    by fits of their own and marked as controls."""
+    from saliency_trust.io import write_csv, write_text
+
+    rules = rules if isinstance(rules, DecisionRules) else DecisionRules.from_config(rules)
+    options = options if isinstance(options, StatsOptions) else StatsOptions.from_config(options)
+    question_paths = question_paths or {}
+    controls = [c for c in (controls or []) if c in methods]
+    studied = [m for m in methods if m not in controls]
+    utility = pd.read_csv(utility_path, dtype={"image_id": str})
+    similarity = pd.read_csv(similarity_path, dtype={"image_id": str}) if similarity_path else None
+    tests = pd.read_csv(randomization_tests_path) if randomization_tests_path else None
+    args = dict(similarity=similarity, tests=tests, randomized_model=randomized_model, high=high, rules=rules,
+                options=options)
+    questions, pairwise, table, design_note = decide(utility, primary_models, studied, metric, alpha, **args)
+    if controls:
+        c_questions, c_pairwise, c_table, _ = decide(utility, primary_models, controls, metric, alpha, **args,
+                                                     control=True)
+        questions = {name: pd.concat([q, c_questions[name]], ignore_index=True) if name in c_questions else q
+                     for name, q in questions.items()}
+        pairwise += c_pairwise
+        table = pd.concat([table, c_table], ignore_index=True)
     model_aucs = _model_aucs(model_metrics)
     unknown = set(question_paths) - set(questions)
     if unknown:
         raise ValueError(f"no data for the question table(s) {sorted(unknown)}: check the randomization, baselines "
                          "and models of the config")
-    questions = {name: q[q["method"].isin(methods)].reset_index(drop=True) for name, q in questions.items()}
     for name, path in question_paths.items():
         write_csv(questions[name], path)
     if html_path:
         write_text(pass_fail_html(table, model_aucs, alpha, rules, questions,
-                                  title=f"PASS/FAIL - {dataset}" if dataset else "PASS/FAIL"), html_path)
-    write_csv(pd.concat(pairwise_tables, ignore_index=True), pairwise_path)
-    write_text(pass_fail_markdown(table, model_aucs, alpha, rules), md_path)
+                                  title=f"PASS/FAIL - {dataset}" if dataset else "PASS/FAIL", options=options,
+                                  design_note=design_note), html_path)
+    write_csv(pd.concat(pairwise, ignore_index=True), pairwise_path)
+    write_text(pass_fail_markdown(table, model_aucs, alpha, rules, options, design_note), md_path)
     if tex_path:
         write_text(pass_fail_latex(table, model_aucs, alpha, rules,
-                                   caption=f"Saliency map trustworthiness on {dataset}." if dataset else ""), tex_path)
+                                   caption=f"Saliency map trustworthiness on {dataset}." if dataset else "",
+                                   options=options, design_note=design_note), tex_path)
     write_csv(table, csv_path)
 
 
@@ -480,7 +686,7 @@ QUESTION_TITLES = {
 
 def pass_fail_html(table: pd.DataFrame, model_aucs: pd.DataFrame, alpha: float,
                    rules: DecisionRules = DecisionRules(), questions: dict[str, pd.DataFrame] | None = None,
-                   title: str = "PASS/FAIL") -> str:
+                   title: str = "PASS/FAIL", options: StatsOptions = StatsOptions(), design_note: str = "") -> str:
     """A self-contained HTML page (no script, inline style) for the report: the Table 2 layout with coloured
     verdicts, how each column was decided, the models' AUCs, and one table per question of Arun et al."""
     from html import escape
@@ -489,7 +695,7 @@ def pass_fail_html(table: pd.DataFrame, model_aucs: pd.DataFrame, alpha: float,
         cls = "pass" if text.startswith("PASS") else "fail" if text.startswith("FAIL") else "na"
         return f'<td class="{cls}">{escape(text)}</td>'
 
-    header, rows = _table2_cells(table)
+    header, rows = _table2_cells(table, options.small_n)
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{escape(title)}</title>",
            "<style>body{font-family:sans-serif;font-size:14px;margin:1em}table{border-collapse:collapse;"
            "margin:0.5em 0 1.5em}th,td{border:1px solid #bbb;padding:3px 8px;text-align:center}"
@@ -498,7 +704,7 @@ def pass_fail_html(table: pd.DataFrame, model_aucs: pd.DataFrame, alpha: float,
            "<tr>" + "".join(f"<th>{escape(h)}</th>" for h in header) + "</tr>"]
     for cells in rows:
         out.append(f"<tr><td>{escape(cells[0])}</td>" + "".join(verdict_cell(c) for c in cells[1:]) + "</tr>")
-    out.append("</table><ul>" + "".join(f"<li>{escape(n)}</li>" for n in table_notes(table, alpha, rules))
+    out.append("</table><ul>" + "".join(f"<li>{escape(n)}</li>" for n in table_notes(table, alpha, rules, options, design_note))
                + "</ul>")
     out.append("<h3>Models</h3><table><tr><th>Model</th><th>Val AUC</th><th>Test AUC</th></tr>")
     out += [f"<tr><td>{escape(r.model)}</td><td>{r.val_auc:.3f}</td><td>{r.test_auc:.3f}</td></tr>"
@@ -506,7 +712,7 @@ def pass_fail_html(table: pd.DataFrame, model_aucs: pd.DataFrame, alpha: float,
     out.append("</table>")
     for name, q in (questions or {}).items():
         out.append(f"<h3>{escape(QUESTION_TITLES.get(name, name))}</h3><table><tr><th>Method</th><th>Criterion</th>"
-                   "<th>Baseline</th><th>Estimate</th><th>95% CI</th><th>p</th><th>Verdict</th></tr>")
+                   "<th>Baseline</th><th>Estimate</th><th>CI (as tested)</th><th>p</th><th>Verdict</th></tr>")
         for r in q.itertuples():
             p = "&lt;0.001" if r.p_value < 0.001 else f"{r.p_value:.3f}"
             out.append(f"<tr><td>{escape(str(r.method))}</td><td>{escape(r.criterion)}</td>"
