@@ -146,6 +146,21 @@ def test_postprocessing_matches_the_papers_visualisation():
     np.testing.assert_allclose(mm[0], [[0, 0.25], [0.5, 1.0]])
 
 
+def test_sparse_maps_are_not_zeroed_and_do_not_look_identical():
+    """Under 1 % non-minimal pixels: p99 equals the minimum. Such a map keeps its salient pixels (scaled by its
+    maximum); two different sparse maps must not both become all-zero (which would give SSIM 1)."""
+    from saliency_trust.metrics.similarity import ssim
+
+    a = np.zeros((1, 1, 20, 20), np.float32)
+    b = np.zeros((1, 1, 20, 20), np.float32)
+    a[0, 0, 2, 3], a[0, 0, 2, 4] = 4.0, 2.0  # 2 of 400 pixels (0.5 %)
+    b[0, 0, 15, 16] = 7.0
+    pa, pb = abs_sum_percentile(a), abs_sum_percentile(b)
+    assert pa[0, 2, 3] == 1.0 and pa[0, 2, 4] == 0.5 and pa.sum() == 1.5
+    assert pb[0, 15, 16] == 1.0 and pb.sum() == 1.0
+    assert ssim(pa, pb)[0] < 0.99
+
+
 def test_cache_round_trip_and_mismatch_detection(tmp_path):
     path = tmp_path / "IG.h5"
     maps = np.random.default_rng(0).random((3, 8, 8), dtype=np.float32)

@@ -20,6 +20,7 @@ from saliency_trust.saliency.methods import (
     ARUN_METHODS,
     METHODS,
     ExplainContext,
+    check_control,
     TargetOutput,
     UnsupportedModelError,
     lrp,
@@ -50,7 +51,8 @@ class Linear(nn.Module):
 
 
 def test_registry_has_every_method_of_spec_5():
-    assert set(ARUN_METHODS) | {"IXG", "LRP"} == set(METHODS)
+    assert set(ARUN_METHODS) | {"IXG", "LRP", "EDGE"} == set(METHODS)
+    assert [k for k, m in METHODS.items() if m.control] == ["EDGE"]
 
 
 def test_smoothgrad_on_a_linear_model_is_the_squared_weight():
@@ -230,3 +232,56 @@ def test_smoothgrad_refuses_mismatched_seeds():
     ctx = ExplainContext(TargetOutput(Linear()), "linear", noise_seeds=[1])
     with pytest.raises(ValueError, match="noise seeds"):
         smoothgrad(ctx, torch.rand(2, 1, 16, 16), 0, resolve_params("SG", {}))
+
+
+# ---------------------------------------------------------------- EDGE control (Adebayo et al. 2018)
+
+
+def test_edge_equals_skimage_sobel_on_a_hand_case():
+    """A vertical step 0 | 1: skimage's Sobel magnitude sqrt((h^2 + v^2) / 2) is 1/sqrt(2) on the two columns
+    beside the step and 0 elsewhere; EDGE's raw attribution is exactly that, its map the post-processed one."""
+    from skimage.filters import sobel
+
+    image = np.zeros((1, 6, 7), np.float32)
+    image[0, :, 4:] = 1
+    raw, maps = _run(build_model("simple_cnn", 1).eval(), "simple_cnn", image, "EDGE")
+    expected = np.zeros((6, 7))
+    expected[:, 3:5] = 1 / np.sqrt(2)
+    np.testing.assert_allclose(sobel(image[0].astype(np.float64)), expected, atol=1e-12)
+    np.testing.assert_allclose(raw[0, 0], expected, atol=1e-6)
+    np.testing.assert_array_equal(maps[0], (expected > 0).astype(np.float32))  # p99 = max: edges 1, rest 0
+    rng_image = _images(2, 24, seed=3)
+    raw, _ = _run(build_model("simple_cnn", 1).eval(), "simple_cnn", rng_image, "EDGE")
+    for k in range(2):
+        np.testing.assert_allclose(raw[k, 0], sobel(rng_image[k].astype(np.float64)), atol=1e-6)
+
+
+def test_edge_is_the_same_for_different_models_targets_and_a_randomized_model():
+    from saliency_trust.models.randomize import randomization_blocks, randomized_model
+
+    images = _images(3, 32, seed=5)
+    torch.manual_seed(0)
+    cnn, resnet = build_model("simple_cnn", 2).eval(), build_model("tiny_resnet", 2).eval()
+    raw_a, maps_a = _run(cnn, "simple_cnn", images, "EDGE", target=0)
+    raw_b, maps_b = _run(resnet, "tiny_resnet", images, "EDGE", target=1)
+    blocks = randomization_blocks("simple_cnn")
+    raw_c, maps_c = _run(randomized_model(cnn, "simple_cnn", blocks, 1, "default"), "simple_cnn", images, "EDGE")
+    for raw, maps in ((raw_b, maps_b), (raw_c, maps_c)):
+        np.testing.assert_array_equal(raw, raw_a)
+        np.testing.assert_array_equal(maps, maps_a)
+    assert maps_a.max() == 1 and maps_a.min() == 0
+
+
+def test_edge_on_constant_images_is_all_zero_not_nan():
+    images = np.stack([np.zeros((16, 16)), np.full((16, 16), 0.7), np.ones((16, 16))]).astype(np.float32)
+    raw, maps = _run(build_model("simple_cnn", 1).eval(), "simple_cnn", images, "EDGE")
+    assert np.isfinite(raw).all() and np.isfinite(maps).all()
+    assert not raw.any() and not maps.any()
+
+
+def test_controls_are_checked_against_the_registry():
+    assert check_control("EDGE").control
+    with pytest.raises(ValueError, match="saliency.controls: 'GRAD' is not a control"):
+        check_control("GRAD")
+    with pytest.raises(KeyError, match="saliency.controls: unknown saliency method 'SOBEL'"):
+        check_control("SOBEL")

@@ -374,3 +374,38 @@ def test_torch_path_used_on_gpus_equals_skimage_on_the_cpu():
     ours = _ssim_batch_torch(torch.from_numpy(a), torch.from_numpy(b), 1.0).numpy()
     ref = [structural_similarity(p, q, data_range=1.0) for p, q in zip(a, b)]
     np.testing.assert_allclose(ours, ref, atol=1e-10, rtol=0)
+
+
+# ---------------------------------------------------------------- raw maps (metrics.similarity_maps: raw)
+
+
+def test_ssim_with_one_data_range_per_pair_equals_skimage_per_pair():
+    from skimage.metrics import structural_similarity
+
+    from saliency_trust.metrics.similarity import pair_data_range, ssim
+
+    rng = np.random.default_rng(21)
+    x = rng.normal(0, 3, (5, 16, 16))
+    y = x + rng.normal(0, 1, (5, 16, 16))
+    ranges = pair_data_range(x, y)
+    ref = [structural_similarity(x[i], y[i], data_range=ranges[i]) for i in range(5)]
+    np.testing.assert_allclose(ssim(x, y, ranges), ref, rtol=1e-10)
+    assert ranges[0] == pytest.approx(max(x[0].max(), y[0].max()) - min(x[0].min(), y[0].min()))
+    with pytest.raises(ValueError, match="data ranges for 5 pairs"):
+        ssim(x, y, ranges[:3])
+
+
+def test_raw_comparison_keeps_signs_and_is_scale_free():
+    from saliency_trust.metrics.similarity import compare_maps, signed_raw
+
+    rng = np.random.default_rng(22)
+    raw = rng.normal(0, 1, (3, 2, 16, 16))
+    summed = signed_raw(raw)
+    np.testing.assert_allclose(summed, raw.sum(axis=1), atol=1e-5)  # no absolute values
+    # a map and its sign flip: identical after abs-post-processing, dissimilar as raw maps
+    assert compare_maps(summed, -summed, "raw").max() < 0.9
+    # raw SSIM does not depend on the attribution scale (each pair's own range); processed SSIM would
+    np.testing.assert_allclose(compare_maps(summed, summed + 0.1, "raw"),
+                               compare_maps(1000 * summed, 1000 * (summed + 0.1), "raw"), rtol=1e-6)
+    with pytest.raises(ValueError, match="metrics.similarity_maps"):
+        compare_maps(summed, summed, "abs")

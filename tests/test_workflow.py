@@ -33,7 +33,7 @@ def test_outputs_follow_the_contract(tiny_run):
                 assert {"params", "versions", "created", "target"} <= set(h5.attrs)
     utility = pd.read_csv(tiny_run / "metrics/utility.csv")
     assert list(utility.columns) == ["image_id", "model", "method", "weights", "metric", "value"]
-    assert set(utility.method) == {"GRAD", "IG", "GCAM", "AVG", "UNET", "RATER"}
+    assert set(utility.method) == {"GRAD", "IG", "GCAM", "EDGE", "AVG", "UNET", "RATER"}
     assert set(utility[utility.method == "RATER"].model) == {"human"}
     assert set(utility.metric) == {"pr_auc", "ap", "iou", "dice", "iou_box", "dice_box", "topk"}
     assert set(utility.weights) == {"trained", "randomized", "human"}
@@ -41,14 +41,16 @@ def test_outputs_follow_the_contract(tiny_run):
     assert utility.value.between(0, 1).all()
     # cascading randomization of the primary model: 5 blocks of simple_cnn, 4 images, SSIM per step
     randomization = pd.read_csv(tiny_run / "metrics/randomization.csv")
-    assert set(randomization.step) == {1, 2, 3, 4, 5} and set(randomization.method) == {"GRAD", "IG", "GCAM"}
-    assert len(randomization) == 5 * 4 * 3 and randomization.value.between(-1, 1).all()
+    assert set(randomization.step) == {1, 2, 3, 4, 5}
+    assert set(randomization.method) == {"GRAD", "IG", "GCAM", "EDGE"}
+    assert len(randomization) == 5 * 4 * 4 and randomization.value.between(-1, 1).all()
     with h5py.File(tiny_run / "saliency/simple_cnn-r1/randomized/cascading/GCAM.h5") as h5:
         assert h5["map"].shape == (5, 4, 32, 32) and json.loads(h5.attrs["steps"])[0] == "fc"
     thresholds = pd.read_csv(tiny_run / "metrics/randomization_threshold.csv")
-    assert len(thresholds) == 3 and (thresholds.n_pairs == 10).all()
+    assert len(thresholds) == 4 and (thresholds.n_pairs == 10).all()
     tests = pd.read_csv(tiny_run / "summary/randomization_tests.csv")
-    assert len(tests) == 5 * 3 and tests.p_value.between(0, 1).all()
+    assert len(tests) == 5 * 4 and tests.p_value.between(0, 1).all()
+    assert (tests.test == "welch").all() and {"threshold_sd", "df", "mde"} <= set(tests.columns)
     similarity = pd.read_csv(tiny_run / "metrics/similarity.csv")
     pairs = set(zip(similarity.criterion, similarity.model_a, similarity.model_b))
     assert pairs == {("repeatability", "simple_cnn-r1", "simple_cnn-r2"),
@@ -61,23 +63,24 @@ def test_outputs_follow_the_contract(tiny_run):
             assert h5["map"].shape[1:] == (32, 32) and 0 <= h5["map"][:].min() <= h5["map"][:].max() <= 1
     pass_fail = pd.read_csv(tiny_run / "summary/pass_fail.csv")
     assert list(pass_fail.columns[:6]) == ["method", "criterion", "baseline", "estimate", "p_value", "verdict"]
-    assert set(pass_fail.method) == {"GRAD", "IG", "GCAM"}
+    assert set(pass_fail.method) == {"GRAD", "IG", "GCAM", "EDGE"}
+    assert set(pass_fail[pass_fail.control].method) == {"EDGE"}
     assert set(pass_fail.verdict) <= {"PASS", "FAIL"}
     assert set(zip(pass_fail.criterion, pass_fail.baseline)) == {
         ("utility", "AVG"), ("utility", "UNET"), ("randomization", "threshold"), ("repeatability", "LOW"),
         ("repeatability", "UNET"), ("reproducibility", "LOW"), ("reproducibility", "UNET")}
-    assert len(pass_fail) == 7 * 3 and pass_fail.p_value.between(0, 1).all()
+    assert len(pass_fail) == 7 * 4 and pass_fail.p_value.between(0, 1).all()
     assert "Utility vs AVG" in (tiny_run / "summary/pass_fail.md").read_text()
     constant = pd.read_csv(tiny_run / "summary/constant_maps.csv")
     assert list(constant.columns) == ["file", "method", "step", "block", "image_id"]
-    assert set(constant.method) <= {"GRAD", "IG", "GCAM", "UNET"}
+    assert set(constant.method) <= {"GRAD", "IG", "GCAM", "EDGE", "UNET"}
     assert r"\begin{tabular}{lccccccc}" in (tiny_run / "summary/pass_fail.tex").read_text()
     assert "Repeatability vs high" in (tiny_run / "summary/pass_fail.html").read_text()
     # one table per question of Arun et al., each keeping the long contract
     for name, baselines in (("utility_vs_avg", {"AVG"}), ("utility_vs_high", {"UNET"}),
                             ("utility_trained_vs_random", {"random"}), ("similarity_vs_baselines", {"LOW", "UNET"})):
         q = pd.read_csv(tiny_run / f"summary/{name}.csv")
-        assert set(q.baseline) == baselines and set(q.method) == {"GRAD", "IG", "GCAM"}, name
+        assert set(q.baseline) == baselines and set(q.method) == {"GRAD", "IG", "GCAM", "EDGE"}, name
         assert list(q.columns[:6]) == list(pass_fail.columns[:6]) and q.p_value.between(0, 1).all(), name
     pairwise = pd.read_csv(tiny_run / "summary/pairwise.csv")
     assert set(pairwise.criterion) == {"utility", "utility_trained_vs_random", "repeatability", "reproducibility"}

@@ -1,6 +1,8 @@
 # Names derived from the validated config; the logic lives in saliency_trust.config.
 # Modules that import torch are imported inside the functions that need them: every cluster job parses
 # this workflow again (twice per SLURM job), and a parse without torch takes seconds less.
+import re
+
 from saliency_trust.config import (
     has_localization,
     model_entry,
@@ -11,15 +13,19 @@ from saliency_trust.config import (
     primary_models,
     question_tables,
     randomized_models,
+    stats_options,
 )
 from saliency_trust.execution import configure_hdf5_locking, export_package_path, gpu_request
+from saliency_trust.metrics.shortcut import confounder_of
 from saliency_trust.saliency.cache import package_versions
 
 configure_hdf5_locking(config["hdf5_file_locking"])  # HDF5_USE_FILE_LOCKING, inherited by every job
 export_package_path(workflow.basedir)  # jobs (conda envs, SLURM) import this checkout's saliency_trust
 DATASETS = list(config["datasets"])
 MODELS = model_names(config)
-METHODS = config["saliency"]["methods"]
+# control maps (Adebayo et al. 2018; model-independent, must FAIL randomization) run wherever the methods run
+CONTROLS = list(config["saliency"]["controls"])
+METHODS = config["saliency"]["methods"] + [c for c in CONTROLS if c not in config["saliency"]["methods"]]
 RANDOMIZED_MODELS = randomized_models(config)
 RANDOMIZATION_MODES = config["randomization"]["modes"]
 HIGH_BASELINE = config["baselines"]["high"]  # "unet", "detector" or "none"
@@ -32,6 +38,10 @@ HIGH_REPLICATES = (
 
 HIGH_MODEL_DIRS = [r.lower() for r in HIGH_REPLICATES]  # results/{dataset}/baselines/{unet-r1,...}
 LOCALIZED_DATASETS = [d for d, cfg in config["datasets"].items() if has_localization(cfg)]
+
+# a planted shortcut (synthetic.shortcut.enabled) or a configured confounder: the shortcut check runs there
+CONFOUNDED_DATASETS = [d for d, cfg in config["datasets"].items() if confounder_of(d, cfg) is not None]
+CONFOUNDED_REGEX = "|".join(re.escape(d) for d in CONFOUNDED_DATASETS) or "(?!)"  # matches no other dataset
 QUESTION_TABLES = question_tables(config)  # one table per question of Arun et al. (summary/{name}.csv)
 QUESTION_CATEGORIES = {
     "utility_vs_avg": "Localization utility",
@@ -70,7 +80,8 @@ wildcard_constraints:
 
 def final_outputs():
     """Every dataset's tables and figures; utility, PASS/FAIL and their figures only where a localization
-    ground truth exists; the cross-dataset summary when several datasets have one."""
+    ground truth exists; the shortcut check where a dataset has a known confounder; the cross-dataset summary
+    when several datasets have one."""
     outputs = []
     for dataset, cfg in config["datasets"].items():
         files = [
@@ -90,6 +101,8 @@ def final_outputs():
             files += ["summary/pass_fail.csv", "summary/pass_fail.md", "summary/pass_fail.tex",
                       "figures/utility.png", "metrics/utility.csv"]
             files += [f"summary/{name}.csv" for name in QUESTION_TABLES]
+        if dataset in CONFOUNDED_DATASETS:
+            files += ["summary/shortcut.csv", "summary/shortcut.md"]
         outputs += [f"results/{dataset}/{f}" for f in files]
     if len(LOCALIZED_DATASETS) > 1:
         outputs += ["results/summary/pass_fail.csv", "results/summary/pass_fail.md"]
@@ -139,6 +152,19 @@ def utility_table_inputs(wildcards):
     files.append(f"results/{d}/metrics/utility/baselines.csv")
     if config["metrics"]["human_reference"]:
         files.append(f"results/{d}/metrics/utility/human/RATER.csv")
+    return files
+
+
+def shortcut_inputs(wildcards):
+    """Dataset, every trained model, every trained map file and, where there is a ground truth, the utility table."""
+    d = wildcards.dataset
+    files = {
+        **dataset_files(wildcards),
+        "models": [f"results/{d}/models/{m}/model.pt" for m in MODELS],
+        "maps": [f"results/{d}/saliency/{m}/{me}.h5" for m in MODELS for me in METHODS],
+    }
+    if has_localization(config["datasets"][d]):
+        files["utility"] = f"results/{d}/metrics/utility.csv"
     return files
 
 

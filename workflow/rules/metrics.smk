@@ -81,6 +81,7 @@ rule randomization_scores:
     params:
         methods=METHODS,
         data_range=config["metrics"]["ssim_data_range"],
+        similarity_maps=config["metrics"]["similarity_maps"],
     threads: 1
     log:
         "results/{dataset}/logs/metrics/randomization/{model}_{mode}.log",
@@ -127,6 +128,7 @@ rule randomization_threshold:
         n_pairs=config["randomization"]["threshold_pairs"],
         seed=config["seed"],
         data_range=config["metrics"]["ssim_data_range"],
+        similarity_maps=config["metrics"]["similarity_maps"],
     threads: 1
     log:
         "results/{dataset}/logs/metrics/randomization_threshold.log",
@@ -150,6 +152,7 @@ rule similarity_scores:
         methods=[e[1] for e in similarity_entries()],
         pairs=similarity_pairs(),
         data_range=config["metrics"]["ssim_data_range"],
+        similarity_maps=config["metrics"]["similarity_maps"],
     threads: 1
     log:
         "results/{dataset}/logs/metrics/similarity.log",

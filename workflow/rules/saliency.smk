@@ -33,6 +33,7 @@ rule saliency_maps:
         amp=config["saliency"]["amp"],
         device=config["saliency"]["device"],
         seed=config["seed"],
+        control=lambda wildcards: wildcards.method in CONTROLS,
         versions=package_versions(),
     threads: config["saliency"]["threads"]
     log:
@@ -64,6 +65,7 @@ rule randomized_saliency:
         seed=config["seed"],
         init=config["randomization"]["init"],
         n_images=config["randomization"]["n_images"],
+        control=lambda wildcards: wildcards.method in CONTROLS,
         versions=package_versions(),
     threads: config["saliency"]["threads"]
     log:

@@ -11,4 +11,5 @@ run_randomization_scores(
     mode=snakemake.wildcards.mode,
     data_range=snakemake.params.data_range,
     out_path=snakemake.output[0],
+    similarity_maps=snakemake.params.similarity_maps,
 )

@@ -11,4 +11,5 @@ run_threshold(
     seed=snakemake.params.seed,
     data_range=snakemake.params.data_range,
     out_path=snakemake.output[0],
+    similarity_maps=snakemake.params.similarity_maps,
 )

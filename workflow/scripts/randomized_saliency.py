@@ -22,4 +22,5 @@ run_randomized_saliency(
     max_batch_inputs=snakemake.params.max_batch_inputs,
     amp=snakemake.params.amp,
     segments_path=snakemake.input.get("segments"),
+    control=snakemake.params.control,
 )

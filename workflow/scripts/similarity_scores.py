@@ -10,4 +10,5 @@ run_similarity(
     pairs=snakemake.params.pairs,
     data_range=snakemake.params.data_range,
     out_path=snakemake.output[0],
+    similarity_maps=snakemake.params.similarity_maps,
 )

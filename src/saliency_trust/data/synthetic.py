@@ -20,7 +20,9 @@ one or two lesions of random kinds. Multi-label mode has one label per lesion
 kind, each present independently. The optional *planted shortcut* draws a small
 bright marker in the top-left corner (outside the lungs) with a probability that
 depends on the label, so a classifier can cheat and the criteria can be checked
-on a case where the right answer is known.
+on a case where the right answer is known. ``generate_image(..., marker=True/False)``
+regenerates an image with the marker forced on or off and nothing else changed
+(the shortcut check's counterfactuals); ``marker_box`` records where it is.
 
 Simulated raters (``raters`` > 0, off by default) give the human reference of
 SPEC 6 ("each rater against the consensus of the others";
@@ -110,6 +112,7 @@ class SyntheticImage:
     shortcut_marker: bool
     lung_mask: np.ndarray  # H x W bool
     rater_boxes: list[tuple[str, str, int, int, int, int]] = field(default_factory=list)  # (rater, label, x, y, w, h)
+    marker_box: tuple[int, int, int, int] | None = None  # (x, y, width, height) of the drawn marker, else None
 
 
 def _smooth_noise(rng: np.random.Generator, size: int, sigma: float) -> np.ndarray:
@@ -184,8 +187,8 @@ def _lesion(rng: np.random.Generator, kind: str, lungs: np.ndarray, size: int) -
     return profile / max(profile.max(), 1e-12), mask
 
 
-def _draw_marker(img: np.ndarray, rng: np.random.Generator) -> None:
-    """A small bright 'R'-like marker in the top-left corner (outside the lungs)."""
+def _draw_marker(img: np.ndarray, rng: np.random.Generator) -> tuple[int, int, int, int]:
+    """A small bright 'R'-like marker in the top-left corner (outside the lungs); returns its box (x, y, w, h)."""
     size = img.shape[0]
     m = max(3, size // 12)
     y0, x0 = int(rng.integers(1, max(2, size // 16))), int(rng.integers(1, max(2, size // 16)))
@@ -197,6 +200,7 @@ def _draw_marker(img: np.ndarray, rng: np.random.Generator) -> None:
     idx = np.arange(m)
     patch[m // 2 + idx[: m - m // 2], np.minimum(m // 2 + idx[: m - m // 2], m - 1)] = 1
     img[y0 : y0 + m, x0 : x0 + m] = np.maximum(img[y0 : y0 + m, x0 : x0 + m], 0.95 * patch)
+    return x0, y0, m, m
 
 
 def _round_half_up(v: np.ndarray) -> np.ndarray:
@@ -238,8 +242,14 @@ def simulate_raters(boxes: list[tuple[str, int, int, int, int]], n_raters: int, 
     return out
 
 
-def generate_image(spec: SyntheticSpec, seed: int, index: int) -> SyntheticImage:
-    """Generate image ``index`` of the benchmark (independent of ``spec.n_images``)."""
+def generate_image(spec: SyntheticSpec, seed: int, index: int, marker: bool | None = None) -> SyntheticImage:
+    """Generate image ``index`` of the benchmark (independent of ``spec.n_images``).
+
+    ``marker`` True/False forces the shortcut marker on/off, whatever the label and the shortcut setting, and
+    changes nothing else (the counterfactual images of :mod:`saliency_trust.metrics.shortcut`): the marker is
+    the last random draw of an image, and a forced marker sits where the drawn one would (same stream).
+    None (default) draws it as configured.
+    """
     rng = np.random.default_rng([seed, index])
     size = spec.image_size
     img, lungs = _anatomy(rng, size)
@@ -263,15 +273,15 @@ def generate_image(spec: SyntheticSpec, seed: int, index: int) -> SyntheticImage
         boxes.append((labels_[li], int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)))
     img = img + spec.noise_std * rng.standard_normal((size, size))
     positive = bool(labels.any())
-    marker = False
+    drawn = False
     if spec.shortcut.enabled:
         p = spec.shortcut.p_positive if positive else spec.shortcut.p_negative
-        marker = bool(rng.random() < p)
-        if marker:
-            _draw_marker(img, rng)
+        drawn = bool(rng.random() < p)
+    drawn = drawn if marker is None else bool(marker)
+    marker_box = _draw_marker(img, rng) if drawn else None
     img = np.clip(img, 0.0, 1.0).astype(np.float32)
     raters = simulate_raters(boxes, spec.raters, spec.rater_jitter, size, seed, index) if spec.raters else []
-    return SyntheticImage(img, masks, labels, boxes, marker, lungs, raters)
+    return SyntheticImage(img, masks, labels, boxes, drawn, lungs, raters, marker_box)
 
 
 def generate_dataset(spec: SyntheticSpec, seed: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, pd.DataFrame]:

@@ -13,14 +13,15 @@ import numpy as np
 import pandas as pd
 
 from saliency_trust.io import stable_seed
-from saliency_trust.metrics.similarity import ssim
+from saliency_trust.metrics.similarity import SIMILARITY_MAPS, compare_maps, signed_raw
 
 RANDOMIZATION_COLUMNS = ["image_id", "model", "method", "mode", "step", "block", "metric", "value"]
 THRESHOLD_COLUMNS = ["model", "method", "n_pairs", "threshold", "sd"]
 
 
 def randomization_ssim(trained: dict[str, np.ndarray], image_ids: list[str], steps: list[str], step_maps: np.ndarray,
-                       model: str, method: str, mode: str, data_range: float = 1.0) -> pd.DataFrame:
+                       model: str, method: str, mode: str, data_range: float = 1.0,
+                       kind: str = "processed") -> pd.DataFrame:
     """Long table of SSIM(step map, trained map) for every image and step (steps numbered from 1)."""
     missing = [i for i in image_ids if i not in trained]
     if missing:
@@ -30,7 +31,8 @@ def randomization_ssim(trained: dict[str, np.ndarray], image_ids: list[str], ste
                          f"{len(image_ids)} images")
     ref = np.stack([trained[i] for i in image_ids])
     n_steps, n = len(steps), len(image_ids)
-    values = ssim(step_maps.reshape(n_steps * n, *ref.shape[1:]), np.tile(ref, (n_steps, 1, 1)), data_range)
+    values = compare_maps(step_maps.reshape(n_steps * n, *ref.shape[1:]), np.tile(ref, (n_steps, 1, 1)), kind,
+                          data_range)
     return pd.DataFrame({
         "image_id": np.tile(image_ids, n_steps),
         "model": model,
@@ -53,46 +55,62 @@ def random_pairs(n_images: int, n_pairs: int, seed: int) -> np.ndarray:
     return np.stack([first, second], axis=1)
 
 
-def degradation_threshold(maps: np.ndarray, n_pairs: int, seed: int, data_range: float = 1.0) -> tuple[float, float]:
+def degradation_threshold(maps: np.ndarray, n_pairs: int, seed: int, data_range: float = 1.0,
+                          kind: str = "processed") -> tuple[float, float]:
     """(mean, sd) SSIM over seeded random pairs of different images' maps (N x H x W)."""
     pairs = random_pairs(len(maps), n_pairs, seed)
-    values = ssim(maps[pairs[:, 0]], maps[pairs[:, 1]], data_range)
+    values = compare_maps(maps[pairs[:, 0]], maps[pairs[:, 1]], kind, data_range)
     return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
 def threshold_table(trained_maps: dict[tuple[str, str], np.ndarray], n_pairs: int, seed: int,
-                    data_range: float = 1.0) -> pd.DataFrame:
+                    data_range: float = 1.0, kind: str = "processed") -> pd.DataFrame:
     """Degradation threshold per (model, method) from each one's trained maps."""
     rows = []
     for (model, method), maps in trained_maps.items():
-        mean, sd = degradation_threshold(maps, n_pairs, stable_seed(seed, "threshold", model, method), data_range)
+        mean, sd = degradation_threshold(maps, n_pairs, stable_seed(seed, "threshold", model, method), data_range,
+                                         kind)
         rows.append((model, method, n_pairs, mean, sd))
     return pd.DataFrame(rows, columns=THRESHOLD_COLUMNS)
 
 
+def _check_kind(kind: str) -> None:
+    if kind not in SIMILARITY_MAPS:
+        raise ValueError(f"metrics.similarity_maps: '{kind}' is not one of {list(SIMILARITY_MAPS)}")
+
+
 def run_randomization_scores(trained_paths: list[str], randomized_paths: list[str], model: str, methods: list[str],
-                             mode: str, data_range: float, out_path) -> None:
+                             mode: str, data_range: float, out_path, similarity_maps: str = "processed") -> None:
     """Stage entry: SSIM of every step's map to the trained map, one row per image x step x method."""
     from saliency_trust.io import write_csv
     from saliency_trust.saliency.cache import read_maps, read_randomized_maps
 
     if not len(trained_paths) == len(randomized_paths) == len(methods):
         raise ValueError("trained_paths, randomized_paths and methods must have the same length")
+    _check_kind(similarity_maps)
+    raw = similarity_maps == "raw"
     tables = []
     for trained_path, randomized_path, method in zip(trained_paths, randomized_paths, methods):
-        trained = read_maps(trained_path, method=method).by_id()
-        ids, steps, maps = read_randomized_maps(randomized_path, method=method)
-        tables.append(randomization_ssim(trained, ids, steps, maps, model, method, mode, data_range))
+        cached = read_maps(trained_path, method=method, with_raw=raw)
+        trained = dict(zip(cached.image_ids, signed_raw(cached.raw))) if raw else cached.by_id()
+        ids, steps, maps = read_randomized_maps(randomized_path, method=method, dataset="raw" if raw else "map")
+        tables.append(randomization_ssim(trained, ids, steps, signed_raw(maps) if raw else maps, model, method, mode,
+                                         data_range, similarity_maps))
     write_csv(pd.concat(tables, ignore_index=True), out_path)
 
 
 def run_threshold(map_paths: list[str], models: list[str], methods: list[str], n_pairs: int, seed: int,
-                  data_range: float, out_path) -> None:
+                  data_range: float, out_path, similarity_maps: str = "processed") -> None:
     """Stage entry: degradation thresholds of every (model, method) in ``map_paths`` (same order)."""
     from saliency_trust.io import write_csv
     from saliency_trust.saliency.cache import read_maps
 
     if not len(map_paths) == len(models) == len(methods):
         raise ValueError("map_paths, models and methods must have the same length")
-    trained = {(mo, me): read_maps(p, method=me).maps for p, mo, me in zip(map_paths, models, methods)}
-    write_csv(threshold_table(trained, n_pairs, seed, data_range), out_path)
+    _check_kind(similarity_maps)
+    raw = similarity_maps == "raw"
+    trained = {}
+    for p, mo, me in zip(map_paths, models, methods):
+        cached = read_maps(p, method=me, with_raw=raw)
+        trained[mo, me] = signed_raw(cached.raw) if raw else cached.maps
+    write_csv(threshold_table(trained, n_pairs, seed, data_range, similarity_maps), out_path)

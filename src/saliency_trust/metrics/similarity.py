@@ -13,6 +13,16 @@ constant maps give 1, a constant map against a structured one gives
 windows (small when the other map has structure). Post-processed maps lie in
 [0, 1], so the pipeline uses ``data_range = 1``.
 
+Which maps SSIM compares (config ``metrics.similarity_maps``): ``processed``
+(default) compares the post-processed maps, as the authors' released code of
+Arun et al. did, with the fixed data range above, so SSIM values (and the
+LOW = 0.5 cut-off, which depends on the data range through C1 and C2) mean the
+same for every method. ``raw`` compares the signed, channel-summed raw
+attributions without absolute values, as the paper's footnote 2 describes; raw
+scales differ between methods and models, so each pair gets its own data range
+(max - min over both maps, :func:`pair_data_range`). Otsu IoU always uses the
+processed maps.
+
 :func:`otsu_iou` binarizes each map at its own Otsu threshold (foreground =
 value > threshold, scikit-image's convention) and returns the intersection over
 union of the two foregrounds; a constant map has an empty foreground, and two
@@ -30,16 +40,21 @@ SSIM_K1 = 0.01
 SSIM_K2 = 0.03
 
 
-def ssim(x, y, data_range: float = 1.0, batch_pairs: int = 64) -> np.ndarray:
+SIMILARITY_MAPS = ("processed", "raw")
+
+
+def ssim(x, y, data_range=1.0, batch_pairs: int = 64) -> np.ndarray:
     """SSIM of each pair of maps: ``x`` and ``y`` are (N x H x W) or (H x W) arrays or tensors; returns N values.
 
-    Equal to ``skimage.metrics.structural_similarity(x[i], y[i], data_range=data_range)``. Pairs are
+    ``data_range`` is one number or one per pair. Equal to
+    ``skimage.metrics.structural_similarity(x[i], y[i], data_range=data_range[i])``. Pairs are
     processed ``batch_pairs`` at a time (small batches stay in the CPU cache); CUDA tensors are
     computed on their GPU with torch, everything else on the CPU with scipy's separable box filter.
     """
     import torch  # imported here: the utility metrics use this module without torch
 
-    if data_range <= 0:
+    ranges = np.asarray(data_range, dtype=np.float64)
+    if not np.all(ranges > 0):
         raise ValueError(f"SSIM data_range must be positive, got {data_range}")
     on_gpu = torch.is_tensor(x) and x.is_cuda
     if on_gpu:
@@ -59,8 +74,17 @@ def ssim(x, y, data_range: float = 1.0, batch_pairs: int = 64) -> np.ndarray:
     if min(xt.shape[1:]) < SSIM_WINDOW:
         raise ValueError(f"SSIM needs maps of at least {SSIM_WINDOW} x {SSIM_WINDOW} pixels, got {tuple(xt.shape[1:])}")
     batch = _ssim_batch_torch if on_gpu else _ssim_batch_numpy
-    out = [batch(xt[i : i + batch_pairs], yt[i : i + batch_pairs], data_range)
-           for i in range(0, len(xt), batch_pairs)]
+    if ranges.ndim == 0:
+        out = [batch(xt[i : i + batch_pairs], yt[i : i + batch_pairs], float(ranges))
+               for i in range(0, len(xt), batch_pairs)]
+    else:
+        if ranges.shape != (len(xt),):
+            raise ValueError(f"{ranges.shape} data ranges for {len(xt)} pairs of maps")
+        per_pair = ranges[:, None, None]
+        if on_gpu:
+            per_pair = torch.as_tensor(per_pair, device=xt.device)
+        out = [batch(xt[i : i + batch_pairs], yt[i : i + batch_pairs], per_pair[i : i + batch_pairs])
+               for i in range(0, len(xt), batch_pairs)]
     if not out:
         return np.zeros(0)
     return torch.cat(out).cpu().numpy() if on_gpu else np.concatenate(out)
@@ -142,34 +166,71 @@ def otsu_iou(x: np.ndarray, y: np.ndarray) -> float:
 SIMILARITY_COLUMNS = ["image_id", "criterion", "model_a", "model_b", "method", "metric", "value"]
 
 
+def pair_data_range(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per pair of (N x H x W) maps: max - min over both maps (1 where both are the same constant)."""
+    hi = np.maximum(x.reshape(len(x), -1).max(axis=1), y.reshape(len(y), -1).max(axis=1))
+    lo = np.minimum(x.reshape(len(x), -1).min(axis=1), y.reshape(len(y), -1).min(axis=1))
+    span = (hi - lo).astype(np.float64)
+    return np.where(span > 0, span, 1.0)
+
+
+def compare_maps(x: np.ndarray, y: np.ndarray, kind: str = "processed", data_range: float = 1.0) -> np.ndarray:
+    """SSIM of each pair: processed maps with the fixed ``data_range``, raw maps with each pair's own range."""
+    if kind == "processed":
+        return ssim(x, y, data_range)
+    if kind == "raw":
+        return ssim(x, y, pair_data_range(np.asarray(x), np.asarray(y)))
+    raise ValueError(f"metrics.similarity_maps: '{kind}' is not one of {list(SIMILARITY_MAPS)}")
+
+
+def signed_raw(raw: np.ndarray) -> np.ndarray:
+    """Raw attributions (... x C x H x W) summed over channels without absolute values (... x H x W)."""
+    return np.asarray(raw, dtype=np.float32).sum(axis=-3)
+
+
 def pair_similarity(maps_a: dict[str, np.ndarray], maps_b: dict[str, np.ndarray], criterion: str, model_a: str,
-                    model_b: str, method: str, data_range: float = 1.0) -> pd.DataFrame:
-    """SSIM and Otsu IoU per image between two models' maps of the same images (long table)."""
+                    model_b: str, method: str, data_range: float = 1.0, raw_a: dict[str, np.ndarray] | None = None,
+                    raw_b: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+    """SSIM and Otsu IoU per image between two models' maps of the same images (long table). With ``raw_a``
+    and ``raw_b`` (signed H x W raw maps by image id) SSIM compares those (``similarity_maps: raw``)."""
     ids = [i for i in maps_a if i in maps_b]
     only = sorted(set(maps_a) ^ set(maps_b))
     if only:
         raise KeyError(f"{method}: image '{only[0]}' has a map from only one of {model_a}, {model_b}")
     a = np.stack([maps_a[i] for i in ids])
     b = np.stack([maps_b[i] for i in ids])
-    values = {"ssim": ssim(a, b, data_range), "iou": np.array([otsu_iou(x, y) for x, y in zip(a, b)])}
+    if raw_a is not None and raw_b is not None:
+        s = compare_maps(np.stack([raw_a[i] for i in ids]), np.stack([raw_b[i] for i in ids]), "raw")
+    else:
+        s = ssim(a, b, data_range)
+    values = {"ssim": s, "iou": np.array([otsu_iou(x, y) for x, y in zip(a, b)])}
     frames = [pd.DataFrame({"image_id": ids, "criterion": criterion, "model_a": model_a, "model_b": model_b,
                             "method": method, "metric": metric, "value": v}) for metric, v in values.items()]
     return pd.concat(frames, ignore_index=True)[SIMILARITY_COLUMNS]
 
 
 def run_similarity(map_paths: list[str], models: list[str], methods: list[str], pairs: list[list[str]],
-                   data_range: float, out_path) -> None:
+                   data_range: float, out_path, similarity_maps: str = "processed") -> None:
     """Stage entry: every (criterion, model_a, model_b) pair x method, from the cache files
     ``map_paths`` (one per (model, method), same order as ``models`` and ``methods``)."""
     from saliency_trust.io import write_csv
     from saliency_trust.saliency.cache import read_maps
 
-    maps = {(mo, me): read_maps(p, method=me).by_id() for p, mo, me in zip(map_paths, models, methods)}
+    if similarity_maps not in SIMILARITY_MAPS:
+        raise ValueError(f"metrics.similarity_maps: '{similarity_maps}' is not one of {list(SIMILARITY_MAPS)}")
+    raw = similarity_maps == "raw"
+    maps, raws = {}, {}
+    for p, mo, me in zip(map_paths, models, methods):
+        cached = read_maps(p, method=me, with_raw=raw)
+        maps[mo, me] = cached.by_id()
+        if raw:
+            raws[mo, me] = dict(zip(cached.image_ids, signed_raw(cached.raw)))
     frames = []
     for criterion, a, b in pairs:
         for method in dict.fromkeys(methods):
             if (a, method) in maps and (b, method) in maps:
-                frames.append(pair_similarity(maps[a, method], maps[b, method], criterion, a, b, method, data_range))
+                frames.append(pair_similarity(maps[a, method], maps[b, method], criterion, a, b, method, data_range,
+                                              raws.get((a, method)), raws.get((b, method))))
     if not frames:
         raise ValueError("no pair of models with maps of the same method: repeatability and reproducibility need "
                          "two replicates or two architectures")

@@ -31,6 +31,7 @@ METHOD_COLORS = {
     "GGCAM": "#8c564b",
     "IXG": "#e377c2",
     "LRP": "#bcbd22",
+    "EDGE": "#525252",
     "AVG": "#7f7f7f",
     "UNET": "#17becf",
     "DETECTOR": "#17becf",

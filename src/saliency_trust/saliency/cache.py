@@ -282,15 +282,19 @@ def load_or_compute_randomized(
     return True
 
 
-def read_randomized_maps(path: str | Path, method: str | None = None) -> tuple[list[str], list[str], np.ndarray]:
-    """(image ids, step block names, S x N x H x W maps) of a randomized-model cache file."""
+def read_randomized_maps(path: str | Path, method: str | None = None,
+                         dataset: str = "map") -> tuple[list[str], list[str], np.ndarray]:
+    """(image ids, step block names, S x N x H x W maps) of a randomized-model cache file; ``dataset="raw"``
+    returns the S x N x C x H x W raw attributions instead."""
+    if dataset not in ("map", "raw"):
+        raise ValueError(f"unknown cache dataset '{dataset}' (map or raw)")
     with h5py.File(path, "r") as h5:
         if method is not None and h5.attrs["method"] != method:
             raise ValueError(f"{path}: holds method '{h5.attrs['method']}', expected '{method}'")
         ids = _read_ids(h5)
         steps = json.loads(h5.attrs["steps"])
-        maps = h5["map"][:]
-        verify_h5(path, h5, {"image_id": ids, "map": maps})
+        maps = h5[dataset][:]
+        verify_h5(path, h5, {"image_id": ids, dataset: maps})
     return ids, steps, maps
 
 

@@ -130,14 +130,19 @@ def run_segments(manifest_path, images_path, target_label: str | None, out_path)
 
 def run_saliency(manifest_path, images_path, model_path, method_key: str, params: dict, target_label: str | None,
                  output: str, batch_size: int, device: str, threads: int, out_path, seed: int = 0,
-                 max_batch_inputs: int = 64, amp: bool = False, segments_path=None) -> None:
-    """Stage entry: maps of one model and method for every positive test image, cached in HDF5."""
+                 max_batch_inputs: int = 64, amp: bool = False, segments_path=None, control: bool = False) -> None:
+    """Stage entry: maps of one model and method for every positive test image, cached in HDF5.
+
+    ``control``: the method is configured as a control map (``saliency.controls``) and must be one.
+    """
     from saliency_trust.data.canonical import load_dataset
     from saliency_trust.io import sha256_file
     from saliency_trust.models.train import load_checkpoint, select_device
     from saliency_trust.saliency.cache import load_or_compute_maps
-    from saliency_trust.saliency.methods import resolve_params
+    from saliency_trust.saliency.methods import check_control, resolve_params
 
+    if control:
+        check_control(method_key)
     torch.set_num_threads(max(int(threads), 1))
     params = resolve_params(method_key, params)
     dev = select_device(device)
@@ -169,19 +174,22 @@ def randomization_subset(image_ids: list[str], n_images: int, seed: int) -> list
 def run_randomized_saliency(manifest_path, images_path, model_path, method_key: str, params: dict,
                             target_label: str | None, output: str, batch_size: int, device: str, threads: int,
                             out_path, mode: str, init: str, n_images: int, seed: int = 0, max_batch_inputs: int = 64,
-                            amp: bool = False, segments_path=None) -> None:
+                            amp: bool = False, segments_path=None, control: bool = False) -> None:
     """Stage entry: maps of one method at every randomization step of one model (SPEC 6.2), one cache file.
 
     Step k re-initializes the blocks :func:`saliency_trust.models.randomize.blocks_of_step` gives
-    (cascading: the k blocks nearest the output; independent: block k alone).
+    (cascading: the k blocks nearest the output; independent: block k alone). ``control`` as in
+    :func:`run_saliency` (a control map is the same at every step: Adebayo et al. 2018).
     """
     from saliency_trust.data.canonical import load_dataset
     from saliency_trust.io import sha256_file
     from saliency_trust.models.randomize import blocks_of_step, randomization_blocks, randomized_model
     from saliency_trust.models.train import load_checkpoint, select_device
     from saliency_trust.saliency.cache import load_or_compute_randomized
-    from saliency_trust.saliency.methods import resolve_params
+    from saliency_trust.saliency.methods import check_control, resolve_params
 
+    if control:
+        check_control(method_key)
     torch.set_num_threads(max(int(threads), 1))
     params = resolve_params(method_key, params)
     dev = select_device(device)

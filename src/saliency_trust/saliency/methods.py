@@ -13,6 +13,10 @@ definition; our own code covers the rest:
   guides every ReLU including functional ones (Captum's hooks see only
   ``nn.ReLU`` modules).
 - XRAI is implemented in :mod:`.xrai`.
+- EDGE is a *control*, not an explanation: the Sobel edge magnitude of the
+  input (Adebayo et al. 2018, "Sanity checks for saliency maps", edge detector
+  control). It ignores the model and the target, so it must FAIL the
+  randomization criterion and score SSIM 1 on repeatability (Arun et al.).
 
 New methods slot in by adding a :class:`SaliencyMethod` to :data:`METHODS`;
 their parameters live in the config (``saliency.params.<KEY>``) with the
@@ -226,14 +230,27 @@ def xrai(ctx: ExplainContext, x: torch.Tensor, target: int, params: dict) -> tor
     return torch.from_numpy(np.stack(maps)[:, None].astype(np.float32))
 
 
+def sobel_edges(ctx: ExplainContext, x: torch.Tensor, target: int, params: dict) -> torch.Tensor:
+    """Sobel edge magnitude of each channel of the input (skimage); model- and target-independent control map
+    (Adebayo et al. 2018). A constant image has no edges: an all-zero map."""
+    from skimage.filters import sobel
+
+    images = x.detach().float().cpu().numpy()
+    edges = np.stack([np.stack([sobel(channel) for channel in image]) for image in images])
+    return torch.from_numpy(edges.astype(np.float32))
+
+
 @dataclass(frozen=True)
 class SaliencyMethod:
+    """One registry entry; ``control`` marks a model-independent control map (config ``saliency.controls``)."""
+
     key: str
     title: str
     attribute: Callable[[ExplainContext, torch.Tensor, int, dict], torch.Tensor]
     defaults: dict = field(default_factory=dict)
     postprocess: str = "abs_percentile"
     uses_segments: bool = False
+    control: bool = False
 
 
 _IG = {"n_steps": 25, "baseline": "black", "integration": "gausslegendre"}
@@ -259,6 +276,7 @@ METHODS: dict[str, SaliencyMethod] = {
         SaliencyMethod("GGCAM", "Guided Grad-CAM", guided_grad_cam, {"upsample": "bilinear"}),
         SaliencyMethod("IXG", "Input x Gradient", input_x_gradient),
         SaliencyMethod("LRP", "Layer-wise relevance propagation (epsilon)", lrp),
+        SaliencyMethod("EDGE", "Sobel edge magnitude (control)", sobel_edges, control=True),
     ]
 }
 
@@ -269,6 +287,19 @@ def get_method(key: str) -> SaliencyMethod:
     if key not in METHODS:
         raise KeyError(f"unknown saliency method '{key}'; implemented: {sorted(METHODS)}")
     return METHODS[key]
+
+
+def check_control(key: str) -> SaliencyMethod:
+    """The registry entry of a configured control (``saliency.controls``); refuses one that is not marked control."""
+    try:
+        method = get_method(key)
+    except KeyError as err:
+        raise KeyError(f"saliency.controls: {err.args[0]}") from None
+    if not method.control:
+        controls = sorted(k for k, m in METHODS.items() if m.control)
+        raise ValueError(f"saliency.controls: '{key}' is not a control map (it explains the model); "
+                         f"controls: {controls}")
+    return method
 
 
 def resolve_params(key: str, overrides: dict | None) -> dict:

@@ -368,9 +368,22 @@ def randomization_verdicts(tests: pd.DataFrame, model: str, methods: list[str], 
     return pd.DataFrame(rows, columns=PASS_FAIL_COLUMNS)
 
 
+def low_power(row, small_n: int = 30) -> bool:
+    """A FAIL on fewer than ``small_n`` images whose data do not contradict a passing effect: the estimate
+    points the passing way (down for randomization, up otherwise) or falls short of it by less than the
+    minimum detectable effect. A FAIL with a clear effect the wrong way (a control map's SSIM of 1 at full
+    randomization) is not a power problem."""
+    if row.verdict != "FAIL" or row.n_images >= small_n:
+        return False
+    direction = -1.0 if row.criterion == "randomization" else 1.0
+    mde = getattr(row, "mde", np.nan)
+    margin = mde if mde is not None and np.isfinite(mde) else 0.0
+    return bool(direction * row.estimate > -margin)
+
+
 def _cell(row: pd.Series, small_n: int = 30) -> str:
     p = "p<0.001" if row.p_value < 0.001 else f"p={row.p_value:.3f}"
-    mark = LOW_POWER_MARK if row.verdict == "FAIL" and row.n_images < small_n else ""
+    mark = LOW_POWER_MARK if low_power(row, small_n) else ""
     return f"{row.verdict}{mark} ({row.estimate:+.3f}, {p})"
 
 
@@ -448,9 +461,9 @@ def table_notes(table: pd.DataFrame, alpha: float, rules: DecisionRules = Decisi
                      f"(stats.rules.low_ssim), PASS when significantly above, {low_how}"
                      + (f"; vs high: difference to the high baseline pair, {describe_rule(rules.similarity_vs_high)} "
                         f"(stats.rules.similarity_vs_high; {high_adj}-adjusted)." if high_adj else "."))
-    low_power = table[(table["verdict"] == "FAIL") & (table["n_images"] < options.small_n)]
-    if len(low_power):
-        mde = low_power["mde"].dropna() if "mde" in low_power else pd.Series(dtype=float)
+    weak = table[[low_power(r, options.small_n) for r in table.itertuples()]] if len(table) else table
+    if len(weak):
+        mde = weak["mde"].dropna() if "mde" in weak else pd.Series(dtype=float)
         span = f" (smallest effect detectable with 80 % power: {mde.min():.3f}-{mde.max():.3f})" if len(mde) else ""
         notes.append(f"{LOW_POWER_MARK} FAIL on fewer than {options.small_n} images (stats.small_n): power is low, "
                      f"so the FAIL means the effect was not shown, not that it is absent{span}; see columns n_images "

@@ -46,7 +46,12 @@ def context(name: str, dataset_cfg: dict) -> Context:
 
 def adapter_options(name: str, dataset_cfg: dict):
     source = dataset_cfg["source"]
-    return options_from_config(get_adapter(source).Options, dataset_cfg.get(source), f"datasets.{name}.{source}")
+    section = dict(dataset_cfg.get(source) or {})
+    confounder = (dataset_cfg.get("confounder") or {}).get("column")
+    if source == "generic" and confounder and confounder not in section.get("extra_columns", []):
+        # the shortcut check reads the confounder's 0/1 column from the canonical manifest
+        section["extra_columns"] = [*section.get("extra_columns", []), confounder]
+    return options_from_config(get_adapter(source).Options, section, f"datasets.{name}.{source}")
 
 
 def convert_options(dataset_cfg: dict) -> ConvertOptions:

@@ -1,0 +1,42 @@
+# Known-answer validation (Arun et al.; Adebayo et al. 2018): the shortcut check of the datasets with a known
+# confounder (a planted synthetic marker, or datasets.<name>.confounder for user data).
+
+
+rule shortcut_check:
+    """Does a classifier rely on the confounder? Counterfactual test AUC, map mass on the confounder vs the lesion,
+    utility by marker presence; one flag line (metrics/shortcut.py)."""
+    input:
+        unpack(shortcut_inputs),
+    output:
+        csv=report(
+            "results/{dataset}/summary/shortcut.csv",
+            caption="../report/shortcut.rst",
+            category="Shortcut check",
+        ),
+        md="results/{dataset}/summary/shortcut.md",
+        mass="results/{dataset}/metrics/shortcut_mass.csv",
+        regions="results/{dataset}/metrics/confounder_regions.csv",
+    wildcard_constraints:
+        dataset=CONFOUNDED_REGEX,
+    params:
+        dataset_cfg=lambda wildcards: config["datasets"][wildcards.dataset],
+        target_label=lambda wildcards: config["datasets"][wildcards.dataset]["target_label"],
+        models=MODELS,
+        map_models=[m for m in MODELS for _ in METHODS],
+        map_methods=[me for _ in MODELS for me in METHODS],
+        controls=CONTROLS,
+        seed=config["seed"],
+        shortcut=config["metrics"]["shortcut"],
+        alpha=config["stats"]["alpha"],
+        utility_metric=config["stats"]["utility_metric"],
+        device=config["saliency"]["device"],
+    threads: 1
+    log:
+        "results/{dataset}/logs/validation/shortcut_check.log",
+    conda:
+        "../../envs/saliency.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    script:
+        "../scripts/shortcut_check.py"
