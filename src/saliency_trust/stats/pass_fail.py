@@ -442,8 +442,11 @@ def table_notes(table: pd.DataFrame, alpha: float, rules: DecisionRules = Decisi
                if test.startswith("Welch") else
                "one-sample t-test against the threshold taken as a known constant (randomization.test: one_sample; "
                "ignores the threshold's uncertainty)")
-        notes.append(f"Randomization: SSIM of the fully randomized model's map (cascading, "
-                     f"{options.randomization_init} re-initialization) to the trained map minus the degradation "
+        init = ("truncated-normal re-initialization as in the papers" if options.randomization_init == "truncated_normal"
+                else f"{options.randomization_init} re-initialization (randomization.init; the papers used "
+                     "truncated_normal)")
+        notes.append(f"Randomization: SSIM of the fully randomized model's map (cascading, {init}) to the trained "
+                     f"map minus the degradation "
                      f"threshold (mean SSIM of random pairs of different images' trained maps); PASS when "
                      f"significantly below: {how}, one-sided; n = {n} images.")
     if table["criterion"].isin(["repeatability", "reproducibility"]).any():
