@@ -83,7 +83,8 @@ def test_outputs_follow_the_contract(tiny_run):
         assert set(q.baseline) == baselines and set(q.method) == {"GRAD", "IG", "GCAM", "EDGE"}, name
         assert list(q.columns[:6]) == list(pass_fail.columns[:6]) and q.p_value.between(0, 1).all(), name
     pairwise = pd.read_csv(tiny_run / "summary/pairwise.csv")
-    assert set(pairwise.criterion) == {"utility", "utility_trained_vs_random", "repeatability", "reproducibility"}
+    criteria = {"utility", "utility_trained_vs_random", "repeatability", "reproducibility"}
+    assert set(pairwise.criterion) == criteria | {f"{c} (controls)" for c in criteria}
     for fig in ("utility", "randomization", "randomization_examples", "similarity", "training_curves",
                 "examples/example1", "examples/example2"):
         assert (tiny_run / f"figures/{fig}.png").read_bytes()[:4] == b"\x89PNG", fig
