@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from saliency_trust.io import stable_seed
-from saliency_trust.metrics.similarity import SIMILARITY_MAPS, compare_maps, signed_raw
+from saliency_trust.metrics.similarity import check_similarity_maps, compare_maps, signed_raw
 
 RANDOMIZATION_COLUMNS = ["image_id", "model", "method", "mode", "step", "block", "metric", "value"]
 THRESHOLD_COLUMNS = ["model", "method", "n_pairs", "threshold", "sd"]
@@ -74,11 +74,6 @@ def threshold_table(trained_maps: dict[tuple[str, str], np.ndarray], n_pairs: in
     return pd.DataFrame(rows, columns=THRESHOLD_COLUMNS)
 
 
-def _check_kind(kind: str) -> None:
-    if kind not in SIMILARITY_MAPS:
-        raise ValueError(f"metrics.similarity_maps: '{kind}' is not one of {list(SIMILARITY_MAPS)}")
-
-
 def run_randomization_scores(trained_paths: list[str], randomized_paths: list[str], model: str, methods: list[str],
                              mode: str, data_range: float, out_path, similarity_maps: str = "processed") -> None:
     """Stage entry: SSIM of every step's map to the trained map, one row per image x step x method."""
@@ -87,7 +82,7 @@ def run_randomization_scores(trained_paths: list[str], randomized_paths: list[st
 
     if not len(trained_paths) == len(randomized_paths) == len(methods):
         raise ValueError("trained_paths, randomized_paths and methods must have the same length")
-    _check_kind(similarity_maps)
+    check_similarity_maps(similarity_maps)
     raw = similarity_maps == "raw"
     tables = []
     for trained_path, randomized_path, method in zip(trained_paths, randomized_paths, methods):
@@ -107,7 +102,7 @@ def run_threshold(map_paths: list[str], models: list[str], methods: list[str], n
 
     if not len(map_paths) == len(models) == len(methods):
         raise ValueError("map_paths, models and methods must have the same length")
-    _check_kind(similarity_maps)
+    check_similarity_maps(similarity_maps)
     raw = similarity_maps == "raw"
     trained = {}
     for p, mo, me in zip(map_paths, models, methods):

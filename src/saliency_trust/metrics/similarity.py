@@ -174,13 +174,17 @@ def pair_data_range(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.where(span > 0, span, 1.0)
 
 
+def check_similarity_maps(kind: str) -> None:
+    if kind not in SIMILARITY_MAPS:
+        raise ValueError(f"metrics.similarity_maps: '{kind}' is not one of {list(SIMILARITY_MAPS)}")
+
+
 def compare_maps(x: np.ndarray, y: np.ndarray, kind: str = "processed", data_range: float = 1.0) -> np.ndarray:
     """SSIM of each pair: processed maps with the fixed ``data_range``, raw maps with each pair's own range."""
-    if kind == "processed":
-        return ssim(x, y, data_range)
+    check_similarity_maps(kind)
     if kind == "raw":
         return ssim(x, y, pair_data_range(np.asarray(x), np.asarray(y)))
-    raise ValueError(f"metrics.similarity_maps: '{kind}' is not one of {list(SIMILARITY_MAPS)}")
+    return ssim(x, y, data_range)
 
 
 def signed_raw(raw: np.ndarray) -> np.ndarray:
@@ -216,8 +220,7 @@ def run_similarity(map_paths: list[str], models: list[str], methods: list[str], 
     from saliency_trust.io import write_csv
     from saliency_trust.saliency.cache import read_maps
 
-    if similarity_maps not in SIMILARITY_MAPS:
-        raise ValueError(f"metrics.similarity_maps: '{similarity_maps}' is not one of {list(SIMILARITY_MAPS)}")
+    check_similarity_maps(similarity_maps)
     raw = similarity_maps == "raw"
     maps, raws = {}, {}
     for p, mo, me in zip(map_paths, models, methods):

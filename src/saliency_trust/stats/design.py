@@ -27,14 +27,14 @@ from saliency_trust.config import parse_model_name
 POOLING = ("none", "image_means")
 
 
-def _check(pooling: str) -> None:
+def check_pooling(pooling: str) -> None:
     if pooling not in POOLING:
         raise ValueError(f"stats.pooling: '{pooling}' is not one of {list(POOLING)}")
 
 
 def utility_models(primary_models: list[str], pooling: str) -> list[str]:
     """Models whose maps decide utility: the first primary replicate, or every primary replicate (pooled)."""
-    _check(pooling)
+    check_pooling(pooling)
     if not primary_models:
         raise ValueError("no model of the primary architecture")
     return list(primary_models[:1] if pooling == "none" else primary_models)
@@ -47,7 +47,7 @@ def similarity_pairs(available: list[tuple[str, str]], criterion: str, primary_m
     Repeatability: pairs of primary replicates; reproducibility: pairs of a primary replicate with a model of
     another architecture. ``none`` keeps one pair (the paper's design), ``image_means`` all of them.
     """
-    _check(pooling)
+    check_pooling(pooling)
     primary = set(primary_models)
     if criterion == "repeatability":
         keep = [p for p in available if p[0] in primary and p[1] in primary]
@@ -82,11 +82,12 @@ def image_means(rows: pd.DataFrame, value: str = "value", group: str = "group",
     return out.rename(columns={"mean": value, "size": "n_replicates"})
 
 
-def describe(pooling: str, utility_models_used: list[str], pairs: dict[str, list[tuple[str, str]]]) -> str:
-    """One sentence for the table notes: which models decided the verdicts and how images were counted."""
-    _check(pooling)
+def describe(pooling: str, utility_models_used: list[str], pairs: dict[str, str]) -> str:
+    """One sentence for the table notes: which models decided the verdicts and how images were counted.
+    ``pairs`` maps a criterion to its model pairs as the tables write them (``a~b;c~d``)."""
+    check_pooling(pooling)
     parts = [f"utility: {', '.join(utility_models_used)}"]
-    parts += [f"{c}: {'; '.join(f'{a} vs {b}' for a, b in p)}" for c, p in pairs.items() if p]
+    parts += [f"{c}: {p.replace('~', ' vs ').replace(';', '; ')}" for c, p in pairs.items() if p]
     if pooling == "none":
         return ("Design: one model and one model pair per criterion, as in Arun et al. (" + "; ".join(parts)
                 + "); each image counted once.")

@@ -107,12 +107,17 @@ def fit_group_means_lmm(
     )
 
 
+def tukey_critical(k: int, df: float, alpha: float = 0.05) -> float:
+    """Critical |t| of single-step Tukey comparisons among ``k`` groups: q(1 - alpha; k, df) / sqrt(2)."""
+    return float(studentized_range.ppf(1 - alpha, k, df)) / np.sqrt(2)
+
+
 def tukey_pairwise(fit: GroupMeansFit, alpha: float = 0.05) -> pd.DataFrame:
     """All pairwise differences ``group1 - group2`` with single-step Tukey p-values and CIs."""
     k = len(fit.groups)
     if k < 2:
         raise ValueError("Tukey comparisons need at least two groups")
-    q_crit = float(studentized_range.ppf(1 - alpha, k, fit.df))
+    t_crit = tukey_critical(k, fit.df, alpha)
     rows = []
     for i, j in itertools.combinations(range(k), 2):
         c = np.zeros(k)
@@ -121,7 +126,7 @@ def tukey_pairwise(fit: GroupMeansFit, alpha: float = 0.05) -> pd.DataFrame:
         se = float(np.sqrt(max(c @ fit.cov @ c, 0.0)))
         t = est / se if se > 0 else np.inf * np.sign(est) if est else 0.0
         p = float(studentized_range.sf(np.sqrt(2) * abs(t), k, fit.df)) if np.isfinite(t) else 0.0
-        half = q_crit / np.sqrt(2) * se
+        half = t_crit * se
         rows.append(
             {
                 "group1": fit.groups[i],

@@ -52,7 +52,13 @@ from scipy import stats as scipy_stats
 from statsmodels.stats.multitest import multipletests
 
 from saliency_trust.stats import design
-from saliency_trust.stats.mixed import GroupMeansFit, compare_to_reference, fit_group_means_lmm, tukey_pairwise
+from saliency_trust.stats.mixed import (
+    GroupMeansFit,
+    compare_to_reference,
+    fit_group_means_lmm,
+    tukey_critical,
+    tukey_pairwise,
+)
 from saliency_trust.stats.randomization import POWER, min_detectable_effect
 
 log = logging.getLogger(__name__)
@@ -123,7 +129,7 @@ class StatsOptions:
     randomization_init: str = "truncated_normal"
 
     def __post_init__(self):
-        design._check(self.pooling)
+        design.check_pooling(self.pooling)
         if self.low_test not in LOW_TESTS:
             raise ValueError(f"stats.low_test: '{self.low_test}' is not one of {list(LOW_TESTS)}")
         if self.trained_vs_random_adjust not in ADJUSTMENTS:
@@ -186,7 +192,7 @@ def versus_baseline(fit: GroupMeansFit, reference: str, alpha: float, criterion:
     """
     comp = compare_to_reference(fit, reference, alpha)
     k = len(fit.groups)
-    crit = float(scipy_stats.studentized_range.ppf(1 - alpha, k, fit.df)) / np.sqrt(2) if k > 1 else np.nan
+    crit = tukey_critical(k, fit.df, alpha) if k > 1 else np.nan
     rows = [(r.group, criterion, reference, r.estimate, r.p_adj, _verdict(r.estimate, r.p_adj < alpha, rule), r.se,
              r.ci_low, r.ci_high, metric, ";".join(models), fit.n_subjects, fit.converged, "mixed model",
              f"tukey ({k} groups)", fit.df, min_detectable_effect(r.se, fit.df, crit), False)
@@ -265,7 +271,7 @@ def trained_vs_random(utility: pd.DataFrame, model: str, methods: list[str], met
                         f"holm ({len(methods)} planned contrasts)", fit.df, r.mde, False))
     else:
         pairs = tukey_pairwise(fit, alpha).set_index(["group1", "group2"])
-        crit = float(scipy_stats.studentized_range.ppf(1 - alpha, len(groups), fit.df)) / np.sqrt(2)
+        crit = tukey_critical(len(groups), fit.df, alpha)
         for m in methods:
             r = pairs.loc[(f"{m}|trained", f"{m}|{RANDOM}")]
             out.append((m, "utility", RANDOM, r.estimate, r.p_adj, _verdict(r.estimate, r.p_adj < alpha, rule), r.se,
@@ -590,7 +596,7 @@ def decide(utility: pd.DataFrame, primary_models: list[str], methods: list[str],
                                                  options)
             _check_fit(sim_fit, criterion)
             similarity_tables.append(table)
-            pairs_used[criterion] = [tuple(p.split("~")) for p in table["models"].iloc[0].split(";")]
+            pairs_used[criterion] = table["models"].iloc[0]
             pairwise.append(_pairwise_rows(sim_fit, alpha, criterion, "ssim"))
     tables += similarity_tables
     if similarity_tables:
