@@ -475,7 +475,7 @@ def test_run_threshold_and_run_randomization_scores_from_cache_files(tmp_path):
     step_maps = np.stack([_smooth_maps(rng, len(ids)) for _ in steps])
     rand_path = tmp_path / "randomized.h5"
     load_or_compute_randomized(rand_path, "gradcam", {}, "sha", {"mode": "cascading"}, ids, steps,
-                               lambda k: (step_maps[k], step_maps[k][:, None]))
+                               lambda d, k: (step_maps[k], step_maps[k][:, None]))
     scores = tmp_path / "scores.csv"
     run_randomization_scores([trained_path], [rand_path], "simple_cnn", ["gradcam"], "cascading", 1.0, scores)
     table = pd.read_csv(scores, dtype={"image_id": str})
@@ -572,8 +572,8 @@ def _scores_table(rng) -> pd.DataFrame:
             for step, block, level in ((1, "fc", 0.9), (2, "block4", 0.5), (3, "block3", 0.1)):
                 for i in range(10):
                     v = level + 0.05 * rng.standard_normal()
-                    rows.append((f"im{i}", model, method, "cascading", step, block, "ssim", v))
-                    rows.append((f"im{i}", model, method, "cascading", step, block, "other", 99.0))
+                    rows.append((f"im{i}", model, method, "cascading", 1, step, block, "ssim", v))
+                    rows.append((f"im{i}", model, method, "cascading", 1, step, block, "other", 99.0))
     return pd.DataFrame(rows, columns=RANDOMIZATION_COLUMNS)
 
 
@@ -630,11 +630,13 @@ def test_randomization_tests_missing_threshold_raises():
 # =============================================================== randomized-map cache
 
 
-def _step_fn(maps: np.ndarray, calls: list[int] | None = None):
-    def compute_step(k: int):
+def _step_fn(maps: np.ndarray, calls: list | None = None):
+    """compute_step of S x N x H x W maps (one draw) or D x S x N x H x W maps; records k (one draw) or (d, k)."""
+    def compute_step(d: int, k: int):
+        drawn = maps[d] if maps.ndim == 5 else maps
         if calls is not None:
-            calls.append(k)
-        return maps[k], maps[k][:, None] * 2.0  # raw: N x 1 x H x W
+            calls.append((d, k) if maps.ndim == 5 else k)
+        return drawn[k], drawn[k][:, None] * 2.0  # raw: N x 1 x H x W
 
     return compute_step
 
@@ -650,11 +652,11 @@ def test_load_or_compute_randomized_writes_and_reads_back(tmp_path):
     assert calls == [0, 1, 2, 3]
     got_ids, got_steps, got = read_randomized_maps(path, method="gradcam")
     assert got_ids == ids and got_steps == steps
-    assert got.shape == (4, 3, 12, 10) and got.dtype == np.float32
-    np.testing.assert_array_equal(got, maps)
+    assert got.shape == (1, 4, 3, 12, 10) and got.dtype == np.float32  # one draw
+    np.testing.assert_array_equal(got[0], maps)
     with h5py.File(path) as h5:
-        assert h5["raw"].shape == (4, 3, 1, 12, 10)
-        np.testing.assert_array_equal(h5["raw"][2, 1, 0], maps[2, 1] * 2.0)
+        assert h5["raw"].shape == (1, 4, 3, 1, 12, 10)
+        np.testing.assert_array_equal(h5["raw"][0, 2, 1, 0], maps[2, 1] * 2.0)
     assert [p.name for p in path.parent.iterdir()] == ["gradcam.h5"]  # no temporary file left behind
 
 
@@ -667,7 +669,7 @@ def test_load_or_compute_randomized_reuses_then_recomputes_on_change(tmp_path):
     args = dict(method="ig", params={"n_steps": 8}, model_sha256="sha1", target=target, image_ids=ids, steps=steps)
     assert load_or_compute_randomized(path, compute_step=_step_fn(maps), **args) is True
 
-    def must_not_run(k):
+    def must_not_run(d, k):
         raise AssertionError("compute_step called although the cache matches")
 
     assert load_or_compute_randomized(path, compute_step=must_not_run, **args) is False
@@ -685,7 +687,7 @@ def test_load_or_compute_randomized_reuses_then_recomputes_on_change(tmp_path):
         new_maps = maps * 0.5
         assert load_or_compute_randomized(path, compute_step=_step_fn(new_maps, calls), **{**args, **change}) is True
         assert calls == [0, 1], change
-        np.testing.assert_array_equal(read_randomized_maps(path)[2], new_maps)
+        np.testing.assert_array_equal(read_randomized_maps(path)[2][0], new_maps)
         # and back to the original arguments: recomputed again (the file now holds the changed run)
         assert load_or_compute_randomized(path, compute_step=_step_fn(maps), **args) is True
         assert load_or_compute_randomized(path, compute_step=must_not_run, **args) is False
@@ -696,7 +698,7 @@ def test_load_or_compute_randomized_failing_step_leaves_no_file(tmp_path):
     ids, steps = ["a", "b"], ["fc", "block4", "block3"]
     maps = np.stack([_smooth_maps(rng, 2, 8, 8) for _ in steps])
 
-    def fails_at_step_2(k):
+    def fails_at_step_2(d, k):
         if k == 1:
             raise RuntimeError("boom")
         return maps[k], maps[k][:, None]

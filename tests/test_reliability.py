@@ -290,12 +290,13 @@ def test_constant_maps_are_scored_logged_and_listed_in_a_table(tmp_path, caplog)
     np.testing.assert_array_equal(read_maps(tmp_path / "GCAM.h5").maps[1], 0.0)  # kept and scored, not dropped
     steps = [maps, np.zeros_like(maps)]  # step 2: every map constant
     load_or_compute_randomized(tmp_path / "rand.h5", "GCAM", {}, "m", {}, IDS, ["fc", "conv"],
-                               lambda k: (steps[k], steps[k][:, None]))
+                               lambda d, k: (steps[k], steps[k][:, None]))
     run_constant_maps([tmp_path / "GCAM.h5", tmp_path / "rand.h5"], tmp_path / "constant_maps.csv")
     g, r = tmp_path / "GCAM.h5", tmp_path / "rand.h5"
     assert (tmp_path / "constant_maps.csv").read_text().splitlines() == [
-        "file,method,step,block,image_id", f"{g},GCAM,,,b", f"{r},GCAM,1,fc,b", *[f"{r},GCAM,2,conv,{i}" for i in IDS]]
-    assert constant_maps_table([g]).shape == (1, 5)
+        "file,method,draw,step,block,image_id", f"{g},GCAM,,,,b", f"{r},GCAM,1,1,fc,b",
+        *[f"{r},GCAM,1,2,conv,{i}" for i in IDS]]
+    assert constant_maps_table([g]).shape == (1, 6)
 
 
 def test_identical_models_are_saved_as_identical_bytes(tmp_path):

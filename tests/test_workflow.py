@@ -72,7 +72,7 @@ def test_outputs_follow_the_contract(tiny_run):
     assert len(pass_fail) == 7 * 4 and pass_fail.p_value.between(0, 1).all()
     assert "Utility vs AVG" in (tiny_run / "summary/pass_fail.md").read_text()
     constant = pd.read_csv(tiny_run / "summary/constant_maps.csv")
-    assert list(constant.columns) == ["file", "method", "step", "block", "image_id"]
+    assert list(constant.columns) == ["file", "method", "draw", "step", "block", "image_id"]
     assert set(constant.method) <= {"GRAD", "IG", "GCAM", "EDGE", "UNET"}
     assert r"\begin{tabular}{lccccccc}" in (tiny_run / "summary/pass_fail.tex").read_text()
     assert "Repeatability vs high" in (tiny_run / "summary/pass_fail.html").read_text()
@@ -292,3 +292,36 @@ def test_the_base_install_can_build_the_report():
     requires = importlib.metadata.requires("saliency-trust") or []
     base = [r for r in requires if "extra ==" not in r]
     assert any(re.match(r"pygments\b", r, re.I) for r in base), base
+
+
+STABILITY_SEEDS = (7, 8)  # 7 is the tiny config's own seed: that run must equal the plain tiny run
+
+
+@pytest.mark.slow
+def test_stability_mode_marks_the_cells_on_which_seeds_disagree(tiny_run, tmp_path):
+    """Stability mode on the tiny config with two seeds: each seed's run lands in results/tiny/seed-{s}/, the
+    seed-7 run equals the plain run (seed 7) table for table, and the table across seeds marks exactly the
+    cells on which the two seeds' verdicts differ, in every format."""
+    seeds_cfg = tmp_path / "seeds.yaml"
+    seeds_cfg.write_text(f"seeds: {list(STABILITY_SEEDS)}\n")
+    proc = _snakemake(tmp_path, "--configfile", str(TINY), str(seeds_cfg), "--cores", "2", timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    results = tmp_path / "results/tiny"
+    for name in ("pass_fail.csv", "pass_fail.md", "randomization_tests.csv", "utility_vs_avg.csv"):
+        assert (results / "seed-7/summary" / name).read_bytes() == (tiny_run / "summary" / name).read_bytes(), name
+    seeds = {s: pd.read_csv(results / f"seed-{s}/summary/pass_fail.csv") for s in STABILITY_SEEDS}
+    table = pd.read_csv(results / "summary/pass_fail.csv")
+    assert len(table) == len(seeds[7])
+    for row in table.itertuples():
+        got = [seeds[s].loc[(seeds[s]["method"] == row.method) & (seeds[s]["criterion"] == row.criterion)
+                            & (seeds[s]["baseline"] == row.baseline), "verdict"].item() for s in STABILITY_SEEDS]
+        assert row.verdicts == ";".join(got)
+        assert row.stable == (got[0] == got[1])
+        assert row.verdict == (got[0] if got[0] == got[1] else "unstable")
+    assert (~table["stable"]).any(), "the two seeds agree on every cell: pick seeds that disagree somewhere"
+    for ext in ("md", "tex", "html"):
+        assert "unstable (PASS 1/2)" in (results / f"summary/pass_fail.{ext}").read_text(), ext
+    long = pd.read_csv(results / "summary/pass_fail_seeds.csv")
+    assert sorted(long["seed"].unique()) == list(STABILITY_SEEDS)
+    dry = _snakemake(tmp_path, "--configfile", str(TINY), str(seeds_cfg), "-n")
+    assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr

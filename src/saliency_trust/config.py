@@ -37,9 +37,57 @@ def model_entry(config: dict, name: str) -> dict:
     raise KeyError(f"model '{name}' is not defined by the config's 'models' list")
 
 
-def model_seed(config: dict, dataset: str, name: str) -> int:
-    """Seed of one replicate: derived from the config seed, the dataset and the model name."""
-    return stable_seed(config["seed"], dataset, name)
+SEED_RUN = re.compile(r"^(?P<dataset>[A-Za-z0-9_-]+)/seed-(?P<seed>[0-9]+)$")
+
+
+def stability_seeds(config: dict) -> list[int]:
+    """The seeds of the stability mode (config ``seeds``); empty when it is off."""
+    return [int(s) for s in config.get("seeds") or []]
+
+
+def dataset_runs(config: dict, dataset: str) -> list[str]:
+    """The runs of one dataset: the dataset itself, or one ``{dataset}/seed-{s}`` per stability seed.
+
+    A run is what the workflow's ``{dataset}`` wildcard names: results of a run live in ``results/{run}/``.
+    """
+    seeds = stability_seeds(config)
+    return [f"{dataset}/seed-{s}" for s in seeds] if seeds else [dataset]
+
+
+def run_regex(config: dict, datasets: list[str] | None = None) -> str:
+    """Wildcard constraint matching the run names of ``datasets`` (default: any dataset name); a regex matching
+    nothing when the list is empty."""
+    suffix = "/seed-[0-9]+" if stability_seeds(config) else ""
+    if datasets is None:
+        return f"[A-Za-z0-9_-]+{suffix}"
+    return "|".join(f"{re.escape(d)}{suffix}" for d in datasets) or "(?!)"
+
+
+def split_run(run: str) -> tuple[str, int | None]:
+    """(dataset, seed) of a run name; the seed is None for a plain dataset run (it uses config ``seed``)."""
+    match = SEED_RUN.match(run)
+    return (match["dataset"], int(match["seed"])) if match else (run, None)
+
+
+def run_dataset(config: dict, run: str) -> dict:
+    """The ``datasets`` entry of a run."""
+    dataset, _ = split_run(run)
+    if dataset not in config["datasets"]:
+        raise KeyError(f"run '{run}' names no dataset of the config's 'datasets'")
+    return config["datasets"][dataset]
+
+
+def run_seed(config: dict, run: str) -> int:
+    """The seed every random choice of a run derives from: its stability seed, else config ``seed``. A stability
+    run with seed s therefore reproduces a plain run whose config ``seed`` is s."""
+    _, seed = split_run(run)
+    return config["seed"] if seed is None else seed
+
+
+def model_seed(config: dict, run: str, name: str) -> int:
+    """Seed of one replicate: derived from the run's seed, the dataset and the model name."""
+    dataset, _ = split_run(run)
+    return stable_seed(run_seed(config, run), dataset, name)
 
 
 def primary_models(config: dict) -> list[str]:

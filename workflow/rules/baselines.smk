@@ -7,7 +7,7 @@ rule train_unet:
         history="results/{dataset}/baselines/unet-r{replicate}/history.csv",
         metrics="results/{dataset}/baselines/unet-r{replicate}/metrics.json",
     params:
-        target_label=lambda wildcards: config["datasets"][wildcards.dataset]["target_label"],
+        target_label=lambda wildcards: run_dataset(config, wildcards.dataset)["target_label"],
         # the map format (output) is the maps rule's: changing it does not retrain
         settings={k: v for k, v in config["baselines"]["unet"].items() if k != "output"},
         seed=lambda wildcards: model_seed(config, wildcards.dataset, f"unet-r{wildcards.replicate}"),
@@ -35,7 +35,7 @@ rule unet_maps:
     output:
         "results/{dataset}/saliency/baselines/UNET-r{replicate}.h5",
     params:
-        target_label=lambda wildcards: config["datasets"][wildcards.dataset]["target_label"],
+        target_label=lambda wildcards: run_dataset(config, wildcards.dataset)["target_label"],
         output=config["baselines"]["unet"]["output"],
         device=config["baselines"]["device"],
     threads: config["baselines"]["threads"]
@@ -58,7 +58,7 @@ rule avg_map:
     output:
         "results/{dataset}/saliency/baselines/AVG.h5",
     params:
-        target_label=lambda wildcards: config["datasets"][wildcards.dataset]["target_label"],
+        target_label=lambda wildcards: run_dataset(config, wildcards.dataset)["target_label"],
     threads: 1
     log:
         "results/{dataset}/logs/baselines/avg_map.log",
@@ -81,7 +81,7 @@ rule train_detector:
         history="results/{dataset}/baselines/detector-r{replicate}/history.csv",
         metrics="results/{dataset}/baselines/detector-r{replicate}/metrics.json",
     params:
-        target_label=lambda wildcards: config["datasets"][wildcards.dataset]["target_label"],
+        target_label=lambda wildcards: run_dataset(config, wildcards.dataset)["target_label"],
         settings=config["baselines"]["detector"],
         seed=lambda wildcards: model_seed(config, wildcards.dataset, f"detector-r{wildcards.replicate}"),
         device=config["baselines"]["device"],
@@ -107,7 +107,7 @@ rule detector_maps:
     output:
         "results/{dataset}/saliency/baselines/DETECTOR-r{replicate}.h5",
     params:
-        target_label=lambda wildcards: config["datasets"][wildcards.dataset]["target_label"],
+        target_label=lambda wildcards: run_dataset(config, wildcards.dataset)["target_label"],
         device=config["baselines"]["device"],
     threads: config["baselines"]["threads"]
     log:

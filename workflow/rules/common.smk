@@ -1,9 +1,9 @@
 # Names derived from the validated config; the logic lives in saliency_trust.config.
 # Modules that import torch are imported inside the functions that need them: every cluster job parses
 # this workflow again (twice per SLURM job), and a parse without torch takes seconds less.
-import re
 
 from saliency_trust.config import (
+    dataset_runs,
     has_localization,
     model_entry,
     model_names,
@@ -13,6 +13,10 @@ from saliency_trust.config import (
     primary_models,
     question_tables,
     randomized_models,
+    run_dataset,
+    run_regex,
+    run_seed,
+    stability_seeds,
     stats_options,
 )
 from saliency_trust.execution import configure_hdf5_locking, export_package_path, gpu_request
@@ -22,6 +26,10 @@ from saliency_trust.saliency.cache import package_versions
 configure_hdf5_locking(config["hdf5_file_locking"])  # HDF5_USE_FILE_LOCKING, inherited by every job
 export_package_path(workflow.basedir)  # jobs (conda envs, SLURM) import this checkout's saliency_trust
 DATASETS = list(config["datasets"])
+# Stability mode (config "seeds"): every dataset runs once per seed as results/{dataset}/seed-{s}/, a "run";
+# otherwise a dataset's run is the dataset itself. The {dataset} wildcard of every per-run rule names a run.
+STABILITY_SEEDS = stability_seeds(config)
+RUNS = {d: dataset_runs(config, d) for d in DATASETS}
 MODELS = model_names(config)
 # control maps (Adebayo et al. 2018; model-independent, must FAIL randomization) run wherever the methods run
 CONTROLS = list(config["saliency"]["controls"])
@@ -41,7 +49,7 @@ LOCALIZED_DATASETS = [d for d, cfg in config["datasets"].items() if has_localiza
 
 # a planted shortcut (synthetic.shortcut.enabled) or a configured confounder: the shortcut check runs there
 CONFOUNDED_DATASETS = [d for d, cfg in config["datasets"].items() if confounder_of(d, cfg) is not None]
-CONFOUNDED_REGEX = "|".join(re.escape(d) for d in CONFOUNDED_DATASETS) or "(?!)"  # matches no other dataset
+CONFOUNDED_REGEX = run_regex(config, CONFOUNDED_DATASETS)  # their runs, and no other
 QUESTION_TABLES = question_tables(config)  # one table per question of Arun et al. (summary/{name}.csv)
 QUESTION_CATEGORIES = {
     "utility_vs_avg": "Localization utility",
@@ -67,10 +75,11 @@ localrules:
     plot_training_curves,
     cross_dataset_summary,
     constant_maps,
+    stability_table,
 
 
 wildcard_constraints:
-    dataset="[A-Za-z0-9_-]+",
+    dataset=run_regex(config),
     model="[a-z0-9_]+-r[0-9]+",
     method="[A-Z]+",
     mode="cascading|independent",
@@ -79,9 +88,9 @@ wildcard_constraints:
 
 
 def final_outputs():
-    """Every dataset's tables and figures; utility, PASS/FAIL and their figures only where a localization
-    ground truth exists; the shortcut check where a dataset has a known confounder; the cross-dataset summary
-    when several datasets have one."""
+    """Every run's tables and figures; utility, PASS/FAIL and their figures only where a localization ground
+    truth exists; the shortcut check where a dataset has a known confounder; in the stability mode each
+    dataset's PASS/FAIL table across seeds; the cross-dataset summary when several datasets have one."""
     outputs = []
     for dataset, cfg in config["datasets"].items():
         files = [
@@ -103,10 +112,16 @@ def final_outputs():
             files += [f"summary/{name}.csv" for name in QUESTION_TABLES]
         if dataset in CONFOUNDED_DATASETS:
             files += ["summary/shortcut.csv", "summary/shortcut.md"]
-        outputs += [f"results/{dataset}/{f}" for f in files]
+        outputs += [f"results/{run}/{f}" for run in RUNS[dataset] for f in files]
+        if STABILITY_SEEDS and has_localization(cfg):
+            outputs += [f"results/{dataset}/summary/{f}" for f in STABILITY_FILES]
     if len(LOCALIZED_DATASETS) > 1:
         outputs += ["results/summary/pass_fail.csv", "results/summary/pass_fail.md"]
     return outputs
+
+
+# the PASS/FAIL table across seeds of the stability mode (results/{dataset}/summary/)
+STABILITY_FILES = ["pass_fail.csv", "pass_fail.md", "pass_fail.tex", "pass_fail.html", "pass_fail_seeds.csv"]
 
 
 def train_settings(wildcards):
@@ -163,7 +178,7 @@ def shortcut_inputs(wildcards):
         "models": [f"results/{d}/models/{m}/model.pt" for m in MODELS],
         "maps": [f"results/{d}/saliency/{m}/{me}.h5" for m in MODELS for me in METHODS],
     }
-    if has_localization(config["datasets"][d]):
+    if has_localization(run_dataset(config, d)):
         files["utility"] = f"results/{d}/metrics/utility.csv"
     return files
 
@@ -206,7 +221,7 @@ def example_entries(wildcards):
     """(row, method) of the example panels' maps: every model x method, then the AVG and first high baseline
     maps where the dataset has a localization ground truth."""
     entries = [[m, me] for m in MODELS for me in METHODS]
-    if has_localization(config["datasets"][wildcards.dataset]):
+    if has_localization(run_dataset(config, wildcards.dataset)):
         entries += [["baselines", "AVG"]] + [["baselines", b] for b in HIGH_REPLICATES[:1]]
     return entries
 
@@ -215,7 +230,7 @@ def example_inputs(wildcards):
     """Dataset, the utility table (scores in the titles) and the map files of :func:`example_entries`."""
     d = wildcards.dataset
     files = dataset_files(wildcards)
-    if has_localization(config["datasets"][d]):
+    if has_localization(run_dataset(config, d)):
         files["utility"] = f"results/{d}/metrics/utility.csv"
     files["maps"] = [f"results/{d}/saliency/{row}/{method}.h5" for row, method in example_entries(wildcards)]
     return files

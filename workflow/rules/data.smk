@@ -10,10 +10,10 @@ rule synthetic_dataset:
         images="results/{dataset}/data/images.h5",
         boxes="results/{dataset}/data/boxes.csv",
     wildcard_constraints:
-        dataset=dataset_regex(config["datasets"], synthetic=True),
+        dataset=dataset_regex(config["datasets"], synthetic=True, seeded=bool(STABILITY_SEEDS)),
     params:
-        dataset=lambda wildcards: config["datasets"][wildcards.dataset],
-        seed=config["seed"],
+        dataset=lambda wildcards: run_dataset(config, wildcards.dataset),
+        seed=lambda wildcards: run_seed(config, wildcards.dataset),
     threads: 1
     log:
         "results/{dataset}/logs/data/synthetic_dataset.log",
@@ -33,17 +33,17 @@ rule prepare_dataset:
     root or table stops the DAG with an error naming its config key.
     """
     input:
-        tables=lambda wildcards: input_tables(wildcards.dataset, config["datasets"][wildcards.dataset]),
+        tables=lambda wildcards: input_tables(wildcards.dataset, run_dataset(config, wildcards.dataset)),
     output:
         manifest="results/{dataset}/data/manifest.csv",
         images="results/{dataset}/data/images.h5",
         boxes="results/{dataset}/data/boxes.csv",
         skipped="results/{dataset}/data/skipped.csv",
     wildcard_constraints:
-        dataset=dataset_regex(config["datasets"], synthetic=False),
+        dataset=dataset_regex(config["datasets"], synthetic=False, seeded=bool(STABILITY_SEEDS)),
     params:
-        dataset=lambda wildcards: config["datasets"][wildcards.dataset],
-        seed=config["seed"],
+        dataset=lambda wildcards: run_dataset(config, wildcards.dataset),
+        seed=lambda wildcards: run_seed(config, wildcards.dataset),
     threads: 4
     log:
         "results/{dataset}/logs/data/prepare_dataset.log",

@@ -6,7 +6,7 @@ rule utility_scores:
     output:
         "results/{dataset}/metrics/utility/{model}.csv",
     params:
-        target_label=lambda wildcards: config["datasets"][wildcards.dataset]["target_label"],
+        target_label=lambda wildcards: run_dataset(config, wildcards.dataset)["target_label"],
         metrics=config["metrics"]["utility"],
         methods=METHODS,
         randomized=False,
@@ -29,7 +29,7 @@ use rule utility_scores as utility_scores_randomized with:
     output:
         "results/{dataset}/metrics/utility/randomized/{model}.csv",
     params:
-        target_label=lambda wildcards: config["datasets"][wildcards.dataset]["target_label"],
+        target_label=lambda wildcards: run_dataset(config, wildcards.dataset)["target_label"],
         metrics=config["metrics"]["utility"],
         methods=METHODS,
         randomized=True,
@@ -45,7 +45,7 @@ use rule utility_scores as utility_baselines with:
     output:
         "results/{dataset}/metrics/utility/baselines.csv",
     params:
-        target_label=lambda wildcards: config["datasets"][wildcards.dataset]["target_label"],
+        target_label=lambda wildcards: run_dataset(config, wildcards.dataset)["target_label"],
         metrics=config["metrics"]["utility"],
         methods=["AVG"] + [b.split("-r")[0] for b in HIGH_REPLICATES[:1]],
         randomized=False,
@@ -126,7 +126,7 @@ rule randomization_threshold:
         models=[m for m in RANDOMIZED_MODELS for _ in METHODS],
         methods=[me for _ in RANDOMIZED_MODELS for me in METHODS],
         n_pairs=config["randomization"]["threshold_pairs"],
-        seed=config["seed"],
+        seed=lambda wildcards: run_seed(config, wildcards.dataset),
         data_range=config["metrics"]["ssim_data_range"],
         similarity_maps=config["metrics"]["similarity_maps"],
     threads: 1
@@ -174,7 +174,7 @@ rule rater_reference:
         table="results/{dataset}/metrics/utility/human/RATER.csv",
         per_rater="results/{dataset}/metrics/raters/per_rater.csv",
     params:
-        target_label=lambda wildcards: config["datasets"][wildcards.dataset]["target_label"],
+        target_label=lambda wildcards: run_dataset(config, wildcards.dataset)["target_label"],
         metrics=config["metrics"]["utility"],
     threads: 1
     log:

@@ -64,9 +64,9 @@ rule plot_randomization_examples:
     params:
         methods=METHODS,
         model=RANDOMIZED_MODELS[0] if RANDOMIZED_MODELS else None,
-        target_label=lambda wildcards: config["datasets"][wildcards.dataset]["target_label"],
-        has_masks=lambda wildcards: has_localization(config["datasets"][wildcards.dataset]),
-        seed=config["seed"],
+        target_label=lambda wildcards: run_dataset(config, wildcards.dataset)["target_label"],
+        has_masks=lambda wildcards: has_localization(run_dataset(config, wildcards.dataset)),
+        seed=lambda wildcards: run_seed(config, wildcards.dataset),
         style=config["plots"],
     threads: 1
     log:
@@ -118,10 +118,10 @@ rule plot_examples:
         pdf=[f"results/{{dataset}}/figures/examples/example{k}.pdf" for k in range(1, N_EXAMPLES + 1)],
     params:
         entries=example_entries,
-        target_label=lambda wildcards: config["datasets"][wildcards.dataset]["target_label"],
-        has_masks=lambda wildcards: has_localization(config["datasets"][wildcards.dataset]),
+        target_label=lambda wildcards: run_dataset(config, wildcards.dataset)["target_label"],
+        has_masks=lambda wildcards: has_localization(run_dataset(config, wildcards.dataset)),
         metric=config["stats"]["utility_metric"],
-        seed=config["seed"],
+        seed=lambda wildcards: run_seed(config, wildcards.dataset),
         style=config["plots"],
     threads: 1
     log:

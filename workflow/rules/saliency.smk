@@ -5,7 +5,7 @@ rule xrai_segments:
     output:
         "results/{dataset}/saliency/xrai_segments.h5",
     params:
-        target_label=lambda wildcards: config["datasets"][wildcards.dataset]["target_label"],
+        target_label=lambda wildcards: run_dataset(config, wildcards.dataset)["target_label"],
     threads: 1
     log:
         "results/{dataset}/logs/saliency/xrai_segments.log",
@@ -26,13 +26,13 @@ rule saliency_maps:
         maps="results/{dataset}/saliency/{model}/{method}.h5",
     params:
         method_params=lambda wildcards: config["saliency"]["params"].get(wildcards.method, {}),
-        target_label=lambda wildcards: config["datasets"][wildcards.dataset]["target_label"],
+        target_label=lambda wildcards: run_dataset(config, wildcards.dataset)["target_label"],
         output=config["saliency"]["output"],
         batch_size=config["saliency"]["batch_size"],
         max_batch_inputs=config["saliency"]["max_batch_inputs"],
         amp=config["saliency"]["amp"],
         device=config["saliency"]["device"],
-        seed=config["seed"],
+        seed=lambda wildcards: run_seed(config, wildcards.dataset),
         control=lambda wildcards: wildcards.method in CONTROLS,
         versions=package_versions(),
     threads: config["saliency"]["threads"]
@@ -56,15 +56,16 @@ rule randomized_saliency:
         maps="results/{dataset}/saliency/{model}/randomized/{mode}/{method}.h5",
     params:
         method_params=lambda wildcards: config["saliency"]["params"].get(wildcards.method, {}),
-        target_label=lambda wildcards: config["datasets"][wildcards.dataset]["target_label"],
+        target_label=lambda wildcards: run_dataset(config, wildcards.dataset)["target_label"],
         output=config["saliency"]["output"],
         batch_size=config["saliency"]["batch_size"],
         max_batch_inputs=config["saliency"]["max_batch_inputs"],
         amp=config["saliency"]["amp"],
         device=config["saliency"]["device"],
-        seed=config["seed"],
+        seed=lambda wildcards: run_seed(config, wildcards.dataset),
         init=config["randomization"]["init"],
         n_images=config["randomization"]["n_images"],
+        draws=config["randomization"]["draws"],
         control=lambda wildcards: wildcards.method in CONTROLS,
         versions=package_versions(),
     threads: config["saliency"]["threads"]

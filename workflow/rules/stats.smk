@@ -100,3 +100,38 @@ rule cross_dataset_summary:
         runtime=5,
     script:
         "../scripts/cross_dataset_summary.py"
+
+
+if STABILITY_SEEDS:
+
+    rule stability_table:
+        """Stability mode: the PASS/FAIL table across the seeds' runs, unstable cells marked (stats/stability.py)."""
+        input:
+            lambda wildcards: [f"results/{run}/summary/pass_fail.csv" for run in RUNS[wildcards.dataset]],
+        output:
+            csv=report(
+                "results/{dataset,[A-Za-z0-9_-]+}/summary/pass_fail.csv",
+                caption="../report/stability.rst",
+                category="PASS/FAIL",
+            ),
+            md="results/{dataset,[A-Za-z0-9_-]+}/summary/pass_fail.md",
+            tex="results/{dataset,[A-Za-z0-9_-]+}/summary/pass_fail.tex",
+            html=report(
+                "results/{dataset,[A-Za-z0-9_-]+}/summary/pass_fail.html",
+                caption="../report/stability.rst",
+                category="PASS/FAIL",
+            ),
+            seeds="results/{dataset,[A-Za-z0-9_-]+}/summary/pass_fail_seeds.csv",
+        params:
+            seeds=STABILITY_SEEDS,
+            small_n=config["stats"]["small_n"],
+        threads: 1
+        log:
+            "results/{dataset}/logs/stats/stability_table.log",
+        conda:
+            "../../envs/stats.yaml"
+        resources:
+            mem_mb=1000,
+            runtime=5,
+        script:
+            "../scripts/stability_table.py"

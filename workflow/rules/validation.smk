@@ -19,13 +19,13 @@ rule shortcut_check:
     wildcard_constraints:
         dataset=CONFOUNDED_REGEX,
     params:
-        dataset_cfg=lambda wildcards: config["datasets"][wildcards.dataset],
-        target_label=lambda wildcards: config["datasets"][wildcards.dataset]["target_label"],
+        dataset_cfg=lambda wildcards: run_dataset(config, wildcards.dataset),
+        target_label=lambda wildcards: run_dataset(config, wildcards.dataset)["target_label"],
         models=MODELS,
         map_models=[m for m in MODELS for _ in METHODS],
         map_methods=[me for _ in MODELS for me in METHODS],
         controls=CONTROLS,
-        seed=config["seed"],
+        seed=lambda wildcards: run_seed(config, wildcards.dataset),
         shortcut=config["metrics"]["shortcut"],
         alpha=config["stats"]["alpha"],
         utility_metric=config["stats"]["utility_metric"],

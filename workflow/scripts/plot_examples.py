@@ -1,5 +1,5 @@
 """Snakemake entry: rule plot_examples."""
-from saliency_trust.config import setup_logging
+from saliency_trust.config import setup_logging, split_run
 from saliency_trust.plots.examples import run_example_panels
 
 setup_logging(snakemake.log[0])
@@ -10,7 +10,7 @@ run_example_panels(
     paths=[list(pair) for pair in zip(snakemake.output.png, snakemake.output.pdf)],
     label=snakemake.params.target_label,
     seed=snakemake.params.seed,
-    dataset=snakemake.wildcards.dataset,
+    dataset=split_run(snakemake.wildcards.dataset)[0],  # the dataset of the run
     utility_path=snakemake.input.get("utility"),
     metric=snakemake.params.metric,
     colormap=style["colormap"],

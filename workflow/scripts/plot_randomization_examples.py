@@ -1,5 +1,5 @@
 """Snakemake entry: rule plot_randomization_examples."""
-from saliency_trust.config import setup_logging
+from saliency_trust.config import setup_logging, split_run
 from saliency_trust.plots.examples import run_randomization_panel
 
 setup_logging(snakemake.log[0])
@@ -12,7 +12,7 @@ run_randomization_panel(
     paths=[snakemake.output.png, snakemake.output.pdf],
     label=snakemake.params.target_label,
     seed=snakemake.params.seed,
-    dataset=snakemake.wildcards.dataset,
+    dataset=split_run(snakemake.wildcards.dataset)[0],  # the dataset of the run
     scores_path=snakemake.input.scores,
     model=snakemake.params.model,
     max_steps_shown=style["max_steps_shown"],

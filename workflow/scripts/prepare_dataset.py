@@ -1,10 +1,10 @@
 """Snakemake entry: rule prepare_dataset."""
-from saliency_trust.config import setup_logging
+from saliency_trust.config import setup_logging, split_run
 from saliency_trust.data.prepare import prepare_dataset
 
 setup_logging(snakemake.log[0])
 prepare_dataset(
-    snakemake.wildcards.dataset,
+    split_run(snakemake.wildcards.dataset)[0],  # the dataset of the run (stability mode: without /seed-s)
     snakemake.params.dataset,
     snakemake.params.seed,
     snakemake.output.manifest,

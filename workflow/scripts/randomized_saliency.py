@@ -23,4 +23,5 @@ run_randomized_saliency(
     amp=snakemake.params.amp,
     segments_path=snakemake.input.get("segments"),
     control=snakemake.params.control,
+    draws=snakemake.params.draws,
 )

@@ -1,10 +1,10 @@
 """Snakemake entry: rule shortcut_check."""
-from saliency_trust.config import setup_logging
+from saliency_trust.config import setup_logging, split_run
 from saliency_trust.metrics.shortcut import run_shortcut_check
 
 setup_logging(snakemake.log[0])
 run_shortcut_check(
-    snakemake.wildcards.dataset,
+    split_run(snakemake.wildcards.dataset)[0],  # the dataset of the run (stability mode: without /seed-s)
     snakemake.params.dataset_cfg,
     snakemake.input.manifest,
     snakemake.input.images,

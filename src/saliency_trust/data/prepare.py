@@ -43,10 +43,12 @@ def prepare_dataset(
                        boxes_path, skipped_path, source=ctx.source, workers=workers)
 
 
-def dataset_regex(datasets: dict, synthetic: bool) -> str:
-    """Wildcard constraint matching exactly the synthetic (or the adapted) datasets of the config.
+def dataset_regex(datasets: dict, synthetic: bool, seeded: bool = False) -> str:
+    """Wildcard constraint matching exactly the runs of the synthetic (or the adapted) datasets of the config;
+    ``seeded``: the stability mode's runs ``{dataset}/seed-{s}``.
 
     Keeps the rules ``synthetic_dataset`` and ``prepare_dataset`` unambiguous.
     """
     names = [n for n, d in datasets.items() if (d.get("source") == "synthetic") == synthetic]
-    return "|".join(re.escape(n) for n in names) if names else "(?!)"
+    suffix = "/seed-[0-9]+" if seeded else ""
+    return "|".join(f"{re.escape(n)}{suffix}" for n in names) if names else "(?!)"

@@ -15,31 +15,37 @@ import pandas as pd
 from saliency_trust.io import stable_seed
 from saliency_trust.metrics.similarity import check_similarity_maps, compare_maps, signed_raw
 
-RANDOMIZATION_COLUMNS = ["image_id", "model", "method", "mode", "step", "block", "metric", "value"]
+RANDOMIZATION_COLUMNS = ["image_id", "model", "method", "mode", "draw", "step", "block", "metric", "value"]
 THRESHOLD_COLUMNS = ["model", "method", "n_pairs", "threshold", "sd"]
 
 
 def randomization_ssim(trained: dict[str, np.ndarray], image_ids: list[str], steps: list[str], step_maps: np.ndarray,
                        model: str, method: str, mode: str, data_range: float = 1.0,
                        kind: str = "processed") -> pd.DataFrame:
-    """Long table of SSIM(step map, trained map) for every image and step (steps numbered from 1)."""
+    """Long table of SSIM(step map, trained map) for every draw, image and step (draws and steps numbered from 1).
+
+    ``step_maps``: D x S x N x H x W (re-initialization draws x steps x images), or S x N x H x W for one draw.
+    """
     missing = [i for i in image_ids if i not in trained]
     if missing:
         raise KeyError(f"no trained {method} map of model {model} for image '{missing[0]}'")
-    if step_maps.shape[:2] != (len(steps), len(image_ids)):
-        raise ValueError(f"{method}/{model}: {step_maps.shape[:2]} step maps for {len(steps)} steps x "
-                         f"{len(image_ids)} images")
     ref = np.stack([trained[i] for i in image_ids])
-    n_steps, n = len(steps), len(image_ids)
-    values = compare_maps(step_maps.reshape(n_steps * n, *ref.shape[1:]), np.tile(ref, (n_steps, 1, 1)), kind,
-                          data_range)
+    if step_maps.ndim == ref.ndim + 1:
+        step_maps = step_maps[None]
+    if step_maps.shape[1:3] != (len(steps), len(image_ids)):
+        raise ValueError(f"{method}/{model}: {step_maps.shape[1:3]} step maps for {len(steps)} steps x "
+                         f"{len(image_ids)} images")
+    n_draws, n_steps, n = step_maps.shape[0], len(steps), len(image_ids)
+    values = compare_maps(step_maps.reshape(n_draws * n_steps * n, *ref.shape[1:]),
+                          np.tile(ref, (n_draws * n_steps, 1, 1)), kind, data_range)
     return pd.DataFrame({
-        "image_id": np.tile(image_ids, n_steps),
+        "image_id": np.tile(image_ids, n_draws * n_steps),
         "model": model,
         "method": method,
         "mode": mode,
-        "step": np.repeat(np.arange(1, n_steps + 1), n),
-        "block": np.repeat(steps, n),
+        "draw": np.repeat(np.arange(1, n_draws + 1), n_steps * n),
+        "step": np.tile(np.repeat(np.arange(1, n_steps + 1), n), n_draws),
+        "block": np.tile(np.repeat(steps, n), n_draws),
         "metric": "ssim",
         "value": values,
     })[RANDOMIZATION_COLUMNS]

@@ -149,7 +149,9 @@ def run_utility(manifest_path, images_path, maps_paths: list[str], model: str, m
 
     With ``randomized``, the files are randomized-model caches and the maps of
     their last step (cascading: every block re-initialized) are scored, for the
-    images that step explained. Baselines use ``model`` = ``baseline``.
+    images that step explained; with several re-initialization draws each
+    image's score is the mean over the draws (the image stays the unit of the
+    statistics). Baselines use ``model`` = ``baseline``.
     """
     from saliency_trust.data.canonical import load_dataset
     from saliency_trust.io import write_csv
@@ -161,16 +163,23 @@ def run_utility(manifest_path, images_path, maps_paths: list[str], model: str, m
     all_masks = positive_test_masks(data, target_label)
     tables = []
     for path, method in zip(maps_paths, methods):
-        masks = all_masks
-        if randomized:
-            ids, _, step_maps = read_randomized_maps(path, method=method)
-            maps = dict(zip(ids, step_maps[-1]))
-            masks = {i: all_masks[i] for i in ids if i in all_masks}  # only images with a ground truth are scored
-        else:
+        if not randomized:
             maps = read_maps(path, method=method).by_id()
-        tables.append(utility_table(maps, masks, model, method, tuple(metrics),
-                                    "randomized" if randomized else "trained"))
+            tables.append(utility_table(maps, all_masks, model, method, tuple(metrics), "trained"))
+            continue
+        ids, _, step_maps = read_randomized_maps(path, method=method)
+        masks = {i: all_masks[i] for i in ids if i in all_masks}  # only images with a ground truth are scored
+        tables.append(randomized_utility(ids, step_maps, masks, model, method, tuple(metrics)))
     write_csv(pd.concat(tables, ignore_index=True), out_path)
+
+
+def randomized_utility(image_ids: list[str], step_maps: np.ndarray, masks: dict[str, np.ndarray], model: str,
+                       method: str, metrics: tuple[str, ...] = UTILITY_METRICS) -> pd.DataFrame:
+    """Utility of the fully randomized model's maps (the last step of each draw, ``step_maps``: D x S x N x H x W),
+    averaged over the re-initialization draws per image: one row per image and metric, as for trained maps."""
+    per_draw = pd.concat([utility_table(dict(zip(image_ids, draw[-1])), masks, model, method, metrics, "randomized")
+                          for draw in step_maps])
+    return per_draw.groupby(UTILITY_COLUMNS[:-1], sort=False, as_index=False)["value"].mean()[UTILITY_COLUMNS]
 
 
 def positive_test_masks(data, target_label: str | None) -> dict[str, np.ndarray]:

@@ -22,7 +22,8 @@ def plot_randomization(scores: pd.DataFrame, thresholds: pd.DataFrame, methods: 
         m = sel[sel["model"] == model]
         steps = m[["step", "block"]].drop_duplicates().sort_values("step")
         for method in methods:
-            g = m[m["method"] == method].groupby("step")["value"]
+            # re-initialization draws averaged per image first: the image is the unit of the interval
+            g = m[m["method"] == method].groupby(["step", "image_id"])["value"].mean().groupby(level="step")
             if not len(g):
                 continue
             mean, sem = g.mean(), g.sem().fillna(0.0)

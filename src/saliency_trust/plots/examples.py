@@ -148,11 +148,12 @@ def run_randomization_panel(images_path: str, trained: dict[str, str], randomize
     steps = read_steps(first)
     images, masks = read_images(images_path, [image_id], label, with_masks=has_masks)
     trained_maps = {m: read_maps_of(p, [image_id])[0] for m, p in trained.items()}
-    random_maps = {m: read_maps_of(p, [image_id])[:, 0] for m, p in randomized.items()}
+    random_maps = {m: read_maps_of(p, [image_id])[0, :, 0] for m, p in randomized.items()}  # the first draw
     scores = None
     if scores_path:
         scores = pd.read_csv(scores_path, dtype={"image_id": str})
-        scores = scores[(scores["model"] == model) & (scores["mode"] == "cascading") & (scores["metric"] == "ssim")]
+        scores = scores[(scores["model"] == model) & (scores["mode"] == "cascading") & (scores["metric"] == "ssim")
+                        & (scores["draw"] == 1 if "draw" in scores else True)]
     plot_randomization_panel(images[0], masks[0] if has_masks else None, trained_maps, random_maps, steps, image_id,
                              paths, ssim=scores, max_steps_shown=max_steps_shown, colormap=colormap, dpi=dpi,
                              title=f"Cascading randomization of {model}: {image_id} (blocks re-initialized from "

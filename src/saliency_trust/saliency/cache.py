@@ -23,11 +23,13 @@ match, and recomputes it (with a warning saying why) otherwise.
 
 Maps of randomized models (SPEC 6.2) live in one file per (model, method,
 randomization mode): ``results/{dataset}/saliency/{model}/randomized/{mode}/{method}.h5``,
-with the same layout plus a leading step axis (``map``: S x N x H x W, ``raw``:
-S x N x C x H x W) and the attribute ``steps`` (JSON list: the blocks
-re-initialized at each step). ``target`` then also records the randomization
-(mode, init, seed, blocks), so a change of any of them recomputes the file. Steps
-are written one by one, so memory holds one step at a time.
+with the same layout plus leading draw and step axes (``map``: D x S x N x H x W,
+``raw``: D x S x N x C x H x W; D seeded re-initialization draws, S steps) and the
+attributes ``steps`` (JSON list: the blocks re-initialized at each step) and
+``draws`` (JSON list: each draw's re-initialization seed). ``target`` then also
+records the randomization (mode, init, seed, draws, blocks), so a change of any of
+them recomputes the file. Steps are written one by one, so memory holds one step
+of one draw at a time.
 
 XRAI segments live in their own file per dataset
 (``results/{dataset}/saliency/xrai_segments.h5``: ``image_id`` and ``labels``,
@@ -206,8 +208,8 @@ def constant_ids(maps: np.ndarray, image_ids: list[str], what: str) -> list[str]
 
 
 def constant_maps_table(paths: list[str | Path]) -> "pd.DataFrame":
-    """One row per constant map recorded by the cache files (``file, method, step, block, image_id``;
-    step and block are empty for trained models' maps)."""
+    """One row per constant map recorded by the cache files (``file, method, draw, step, block, image_id``;
+    draw, step and block are empty for trained models' maps)."""
     import pandas as pd
 
     rows = []
@@ -215,9 +217,10 @@ def constant_maps_table(paths: list[str | Path]) -> "pd.DataFrame":
         with h5py.File(path, "r") as h5:
             method, steps = h5.attrs["method"], json.loads(h5.attrs.get("steps", "null"))
             for entry in json.loads(h5.attrs.get("constant_maps", "[]")):
-                step, image_id = entry if steps else (None, entry)
-                rows.append((str(path), method, step, steps[step - 1] if steps else None, image_id))
-    return pd.DataFrame(rows, columns=["file", "method", "step", "block", "image_id"]).astype({"step": "Int64"})
+                step, image_id, draw = entry if steps else (None, entry, None)  # randomized: [step, id, draw]
+                rows.append((str(path), method, draw, step, steps[step - 1] if steps else None, image_id))
+    return pd.DataFrame(rows, columns=["file", "method", "draw", "step", "block", "image_id"]).astype(
+        {"draw": "Int64", "step": "Int64"})
 
 
 def run_constant_maps(paths: list[str], out_path) -> None:
@@ -243,14 +246,18 @@ def load_or_compute_randomized(
     target: dict,
     image_ids: list[str],
     steps: list[str],
-    compute_step: Callable[[int], tuple[np.ndarray, np.ndarray]],
+    compute_step: Callable[[int, int], tuple[np.ndarray, np.ndarray]],
+    draws: list[int] | None = None,
 ) -> bool:
-    """Reuse ``path`` if it matches exactly; else write the maps of every step, ``compute_step(k)`` -> (maps, raw).
+    """Reuse ``path`` if it matches exactly; else write the maps of every draw and step,
+    ``compute_step(d, k)`` -> (maps, raw) of draw ``d`` and step ``k`` (0-based). ``draws``: the draws'
+    re-initialization seeds (one draw, seed 0, when None).
 
     Returns True when the maps were (re)computed.
     """
     path = Path(path)
-    target = {**target, "steps": list(steps)}
+    draws = [0] if draws is None else [int(d) for d in draws]
+    target = {**target, "steps": list(steps), "draws": draws}
     if path.exists():
         why = cache_mismatch(path, method, params, model_sha256, target, image_ids)
         if why is None:
@@ -262,30 +269,32 @@ def load_or_compute_randomized(
         with h5py.File(tmp, "w") as h5:
             _write_ids(h5, image_ids)
             dsets = None
-            for k, block in enumerate(steps):
-                maps, raw = compute_step(k)
-                if not len(maps) == len(raw) == len(image_ids):
-                    raise ValueError(f"{path}: step {k + 1} gave {len(maps)} maps and {len(raw)} raw attributions "
-                                     f"for {len(image_ids)} images")
-                _check_finite(maps, image_ids, f"{method}, randomization step {k + 1} ({block})")
-                constant += [(k + 1, i) for i in constant_ids(maps, image_ids, f"{path}: step {k + 1} ({block})")]
-                if dsets is None:
-                    dsets = [
-                        h5.create_dataset(name, shape=(len(steps), *arr.shape), dtype="f4",
-                                          chunks=(1, 1, *arr.shape[1:]), compression="gzip")
-                        for name, arr in (("map", maps), ("raw", raw))
-                    ]
-                dsets[0][k] = maps
-                dsets[1][k] = raw
+            for d in range(len(draws)):
+                for k, block in enumerate(steps):
+                    what = f"step {k + 1} ({block}), draw {d + 1}"
+                    maps, raw = compute_step(d, k)
+                    if not len(maps) == len(raw) == len(image_ids):
+                        raise ValueError(f"{path}: {what} gave {len(maps)} maps and {len(raw)} raw attributions "
+                                         f"for {len(image_ids)} images")
+                    _check_finite(maps, image_ids, f"{method}, randomization {what}")
+                    constant += [(k + 1, i, d + 1) for i in constant_ids(maps, image_ids, f"{path}: {what}")]
+                    if dsets is None:
+                        dsets = [
+                            h5.create_dataset(name, shape=(len(draws), len(steps), *arr.shape), dtype="f4",
+                                              chunks=(1, 1, 1, *arr.shape[1:]), compression="gzip")
+                            for name, arr in (("map", maps), ("raw", raw))
+                        ]
+                    dsets[0][d, k] = maps
+                    dsets[1][d, k] = raw
             _write_cache_attrs(h5, method, params, model_sha256, target, steps=json.dumps(list(steps)),
-                               constant_maps=json.dumps(constant))
+                               draws=json.dumps(draws), constant_maps=json.dumps(constant))
     return True
 
 
 def read_randomized_maps(path: str | Path, method: str | None = None,
                          dataset: str = "map") -> tuple[list[str], list[str], np.ndarray]:
-    """(image ids, step block names, S x N x H x W maps) of a randomized-model cache file; ``dataset="raw"``
-    returns the S x N x C x H x W raw attributions instead."""
+    """(image ids, step block names, D x S x N x H x W maps: draws x steps x images) of a randomized-model cache
+    file; ``dataset="raw"`` returns the D x S x N x C x H x W raw attributions instead."""
     if dataset not in ("map", "raw"):
         raise ValueError(f"unknown cache dataset '{dataset}' (map or raw)")
     with h5py.File(path, "r") as h5:
@@ -342,7 +351,7 @@ def read_steps(path: str | Path) -> list[str]:
 
 
 def read_maps_of(path: str | Path, image_ids: list[str]) -> np.ndarray:
-    """Only the maps of ``image_ids`` (in that order): K x H x W, or S x K x H x W for a randomized-model file.
+    """Only the maps of ``image_ids`` (in that order): K x H x W, or D x S x K x H x W for a randomized-model file.
     A KeyError names an id the file lacks."""
     with h5py.File(path, "r") as h5:
         stored = _read_ids(h5)
@@ -354,6 +363,6 @@ def read_maps_of(path: str | Path, image_ids: list[str]) -> np.ndarray:
         rows = np.asarray([position[i] for i in image_ids], dtype=int)
         order = np.argsort(rows)
         stepped = "steps" in h5.attrs
-        data = h5["map"][:, rows[order]] if stepped else h5["map"][rows[order]]
+        data = h5["map"][:, :, rows[order]] if stepped else h5["map"][rows[order]]
     back = np.argsort(order)
-    return data[:, back] if stepped else data[back]
+    return data[:, :, back] if stepped else data[back]

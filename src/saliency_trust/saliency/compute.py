@@ -174,12 +174,13 @@ def randomization_subset(image_ids: list[str], n_images: int, seed: int) -> list
 def run_randomized_saliency(manifest_path, images_path, model_path, method_key: str, params: dict,
                             target_label: str | None, output: str, batch_size: int, device: str, threads: int,
                             out_path, mode: str, init: str, n_images: int, seed: int = 0, max_batch_inputs: int = 64,
-                            amp: bool = False, segments_path=None, control: bool = False) -> None:
+                            amp: bool = False, segments_path=None, control: bool = False, draws: int = 1) -> None:
     """Stage entry: maps of one method at every randomization step of one model (SPEC 6.2), one cache file.
 
     Step k re-initializes the blocks :func:`saliency_trust.models.randomize.blocks_of_step` gives
-    (cascading: the k blocks nearest the output; independent: block k alone). ``control`` as in
-    :func:`run_saliency` (a control map is the same at every step: Adebayo et al. 2018).
+    (cascading: the k blocks nearest the output; independent: block k alone), with ``draws`` seeded
+    re-initializations (:func:`draw_seeds`). ``control`` as in :func:`run_saliency` (a control map is the
+    same at every step: Adebayo et al. 2018).
     """
     from saliency_trust.data.canonical import load_dataset
     from saliency_trust.io import sha256_file
@@ -204,16 +205,25 @@ def run_randomized_saliency(manifest_path, images_path, model_path, method_key: 
     target = {"label": label, "output": output, "seed": seed,
               "randomization": {"mode": mode, "init": init, "n_images": n_images}}
     segments = method_segments(method_key, segments_path, ids)
+    seeds = draw_seeds(seed, draws)
     t0 = time.perf_counter()
 
-    def compute_step(k: int) -> tuple[np.ndarray, np.ndarray]:
+    def compute_step(d: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         blocks = blocks_of_step(arch, mode, k + 1)
-        random_model = randomized_model(model, arch, blocks, seed, init)
+        random_model = randomized_model(model, arch, blocks, seeds[d], init)
         raw, maps = compute_saliency(random_model, arch, images, method_key, params, data.label_index(label), output,
                                      batch_size, dev, ids, segments, seed, max_batch_inputs, amp)
-        log.info("%s %s step %d/%d (%s re-initialized): %d maps, %.1f s so far", method_key, mode, k + 1, len(steps),
-                 ", ".join(blocks), len(ids), time.perf_counter() - t0)
+        log.info("%s %s draw %d/%d step %d/%d (%s re-initialized): %d maps, %.1f s so far", method_key, mode, d + 1,
+                 len(seeds), k + 1, len(steps), ", ".join(blocks), len(ids), time.perf_counter() - t0)
         return maps, raw
 
     load_or_compute_randomized(out_path, method_key, params, sha256_file(model_path), target, ids, steps,
-                               compute_step)
+                               compute_step, draws=seeds)
+
+
+def draw_seeds(seed: int, draws: int) -> list[int]:
+    """Re-initialization seeds of ``draws`` randomization draws: the first is ``seed`` itself (so one draw is the
+    single re-initialization of the papers), the others derived from it."""
+    if draws < 1:
+        raise ValueError(f"randomization.draws must be at least 1, got {draws}")
+    return [seed] + [stable_seed(seed, "randomization-draw", d) for d in range(2, draws + 1)]

@@ -404,8 +404,10 @@ def _table2_columns(table: pd.DataFrame) -> list[tuple[str, str]]:
     return [key for key in TABLE2_COLUMNS if ((roles["criterion"] == key[0]) & (roles["role"] == key[1])).any()]
 
 
-def _table2_cells(table: pd.DataFrame, small_n: int = 30) -> tuple[list[str], list[list[str]]]:
-    """Header and rows (method, one cell per column) of the Table 2 layout; ``n/a`` where a cell is missing."""
+def _table2_cells(table: pd.DataFrame, small_n: int = 30, cell=None) -> tuple[list[str], list[list[str]]]:
+    """Header and rows (method, one cell per column) of the Table 2 layout; ``n/a`` where a cell is missing.
+    ``cell(row)`` formats a cell (default: verdict, estimate and p-value)."""
+    cell = cell or (lambda row: _cell(row, small_n))
     roles = table.assign(role=table["baseline"].map(baseline_role))
     columns = _table2_columns(table)
     header = ["Method"] + [TABLE2_COLUMNS[key] for key in columns]
@@ -414,7 +416,7 @@ def _table2_cells(table: pd.DataFrame, small_n: int = 30) -> tuple[list[str], li
         cells = [_row_label(table, method)]
         for criterion, role in columns:
             hit = roles[(roles.method == method) & (roles.criterion == criterion) & (roles.role == role)]
-            cells.append(_cell(hit.iloc[0], small_n) if len(hit) else "n/a")
+            cells.append(cell(hit.iloc[0]) if len(hit) else "n/a")
         rows.append(cells)
     return header, rows
 
