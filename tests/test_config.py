@@ -95,7 +95,9 @@ def _tiny():
         (lambda c: c["datasets"].update(real={"source": "siim"}), "config: datasets.real.root: required key is missing"),
         (lambda c: c.update(stats={"alpha": 1.5}), "config: stats.alpha = 1.5: must be a number < 1"),
         (lambda c: c.update(unknown_key=1), "config: unknown key 'unknown_key'; allowed keys: baselines, datasets, hdf5_file_locking, "
-                                            "metrics, models, plots, randomization, saliency, seed, stats, training"),
+                                            "metrics, models, plots, randomization, saliency, seed, seeds, stats, training"),
+        (lambda c: c.update(seeds=[3]), "config: seeds = [3]: must be at least 2 item(s)"),
+        (lambda c: c["randomization"].update(draws=0), "config: randomization.draws = 0: must be a number >= 1"),
         (lambda c: c["randomization"].update(models="prim"),
          "config: randomization.models = 'prim': must be one of primary, first_replicates, all or a list of strings "
          "matching ^[a-z0-9_]+-r[0-9]+$"),

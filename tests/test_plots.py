@@ -143,13 +143,13 @@ def test_read_maps_of_selects_images_of_trained_and_randomized_caches(tmp_path):
     write_maps(tmp_path / "m.h5", ids, maps, maps[:, None], "GRAD", {}, "0" * 64, {"label": "x"})
     assert read_cached_ids(tmp_path / "m.h5") == ids
     assert np.array_equal(read_maps_of(tmp_path / "m.h5", ["c", "a"]), maps[[2, 0]])
-    stepped = np.stack([maps, maps + 100])
-    with h5py.File(tmp_path / "r.h5", "w") as h5:  # the randomized layout: step axis first, 'steps' attribute
+    stepped = np.stack([np.stack([maps, maps + 100]), np.stack([maps + 200, maps + 300])])  # 2 draws x 2 steps
+    with h5py.File(tmp_path / "r.h5", "w") as h5:  # the randomized layout: draw and step axes first, 'steps'
         h5.create_dataset("image_id", data=np.array(ids, dtype=object), dtype=h5py.string_dtype())
         h5["map"] = stepped
         h5.attrs["steps"] = '["fc", "conv"]'
     got = read_maps_of(tmp_path / "r.h5", ["b", "a"])
-    assert got.shape == (2, 2, 4, 4) and np.array_equal(got, stepped[:, [1, 0]])
+    assert got.shape == (2, 2, 2, 4, 4) and np.array_equal(got, stepped[:, :, [1, 0]])
     with pytest.raises(KeyError, match="zz"):
         read_maps_of(tmp_path / "m.h5", ["zz"])
 

@@ -40,7 +40,7 @@ def _write_each_kind(tmp_path, tiny_dataset) -> dict[str, tuple[Path, str, calla
     maps = _maps()
     write_maps(tmp_path / "maps.h5", IDS, maps, maps[:, None], "GRAD", {}, "m", {})
     load_or_compute_randomized(tmp_path / "rand.h5", "GRAD", {}, "m", {}, IDS, ["fc", "conv"],
-                               lambda k: (maps, maps[:, None]))
+                               lambda d, k: (maps, maps[:, None]))
     write_segments(tmp_path / "seg.h5", IDS, np.arange(3 * 6 * 8 * 8, dtype=np.int32).reshape(3, 6, 8, 8))
     d = tiny_dataset
     write_dataset(d.manifest, d.images, d.masks, d.manifest.iloc[:0].assign(label="", rater="", x=0, y=0, width=0,

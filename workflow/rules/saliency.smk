@@ -75,7 +75,7 @@ rule randomized_saliency:
         "../../envs/saliency.yaml"
     resources:
         mem_mb=4000,
-        runtime=240,
+        runtime=240 * config["randomization"]["draws"],  # minutes; each draw repeats every step
         gpu=gpu_request(config["saliency"]["device"]),
     script:
         "../scripts/randomized_saliency.py"

@@ -367,6 +367,9 @@ def randomization_verdicts(tests: pd.DataFrame, model: str, methods: list[str], 
             raise ValueError(f"no cascading randomization test for model {model}, method {method}")
         last = m.loc[m["step"].idxmax()]
         test = "Welch two-sample t, one-sided" if last["test"] == "welch" else "one-sample t, one-sided"
+        draws = int(last["n_draws"]) if "n_draws" in last and pd.notna(last["n_draws"]) else 1
+        if draws > 1:  # the images x draws table as crossed random effects (stats/randomization.py)
+            test += f", images x {draws} re-initialization draws crossed"
         rows.append((method, "randomization", THRESHOLD, float(last["estimate"]), float(last["p_value"]),
                      "PASS" if last["p_value"] < alpha else "FAIL", float(last["se"]), -np.inf,
                      float(last["ci_high"]), "ssim", model, int(last["n_images"]), True, test, "none",
@@ -445,11 +448,17 @@ def table_notes(table: pd.DataFrame, alpha: float, rules: DecisionRules = Decisi
     if (table["criterion"] == "randomization").any():
         test = _first(table, "randomization", "test") or "Welch"
         n = _first(table, "randomization", "n_images")
+        draws = int(test.split(" x ")[1].split()[0]) if " x " in test else 1
         how = ("Welch two-sample t-test of the per-image SSIMs against the SSIMs of the threshold's random image "
                "pairs, so the threshold's own uncertainty is carried (randomization.test: welch)"
                if test.startswith("Welch") else
                "one-sample t-test against the threshold taken as a known constant (randomization.test: one_sample; "
                "ignores the threshold's uncertainty)")
+        if draws > 1:
+            how += (f", over {draws} seeded re-initializations (randomization.draws) with images and draws as "
+                    "crossed random effects, so a drop must hold across re-initializations (Satterthwaite df)")
+        else:
+            how += ", one re-initialization as in the papers (randomization.draws: 1)"
         init = ("truncated-normal re-initialization as in the papers" if options.randomization_init == "truncated_normal"
                 else f"{options.randomization_init} re-initialization (randomization.init; the papers used "
                      "truncated_normal)")
