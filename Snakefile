@@ -1,5 +1,5 @@
 # saliency-trust: can the saliency maps of an imaging classifier be trusted?
-# Thin entry point (SPEC 2): config, schema validation, rule files, targets.
+# Thin entry point (docs/outputs.md): config, schema validation, rule files, targets.
 from snakemake.utils import min_version
 
 from saliency_trust.validation import ConfigError, validate_config

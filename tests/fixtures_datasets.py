@@ -1,4 +1,4 @@
-"""Tiny datasets written in each public dataset's own on-disk format (SPEC 3.3 tests).
+"""Tiny datasets written in each public dataset's own on-disk format (docs/own-data.md tests).
 
 Each writer returns a :class:`Fixture` with the ground truth the adapter must
 recover (labels and original-resolution masks or boxes). Nothing here uses the

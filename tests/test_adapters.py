@@ -1,4 +1,4 @@
-"""Real-dataset adapters on fixtures written in each dataset's own format (SPEC 3.3, 3.1, 11)."""
+"""Real-dataset adapters on fixtures written in each dataset's own format (docs/own-data.md)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def run(tmp_path, cfg, name="ds"):
 
 
 def nearest(mask, size):
-    """Independent expectation: nearest-neighbour resize of a mask (SPEC 3.3)."""
+    """Independent expectation: nearest-neighbour resize of a mask (docs/own-data.md)."""
     return resize(mask.astype(float), (size, size), order=0, anti_aliasing=False, preserve_range=True) > 0.5
 
 
@@ -508,7 +508,7 @@ def test_generic_pad_mode_places_boxes_with_the_image(tmp_path):
 
 
 def test_truncated_images_and_boxes_outside_the_image_stop_naming_the_image_or_are_skipped(tmp_path):
-    """SPEC 11: an unreadable or truncated image (PNG or DICOM) and a box outside its image stop the job naming
+    """docs/troubleshooting.md: an unreadable or truncated image (PNG or DICOM) and a box outside its image stop the job naming
     the image and its row, leaving no output; with ``on_error: skip`` they are dropped and listed in skipped.csv."""
     fx = write_generic(tmp_path / "gen")
     for rel in ("png/case002.png", "dicom/case005.dcm"):  # a copy cut short

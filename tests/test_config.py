@@ -1,4 +1,4 @@
-"""Config schema validation and the names derived from the config (SPEC 11)."""
+"""Config schema validation and the names derived from the config (docs/troubleshooting.md)."""
 
 from __future__ import annotations
 

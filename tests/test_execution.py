@@ -1,4 +1,4 @@
-"""Execution settings of the rules (SPEC 10): resources, conda envs, HDF5 file locking.
+"""Execution settings of the rules (docs/clusters.md): resources, conda envs, HDF5 file locking.
 
 The rules are read from the workflow itself (Snakemake's API on the tiny config); the packages a
 rule's script needs are found by following its imports through the saliency_trust package.

@@ -1,4 +1,4 @@
-"""Killed jobs, reruns and corrupted caches through the snakemake command line (SPEC 11, issue 8).
+"""Killed jobs, reruns and corrupted caches through the snakemake command line (docs/troubleshooting.md, issue 8).
 
 One small workflow (the tiny dataset, one simple_cnn trained for 12 epochs, slow Integrated Gradients so that
 the saliency job can be caught mid-way) is run twice: once uninterrupted, once with its training job and then

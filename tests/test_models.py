@@ -1,4 +1,4 @@
-"""Architecture registry and training loop (SPEC 4)."""
+"""Architecture registry and training loop (docs/outputs.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Paper-scale presets and the data rules on fixture data (issue #6; SPEC 3.3, 4, 10, 11)."""
+"""Paper-scale presets and the data rules on fixture data (issue #6; docs/own-data.md)."""
 
 from __future__ import annotations
 

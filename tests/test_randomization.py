@@ -1,4 +1,4 @@
-"""Tests of model parameter randomization (SPEC 6.2).
+"""Tests of model parameter randomization (docs/criteria.md).
 
 - saliency_trust.models.randomize: block lists, cascading / independent steps, seeding, inits;
 - saliency_trust.metrics.randomization: SSIM to the trained map, random pairs, degradation threshold;

@@ -1,4 +1,4 @@
-"""Bad input, interruption and determinism at the package level (SPEC 11, issue 8).
+"""Bad input, interruption and determinism at the package level (docs/troubleshooting.md, issue 8).
 
 The end-to-end checks (killing jobs, rerunning, corrupted caches inside a run) are in
 ``test_interruption.py``.

@@ -1,4 +1,4 @@
-"""Saliency methods, post-processing and the HDF5 cache (SPEC 5, 5.1)."""
+"""Saliency methods, post-processing and the HDF5 cache (docs/saliency.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SmoothGrad, SIG, guided backprop, Guided Grad-CAM, Input x Gradient and LRP (SPEC 5).
+"""SmoothGrad, SIG, guided backprop, Guided Grad-CAM, Input x Gradient and LRP (docs/saliency.md).
 
 References: closed forms on linear models, Captum's own implementations on
 networks where they are correct, and the known traps of the issue (functional

@@ -1,4 +1,4 @@
-"""The workflow on a real SLURM cluster through the slurm profile (SPEC 10).
+"""The workflow on a real SLURM cluster through the slurm profile (docs/clusters.md).
 
 A one-node cluster (munged, slurmctld, slurmd; tests/slurm/) runs on localhost; the tiny config is
 submitted with ``--profile workflow/profiles/slurm`` and the flags a cluster without accounting
@@ -26,7 +26,7 @@ from slurm_cluster import LocalSlurm, ensure_slurm, foreign_slurm_config
 pytestmark = pytest.mark.slow
 
 PROFILE = REPO / "workflow/profiles/slurm"
-# the flags of README "Run on a cluster" for a cluster without accounting storage (no slurmdbd)
+# the flags of docs/clusters.md for a cluster without accounting storage (no slurmdbd)
 NO_ACCOUNTING = ["--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2",
                  "--default-resources", "slurm_account=none"]
 TABLES = ["data/manifest.csv", "metrics/utility.csv", "metrics/randomization.csv", "metrics/similarity.csv",

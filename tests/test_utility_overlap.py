@@ -1,4 +1,4 @@
-"""Tests of the overlap utility metrics of saliency_trust.metrics.utility (SPEC 6.1).
+"""Tests of the overlap utility metrics of saliency_trust.metrics.utility (docs/criteria.md).
 
 ``iou`` / ``dice`` (Otsu foreground vs ground truth), ``iou_box`` / ``dice_box``
 (MURA box mode: each 8-connected component of the foreground replaced by its

@@ -1,4 +1,4 @@
-"""End-to-end: the workflow on a tiny config through the snakemake command line (SPEC 2)."""
+"""End-to-end: the workflow on a tiny config through the snakemake command line (docs/outputs.md)."""
 
 from __future__ import annotations
 
@@ -39,11 +39,12 @@ def test_outputs_follow_the_contract(tiny_run):
     assert set(utility.weights) == {"trained", "randomized", "human"}
     assert set(utility[utility.weights == "randomized"].model) == {"simple_cnn-r1"}
     assert utility.value.between(0, 1).all()
-    # cascading randomization of the primary model: 5 blocks of simple_cnn, 4 images, SSIM per step
+    # cascading randomization of the primary model: 5 blocks of simple_cnn, 4 images, 3 re-initialization draws, SSIM per step
     randomization = pd.read_csv(tiny_run / "metrics/randomization.csv")
     assert set(randomization.step) == {1, 2, 3, 4, 5}
     assert set(randomization.method) == {"GRAD", "IG", "GCAM", "EDGE"}
-    assert len(randomization) == 5 * 4 * 4 and randomization.value.between(-1, 1).all()
+    assert set(randomization.draw) == {1, 2, 3}  # randomization.draws (schema default 3)
+    assert len(randomization) == 3 * 5 * 4 * 4 and randomization.value.between(-1, 1).all()
     with h5py.File(tiny_run / "saliency/simple_cnn-r1/randomized/cascading/GCAM.h5") as h5:
         assert h5["map"].shape == (5, 4, 32, 32) and json.loads(h5.attrs["steps"])[0] == "fc"
     thresholds = pd.read_csv(tiny_run / "metrics/randomization_threshold.csv")
@@ -150,7 +151,7 @@ def test_two_runs_from_scratch_give_identical_tables(tiny_run, tmp_path):
         if rel.endswith("history.csv"):  # the per-epoch wall time differs; everything else must not
             a, b = (pd.read_csv(io.StringIO(t)).drop(columns="seconds").to_csv() for t in (a, b))
         assert a == b, rel
-    # bit-identical weights and canonical images (README "Reproducibility")
+    # bit-identical weights and canonical images (docs/reproducibility.md)
     for rel in ("data/images.h5", "models/simple_cnn-r2/model.pt", "baselines/unet-r1/model.pt"):
         assert (tiny_run / rel).read_bytes() == (again / rel).read_bytes(), rel
     # caches record their creation time: their content checksums are equal

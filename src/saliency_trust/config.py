@@ -117,7 +117,7 @@ def setup_logging(log_path: str | Path | None) -> None:
 
 def model_pairs(models: list[str]) -> list[tuple[str, str, str]]:
     """(criterion, model_a, model_b) for every pair of models: replicates of one architecture give
-    repeatability, models of different architectures give reproducibility (SPEC 6.3-6.4)."""
+    repeatability, models of different architectures give reproducibility (docs/criteria.md)."""
     out = []
     for i, a in enumerate(models):
         for b in models[i + 1 :]:
@@ -144,7 +144,7 @@ def randomized_models(config: dict) -> list[str]:
 
 
 def has_localization(dataset_cfg: dict) -> bool:
-    """Whether a dataset has a localization ground truth (masks or boxes), which utility needs (SPEC 6.1).
+    """Whether a dataset has a localization ground truth (masks or boxes), which utility needs (docs/criteria.md).
 
     CheXpert has none; MURA only with an annotation file; a generic manifest only with a mask folder or
     box columns. Without it, the pipeline computes the criteria that need no ground truth

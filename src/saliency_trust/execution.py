@@ -1,4 +1,4 @@
-"""Where and how jobs run (SPEC 10): GPU requests, HDF5 file locking, the job's environment.
+"""Where and how jobs run (docs/clusters.md): GPU requests, HDF5 file locking, the job's environment.
 
 The rules that train models or compute maps ask the scheduler for one GPU (Snakemake's standard
 ``gpu`` resource: a workstation profile caps how many run at once, the SLURM executor turns it

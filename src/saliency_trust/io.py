@@ -1,4 +1,4 @@
-"""Atomic file output, HDF5 content checksums and small helpers shared by every stage (SPEC 11).
+"""Atomic file output, HDF5 content checksums and small helpers shared by every stage (docs/troubleshooting.md).
 
 Every result file is written to a temporary name in the destination folder and
 renamed into place only when complete, so a killed job never leaves a file a

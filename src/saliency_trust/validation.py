@@ -1,4 +1,4 @@
-"""Config validation before any job runs (SPEC 11).
+"""Config validation before any job runs (docs/troubleshooting.md).
 
 :func:`validate_config` checks the config against ``workflow/schemas/config.schema.yaml``
 (filling its defaults) and the rules that span several keys; a bad config stops the run with one

@@ -72,7 +72,7 @@ rule avg_map:
 
 
 rule train_detector:
-    """High baseline for box datasets: one RetinaNet replicate trained on the target label's boxes (SPEC 4)."""
+    """High baseline for box datasets: one RetinaNet replicate trained on the target label's boxes (docs/outputs.md)."""
     input:
         unpack(dataset_files),
         boxes="results/{dataset}/data/boxes.csv",

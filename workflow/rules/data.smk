@@ -4,7 +4,7 @@ from saliency_trust.data.prepare import dataset_regex
 
 
 rule synthetic_dataset:
-    """Generate the synthetic radiograph benchmark in canonical form (SPEC 3.2)."""
+    """Generate the synthetic radiograph benchmark in canonical form (docs/own-data.md)."""
     output:
         manifest="results/{dataset}/data/manifest.csv",
         images="results/{dataset}/data/images.h5",
@@ -27,7 +27,7 @@ rule synthetic_dataset:
 
 
 rule prepare_dataset:
-    """Convert a dataset on disk (SIIM-ACR, RSNA, MURA, CheXpert, generic) to canonical form (SPEC 3.3).
+    """Convert a dataset on disk (SIIM-ACR, RSNA, MURA, CheXpert, generic) to canonical form (docs/own-data.md).
 
     Inputs are the dataset's label tables (an edited table reruns the conversion); a missing
     root or table stops the DAG with an error naming its config key.

@@ -1,5 +1,5 @@
 rule utility_scores:
-    """Localization utility of one model's maps, every method, per positive test image (SPEC 6.1)."""
+    """Localization utility of one model's maps, every method, per positive test image (docs/criteria.md)."""
     input:
         unpack(dataset_files),
         maps=expand("results/{{dataset}}/saliency/{{model}}/{method}.h5", method=METHODS),
@@ -72,7 +72,7 @@ rule utility_table:
 
 
 rule randomization_scores:
-    """SSIM of every randomization step's map to the trained map, per image and method (SPEC 6.2)."""
+    """SSIM of every randomization step's map to the trained map, per image and method (docs/criteria.md)."""
     input:
         trained=expand("results/{{dataset}}/saliency/{{model}}/{method}.h5", method=METHODS),
         randomized=expand("results/{{dataset}}/saliency/{{model}}/randomized/{{mode}}/{method}.h5", method=METHODS),
@@ -142,7 +142,7 @@ rule randomization_threshold:
 
 
 rule similarity_scores:
-    """Repeatability and reproducibility: SSIM and Otsu IoU between maps of model pairs (SPEC 6.3-6.4)."""
+    """Repeatability and reproducibility: SSIM and Otsu IoU between maps of model pairs (docs/criteria.md)."""
     input:
         similarity_inputs,
     output:
@@ -166,7 +166,7 @@ rule similarity_scores:
 
 
 rule rater_reference:
-    """Human reference: each rater's boxes against the consensus of the other raters (SPEC 6)."""
+    """Human reference: each rater's boxes against the consensus of the other raters (docs/criteria.md)."""
     input:
         unpack(dataset_files),
         boxes="results/{dataset}/data/boxes.csv",

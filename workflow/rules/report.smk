@@ -1,4 +1,4 @@
-# Figures (SPEC 8): one rule per figure, PNG (in the HTML report) and PDF. Each takes the `plots` config as a
+# Figures (docs/outputs.md): one rule per figure, PNG (in the HTML report) and PDF. Each takes the `plots` config as a
 # parameter, so changing only a plotting option reruns only these rules.
 
 

@@ -1,5 +1,5 @@
 rule xrai_segments:
-    """Felzenszwalb segments of every explained image, computed once and shared by all models (SPEC 5)."""
+    """Felzenszwalb segments of every explained image, computed once and shared by all models (docs/saliency.md)."""
     input:
         unpack(dataset_files),
     output:
@@ -19,7 +19,7 @@ rule xrai_segments:
 
 
 rule saliency_maps:
-    """Saliency maps of one model and method for every positive test image, cached in HDF5 (SPEC 5)."""
+    """Saliency maps of one model and method for every positive test image, cached in HDF5 (docs/saliency.md)."""
     input:
         unpack(saliency_inputs),
     output:
@@ -49,7 +49,7 @@ rule saliency_maps:
 
 
 rule randomized_saliency:
-    """Maps of one method at every randomization step of one model (SPEC 6.2), one cache file."""
+    """Maps of one method at every randomization step of one model (docs/criteria.md), one cache file."""
     input:
         unpack(saliency_inputs),
     output:

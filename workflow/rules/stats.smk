@@ -1,5 +1,5 @@
 rule pass_fail:
-    """Mixed-effects model + Tukey comparisons, and the PASS/FAIL table (SPEC 7)."""
+    """Mixed-effects model + Tukey comparisons, and the PASS/FAIL table (docs/criteria.md)."""
     input:
         utility="results/{dataset}/metrics/utility.csv",
         model_metrics=expand("results/{{dataset}}/models/{model}/metrics.json", model=MODELS),

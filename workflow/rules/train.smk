@@ -1,5 +1,5 @@
 rule train_model:
-    """Train one replicate of one architecture (SPEC 4)."""
+    """Train one replicate of one architecture (docs/outputs.md)."""
     input:
         unpack(train_inputs),
     output:

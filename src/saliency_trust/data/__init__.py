@@ -1,1 +1,1 @@
-"""Data: the canonical dataset (SPEC 3.1), the synthetic benchmark (SPEC 3.2) and splits."""
+"""Data: the canonical dataset, the synthetic benchmark and splits (docs/own-data.md)."""

@@ -1,4 +1,4 @@
-"""The canonical dataset every later rule reads (SPEC 3.1).
+"""The canonical dataset every later rule reads (docs/own-data.md).
 
 On disk, in ``results/{dataset}/data/``:
 

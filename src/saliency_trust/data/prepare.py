@@ -1,4 +1,4 @@
-"""Stage entry: write the canonical dataset of one config dataset (SPEC 3)."""
+"""Stage entry: write the canonical dataset of one config dataset (docs/own-data.md)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def prepare_synthetic(dataset_cfg: dict, seed: int, manifest_path, images_path, 
 def prepare_dataset(
     name: str, dataset_cfg: dict, seed: int, manifest_path, images_path, boxes_path, skipped_path, workers: int = 1
 ) -> None:
-    """Convert a dataset on disk (SIIM-ACR, RSNA, MURA, CheXpert or generic; SPEC 3.3) to canonical form."""
+    """Convert a dataset on disk (SIIM-ACR, RSNA, MURA, CheXpert or generic; docs/own-data.md) to canonical form."""
     from saliency_trust.data.adapters import adapter_options, context, convert_options, get_adapter
     from saliency_trust.data.adapters.convert import convert_collection
 

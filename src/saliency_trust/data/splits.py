@@ -1,4 +1,4 @@
-"""Deterministic, stable train/val/test splits (SPEC 3.1).
+"""Deterministic, stable train/val/test splits (docs/own-data.md).
 
 Each image's split is a function of ``(seed, image_id)`` only: a SHA-256 hash of
 both is mapped to a number ``u`` in [0, 1) and compared with fixed cut points.

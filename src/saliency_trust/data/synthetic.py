@@ -1,4 +1,4 @@
-"""Synthetic radiograph benchmark (SPEC 3.2): the shipped default dataset.
+"""Synthetic radiograph benchmark (docs/own-data.md): the shipped default dataset.
 
 Each image is generated from its own random stream ``default_rng([seed, index])``,
 so image ``k`` is the same whatever the total number of images: growing the
@@ -25,7 +25,7 @@ regenerates an image with the marker forced on or off and nothing else changed
 (the shortcut check's counterfactuals); ``marker_box`` records where it is.
 
 Simulated raters (``raters`` > 0, off by default) give the human reference of
-SPEC 6 ("each rater against the consensus of the others";
+Arun et al. ("each rater against the consensus of the others";
 :mod:`saliency_trust.metrics.raters`). Rater ``r`` redraws every lesion box:
 each of the four sides moves independently by a uniform amount in
 ``[-rater_jitter, +rater_jitter]`` times the box's width (left and right sides)

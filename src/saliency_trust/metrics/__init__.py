@@ -1,1 +1,1 @@
-"""Metrics: per-image trust criteria as tidy long tables (SPEC 6)."""
+"""Metrics: per-image trust criteria as tidy long tables (docs/criteria.md)."""

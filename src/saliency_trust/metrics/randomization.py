@@ -1,4 +1,4 @@
-"""Sensitivity to trained weights (SPEC 6.2; Adebayo et al. 2018; Arun et al., "Cascading randomization").
+"""Sensitivity to trained weights (docs/criteria.md; Adebayo et al. 2018; Arun et al., "Cascading randomization").
 
 Per image and randomization step: SSIM between the map of the randomized model
 and the map of the trained model. The degradation threshold is the mean SSIM

@@ -1,4 +1,4 @@
-"""Human reference where several raters exist (SPEC 6: "each rater vs consensus").
+"""Human reference where several raters exist (Arun et al.: "each rater vs consensus").
 
 How well does one human localize the finding, measured the way saliency maps
 are measured? For every positive test image of the target label that at least
@@ -17,7 +17,7 @@ two raters annotated, and for each of those raters ``r``:
   with 5, 2 of the other 4.
 
 The rater mask is then scored against the consensus with the utility metrics
-(SPEC 6.1), reading the binary mask as a map whose values are 0 and 1:
+(docs/criteria.md), reading the binary mask as a map whose values are 0 and 1:
 
 - ``pr_auc`` / ``ap``: as :mod:`saliency_trust.metrics.utility` computes them
   (a binary map has one operating point besides the trivial ones, so they

@@ -1,4 +1,4 @@
-"""Map-to-map similarity: SSIM and Otsu IoU (SPEC 6.2-6.4; Arun et al., "Repeatability and Reproducibility").
+"""Map-to-map similarity: SSIM and Otsu IoU (docs/criteria.md; Arun et al., "Repeatability and Reproducibility").
 
 :func:`ssim` is scikit-image's ``structural_similarity`` (Wang et al. 2004) with
 its defaults: a 7 x 7 uniform window, K1 = 0.01, K2 = 0.03, sample covariance

@@ -1,4 +1,4 @@
-"""Localization utility (SPEC 6.1; Arun et al., "Utility Metric").
+"""Localization utility (docs/criteria.md; Arun et al., "Utility Metric").
 
 Pixels inside the ground truth are positives and the map value is the score of
 a binary pixel classifier. Two summaries of the precision-recall curve:
@@ -8,7 +8,7 @@ a binary pixel classifier. Two summaries of the precision-recall curve:
 - ``ap``: average precision (step-wise, scikit-learn), which does not
   interpolate linearly between operating points.
 
-Overlap after thresholding (Arun et al. MURA analysis; SPEC 6.1):
+Overlap after thresholding (Arun et al. MURA analysis; docs/criteria.md):
 
 - ``iou`` / ``dice``: the map's Otsu foreground against the ground truth;
 - ``iou_box`` / ``dice_box``: MURA-style box mode, each connected component

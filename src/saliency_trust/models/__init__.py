@@ -1,1 +1,1 @@
-"""Models: the architecture registry and the training loop (SPEC 4)."""
+"""Models: the architecture registry and the training loop (docs/outputs.md)."""

@@ -1,4 +1,4 @@
-"""RetinaNet detector high baseline for datasets with boxes (SPEC 4 and 6; Arun et al., "High baselines").
+"""RetinaNet detector high baseline for datasets with boxes (docs/criteria.md; Arun et al., "High baselines").
 
 Where the localization ground truth is boxes only (RSNA Pneumonia, MURA), the
 papers' high baseline is a detector: torchvision's

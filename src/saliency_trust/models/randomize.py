@@ -1,4 +1,4 @@
-"""Model parameter randomization (Adebayo et al. 2018; Arun et al., "Sensitivity to trained weights"; SPEC 6.2).
+"""Model parameter randomization (Adebayo et al. 2018; Arun et al., "Sensitivity to trained weights"; docs/criteria.md).
 
 Every architecture has an ordered list of blocks from the output down to the
 input (:data:`RANDOMIZATION_BLOCKS`). Cascading randomization re-initializes

@@ -1,4 +1,4 @@
-"""Architecture registry (SPEC 4).
+"""Architecture registry (docs/outputs.md).
 
 Every architecture takes a 1-channel image batch (N x 1 x H x W, values in
 [0, 1]) and returns one logit per label. Each entry names the module whose

@@ -1,4 +1,4 @@
-"""Writing model files: atomic and byte-identical for identical content (SPEC 11)."""
+"""Writing model files: atomic and byte-identical for identical content (docs/troubleshooting.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Classifier training (SPEC 4; Arun et al., Methods "Model Training").
+"""Classifier training (docs/outputs.md; Arun et al., Methods "Model Training").
 
 Binary cross-entropy on one logit per label, Adam, balanced sampling of
 positive and negative images, early stopping on validation AUC with patience;
@@ -77,7 +77,7 @@ def select_device(requested: str = "auto") -> torch.device:
 class EarlyStopping:
     """Keep the weights of the best validation epoch; say when ``patience`` epochs brought no improvement.
 
-    Shared by the classifiers, the U-Net and the detector (SPEC 4: early stopping with patience).
+    Shared by the classifiers, the U-Net and the detector (Arun et al.: early stopping with patience).
     A NaN score never counts as an improvement.
     """
 

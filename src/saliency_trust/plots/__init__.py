@@ -1,1 +1,1 @@
-"""Figures (SPEC 8). One style and one colour per method across all figures."""
+"""Figures (docs/outputs.md). One style and one colour per method across all figures."""

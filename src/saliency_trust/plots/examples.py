@@ -1,4 +1,4 @@
-"""Example panels (SPEC 8; Arun et al., Figs. 1 and 3): one image's maps from every model and method, and
+"""Example panels (docs/outputs.md; Arun et al., Figs. 1 and 3): one image's maps from every model and method, and
 one image's maps degrading under cascading randomization."""
 
 from __future__ import annotations

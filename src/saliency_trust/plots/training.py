@@ -1,4 +1,4 @@
-"""Training curves of the classifiers and the high baseline (SPEC 8): loss and validation score per epoch."""
+"""Training curves of the classifiers and the high baseline (docs/outputs.md): loss and validation score per epoch."""
 
 from __future__ import annotations
 

@@ -1,1 +1,1 @@
-"""Saliency: the method registry (SPEC 5), post-processing and the HDF5 cache (SPEC 5.1)."""
+"""Saliency: the method registry, post-processing and the HDF5 cache (docs/saliency.md)."""

@@ -1,4 +1,4 @@
-"""Maps of the baselines, in the saliency cache format (SPEC 4, 6; Arun et al., "Baselines").
+"""Maps of the baselines, in the saliency cache format (docs/criteria.md; Arun et al., "Baselines").
 
 Written to ``results/{dataset}/saliency/baselines/{name}.h5`` with the layout of
 :mod:`saliency_trust.saliency.cache`, so every metric scores them exactly like

@@ -1,4 +1,4 @@
-"""HDF5 saliency cache (SPEC 5.1).
+"""HDF5 saliency cache (docs/saliency.md).
 
 One file per (dataset, model, method). Layout, readable with plain h5py:
 
@@ -21,7 +21,7 @@ stops, naming it), so a stale or damaged cache is never silently used:
 parameters, target, model hash, package versions and content checksum all
 match, and recomputes it (with a warning saying why) otherwise.
 
-Maps of randomized models (SPEC 6.2) live in one file per (model, method,
+Maps of randomized models (docs/criteria.md) live in one file per (model, method,
 randomization mode): ``results/{dataset}/saliency/{model}/randomized/{mode}/{method}.h5``,
 with the same layout plus leading draw and step axes (``map``: D x S x N x H x W,
 ``raw``: D x S x N x C x H x W; D seeded re-initialization draws, S steps) and the
@@ -224,7 +224,7 @@ def constant_maps_table(paths: list[str | Path]) -> "pd.DataFrame":
 
 
 def run_constant_maps(paths: list[str], out_path) -> None:
-    """Stage entry: the table of constant maps of a dataset's caches (SPEC 11: nothing silent)."""
+    """Stage entry: the table of constant maps of a dataset's caches (docs/troubleshooting.md: nothing silent)."""
     from saliency_trust.io import write_csv
 
     table = constant_maps_table(paths)

@@ -1,4 +1,4 @@
-"""Batched computation of saliency maps, and the saliency stage entry points (SPEC 5)."""
+"""Batched computation of saliency maps, and the saliency stage entry points (docs/saliency.md)."""
 
 from __future__ import annotations
 
@@ -175,7 +175,7 @@ def run_randomized_saliency(manifest_path, images_path, model_path, method_key: 
                             target_label: str | None, output: str, batch_size: int, device: str, threads: int,
                             out_path, mode: str, init: str, n_images: int, seed: int = 0, max_batch_inputs: int = 64,
                             amp: bool = False, segments_path=None, control: bool = False, draws: int = 1) -> None:
-    """Stage entry: maps of one method at every randomization step of one model (SPEC 6.2), one cache file.
+    """Stage entry: maps of one method at every randomization step of one model (docs/criteria.md), one cache file.
 
     Step k re-initializes the blocks :func:`saliency_trust.models.randomize.blocks_of_step` gives
     (cascading: the k blocks nearest the output; independent: block k alone), with ``draws`` seeded

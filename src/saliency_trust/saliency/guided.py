@@ -1,4 +1,4 @@
-"""True guided backpropagation for any ReLU network (Springenberg et al. 2015; SPEC 5).
+"""True guided backpropagation for any ReLU network (Springenberg et al. 2015; docs/saliency.md).
 
 Guided backprop passes a gradient through a ReLU only where both the forward
 input and the incoming gradient are positive. Captum implements it with hooks on

@@ -1,4 +1,4 @@
-"""Saliency method registry (SPEC 5; Arun et al., Table 1).
+"""Saliency method registry (docs/saliency.md; Arun et al., Table 1).
 
 Each method turns a batch of images (B x C x H x W) into raw attributions of the
 same spatial size for one target output, and names the post-processing the

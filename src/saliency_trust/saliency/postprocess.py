@@ -1,4 +1,4 @@
-"""Post-processing of raw attributions into [0, 1] maps, as the papers did (SPEC 5).
+"""Post-processing of raw attributions into [0, 1] maps, as the papers did (docs/saliency.md).
 
 Arun et al. visualised maps with the PAIR ``saliency`` package's
 ``VisualizeImageGrayscale``: sum of absolute values over channels, then

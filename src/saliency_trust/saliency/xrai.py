@@ -1,4 +1,4 @@
-"""XRAI region attribution (Kapishnikov et al. 2019), vectorized (SPEC 5; issue "all saliency methods").
+"""XRAI region attribution (Kapishnikov et al. 2019), vectorized (docs/saliency.md).
 
 Segments (:func:`felzenszwalb_segments`) follow the reference implementation
 (the PAIR ``saliency`` package, ``saliency.core.xrai``): the image is rescaled to

@@ -1,1 +1,1 @@
-"""Statistics: mixed-effects models, Tukey comparisons and PASS/FAIL decisions (SPEC 7)."""
+"""Statistics: mixed-effects models, Tukey comparisons and PASS/FAIL decisions (docs/criteria.md)."""

@@ -1,4 +1,4 @@
-"""Linear mixed-effects model with Tukey-adjusted pairwise comparisons (SPEC 7).
+"""Linear mixed-effects model with Tukey-adjusted pairwise comparisons (docs/criteria.md).
 
 Arun et al. fitted ``score ~ group + (1 | image)`` with lme4 and compared groups
 with Tukey's HSD (multcomp). Here the model is fitted by REML with statsmodels

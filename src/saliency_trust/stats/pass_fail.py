@@ -1,8 +1,8 @@
 """PASS/FAIL decisions and the summary tables (Arun et al., Table 2 and "Statistical analysis").
 
 Defaults are the paper's decisions; every deviation is a config option and the
-table notes name the rules that decided each column (``docs`` and README "How
-to read the PASS/FAIL table"). alpha is ``stats.alpha``; rules ``stats.rules``;
+table notes name the rules that decided each column (docs/criteria.md, "How to
+read the PASS/FAIL table"). alpha is ``stats.alpha``; rules ``stats.rules``;
 the design and tests ``stats.pooling``, ``stats.low_test``,
 ``stats.trained_vs_random_adjust`` and ``randomization.test``:
 
@@ -93,7 +93,7 @@ ADJUSTMENTS = ("holm", "tukey")
 
 @dataclass(frozen=True)
 class DecisionRules:
-    """The PASS/FAIL rules of config ``stats.rules`` (README "How to read the PASS/FAIL table")."""
+    """The PASS/FAIL rules of config ``stats.rules`` (docs/criteria.md)."""
 
     utility_vs_avg: str = "better"
     utility_vs_high: str = "better"

@@ -1,4 +1,4 @@
-"""Real-dataset adapters: public datasets already on disk to the canonical form (SPEC 3.3).
+"""Real-dataset adapters: public datasets already on disk to the canonical form (docs/own-data.md).
 
 One module per source (``siim``, ``rsna``, ``mura``, ``chexpert``, ``generic``),
 each with an ``Options`` dataclass (config ``datasets.<name>.<source>``), a

@@ -1,4 +1,4 @@
-"""CheXpert chest radiographs (Irvin et al. 2019; INFORMER, seed paper 002; SPEC 3.3 and 9).
+"""CheXpert chest radiographs (Irvin et al. 2019; used by Shu et al.'s INFORMER; docs/own-data.md).
 
 Expected: ``root`` is the ``CheXpert-v1.0`` (or ``-small``) folder, holding
 ``train.csv`` and ``valid.csv`` with columns ``Path``, ``Frontal/Lateral`` and

@@ -1,11 +1,11 @@
-"""Shared pieces of the real-dataset adapters (SPEC 3.3).
+"""Shared pieces of the real-dataset adapters (docs/own-data.md).
 
 An adapter reads a dataset's own label tables and returns a :class:`Collection`:
 one :class:`Item` per image (its file, labels and localization in the
 *original* pixel coordinates) plus the :class:`ItemError` problems found in the
 tables. :mod:`saliency_trust.data.adapters.convert` then reads the pixels,
 resizes everything to the canonical size and writes the canonical dataset
-(SPEC 3.1). Errors name the file, the row (1-based line number of the CSV, the
+(docs/own-data.md). Errors name the file, the row (1-based line number of the CSV, the
 header being line 1) or the image id, and the config key where one applies.
 """
 

@@ -1,4 +1,4 @@
-"""From a :class:`Collection` to the canonical dataset on disk (SPEC 3.1, 3.3, 11).
+"""From a :class:`Collection` to the canonical dataset on disk (docs/own-data.md).
 
 Every image is read (DICOM or raster), resized to ``image_size`` with
 anti-aliasing, and its localization brought onto the same grid: pixel masks by
@@ -243,7 +243,7 @@ def _manifest_row(item: Item, result: Converted, label_names: list[str], root: P
 
 
 def _finish_manifest(manifest: pd.DataFrame, label_names: list[str], seed: int, splits: dict) -> pd.DataFrame:
-    """Seeded hash splits (SPEC 3.1) by image or by patient; refuse splits without both classes."""
+    """Seeded hash splits (docs/own-data.md) by image or by patient; refuse splits without both classes."""
     splits = dict(splits or {})
     group_by = splits.pop("group_by", "image")
     keys = manifest["patient_id"] if group_by == "patient" else manifest["image_id"]

@@ -1,4 +1,4 @@
-"""DICOM pixel reading with pydicom (SPEC 3.3).
+"""DICOM pixel reading with pydicom (docs/own-data.md).
 
 The stored values go through the Modality LUT (Rescale Slope/Intercept or a
 Modality LUT Sequence) and are mapped to [0, 1]:

@@ -1,4 +1,4 @@
-"""Any folder of images plus a CSV manifest (SPEC 3.3, "Generic").
+"""Any folder of images plus a CSV manifest (docs/own-data.md, "Generic").
 
 Expected under ``root`` (every name configurable in ``datasets.<name>.generic``):
 

@@ -1,4 +1,4 @@
-"""From original pixels to the canonical square image (SPEC 3.3).
+"""From original pixels to the canonical square image (docs/own-data.md).
 
 :class:`Geometry` maps one source image of ``height x width`` pixels onto the
 canonical ``size x size`` grid, either by stretching (``stretch``, as the

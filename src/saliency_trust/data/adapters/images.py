@@ -1,4 +1,4 @@
-"""Reading source images and masks of any file type (SPEC 3.3).
+"""Reading source images and masks of any file type (docs/own-data.md).
 
 DICOM files (``.dcm``, ``.dicom``, or no suffix) go through
 :func:`saliency_trust.data.adapters.dicom.read_dicom`; PNG, JPEG and TIFF files

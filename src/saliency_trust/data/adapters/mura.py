@@ -1,4 +1,5 @@
-"""MURA v1.1 musculoskeletal radiographs (Rajpurkar et al. 2017; seed paper 000; SPEC 3.3).
+"""MURA v1.1 musculoskeletal radiographs (Rajpurkar et al. 2017; the saliency study of J Imaging Inform Med 2024,
+doi:10.1007/s10278-024-01136-4; docs/own-data.md).
 
 Expected: ``root`` is the ``MURA-v1.1`` folder, holding
 

@@ -1,4 +1,4 @@
-"""RSNA Pneumonia Detection (Kaggle 2018; Arun et al., Methods "Datasets"; SPEC 3.3).
+"""RSNA Pneumonia Detection (Kaggle 2018; Arun et al., Methods "Datasets"; docs/own-data.md).
 
 Expected under ``root``:
 

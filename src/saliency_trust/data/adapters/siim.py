@@ -1,4 +1,4 @@
-"""SIIM-ACR Pneumothorax Segmentation (Kaggle 2019; Arun et al., Methods "Datasets"; SPEC 3.3).
+"""SIIM-ACR Pneumothorax Segmentation (Kaggle 2019; Arun et al., Methods "Datasets"; docs/own-data.md).
 
 Expected under ``root``:
 
