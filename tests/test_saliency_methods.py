@@ -285,3 +285,35 @@ def test_controls_are_checked_against_the_registry():
         check_control("GRAD")
     with pytest.raises(KeyError, match="saliency.controls: unknown saliency method 'SOBEL'"):
         check_control("SOBEL")
+
+
+@pytest.mark.parametrize("layer", [nn.MaxPool2d(2), nn.AvgPool2d(2), nn.AdaptiveAvgPool2d(4), nn.BatchNorm2d(2),
+                                   nn.ReLU(), nn.Dropout(0.0), nn.Tanh()])
+def test_lrp_layer_list_matches_what_captum_lrp_accepts(layer):
+    """The owned list of LRP layer types (methods.LRP_RULE_LAYERS, LRP_PASS_LAYERS) against Captum's public LRP:
+    a network with the listed layer is explained, one with a layer outside the list is refused by Captum too."""
+    from captum.attr import LRP
+
+    from saliency_trust.saliency.methods import LRP_PASS_LAYERS, LRP_RULE_LAYERS
+
+    assert isinstance(layer, LRP_RULE_LAYERS + LRP_PASS_LAYERS)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), layer, nn.AdaptiveAvgPool2d(1), nn.Conv2d(2, 1, 1)).eval()
+    out = LRP(_Squeeze(net)).attribute(torch.rand(1, 1, 8, 8), target=0)
+    assert torch.isfinite(out).all()
+    assert unsupported_lrp_layers(net) == []
+    refused = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.SiLU(), nn.AdaptiveAvgPool2d(1), nn.Conv2d(2, 1, 1))
+    with pytest.raises(TypeError, match="no rule"):
+        LRP(_Squeeze(refused)).attribute(torch.rand(1, 1, 8, 8), target=0)
+    assert unsupported_lrp_layers(refused) == ["1 (SiLU)"]
+
+
+class _Squeeze(nn.Module):
+    """(N, 1, 1, 1) -> (N, 1) without a leaf module of its own, so LRP sees only the wrapped network's layers."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(x).flatten(1)

@@ -46,12 +46,14 @@ def test_outputs_follow_the_contract(tiny_run):
     assert set(randomization.draw) == {1, 2, 3}  # randomization.draws (schema default 3)
     assert len(randomization) == 3 * 5 * 4 * 4 and randomization.value.between(-1, 1).all()
     with h5py.File(tiny_run / "saliency/simple_cnn-r1/randomized/cascading/GCAM.h5") as h5:
-        assert h5["map"].shape == (5, 4, 32, 32) and json.loads(h5.attrs["steps"])[0] == "fc"
+        assert h5["map"].shape == (3, 5, 4, 32, 32) and json.loads(h5.attrs["steps"])[0] == "fc"  # draws x steps
+        assert len(json.loads(h5.attrs["draws"])) == 3
     thresholds = pd.read_csv(tiny_run / "metrics/randomization_threshold.csv")
     assert len(thresholds) == 4 and (thresholds.n_pairs == 10).all()
     tests = pd.read_csv(tiny_run / "summary/randomization_tests.csv")
     assert len(tests) == 5 * 4 and tests.p_value.between(0, 1).all()
-    assert (tests.test == "welch").all() and {"threshold_sd", "df", "mde"} <= set(tests.columns)
+    assert (tests.test == "welch").all() and {"threshold_sd", "df", "mde", "sd_draw"} <= set(tests.columns)
+    assert (tests.n_draws == 3).all() and (tests.n_images == 4).all()
     similarity = pd.read_csv(tiny_run / "metrics/similarity.csv")
     pairs = set(zip(similarity.criterion, similarity.model_a, similarity.model_b))
     assert pairs == {("repeatability", "simple_cnn-r1", "simple_cnn-r2"),

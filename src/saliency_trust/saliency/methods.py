@@ -32,7 +32,6 @@ from typing import Callable
 import numpy as np
 import torch
 from captum.attr import LRP, InputXGradient, IntegratedGradients, LayerAttribution, LayerGradCam, Saliency
-from captum.attr._core.lrp import SUPPORTED_LAYERS_WITH_RULES, SUPPORTED_NON_LINEAR_LAYERS
 from torch import nn
 
 from saliency_trust.models.registry import get_architecture, get_submodule
@@ -189,9 +188,18 @@ def input_x_gradient(ctx: ExplainContext, x: torch.Tensor, target: int, params: 
     return InputXGradient(ctx.forward).attribute(x, target=target)
 
 
+# Leaf layer types Captum's public LRP class handles by default: an epsilon rule (Bach et al. 2015) for the
+# linear, convolution, pooling and batch-norm layers, relevance passed through unchanged for the activations;
+# it raises on any other leaf. Owned here rather than read from Captum's private module; a test checks the
+# list against Captum's behaviour.
+LRP_RULE_LAYERS: tuple[type[nn.Module], ...] = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.Conv2d, nn.AvgPool2d,
+                                                nn.AdaptiveAvgPool2d, nn.Linear, nn.BatchNorm2d)
+LRP_PASS_LAYERS: tuple[type[nn.Module], ...] = (nn.ReLU, nn.Dropout, nn.Tanh)
+
+
 def unsupported_lrp_layers(model: nn.Module) -> list[str]:
     """Leaf modules that Captum's LRP has no rule for, as ``name (Type)``."""
-    known = tuple(SUPPORTED_LAYERS_WITH_RULES) + tuple(SUPPORTED_NON_LINEAR_LAYERS)
+    known = LRP_RULE_LAYERS + LRP_PASS_LAYERS
     return [
         f"{name} ({type(m).__name__})"
         for name, m in model.named_modules()
