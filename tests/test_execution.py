@@ -6,8 +6,6 @@ rule's script needs are found by following its imports through the saliency_trus
 
 from __future__ import annotations
 
-import ast
-import functools
 import importlib.metadata
 import os
 import re
@@ -23,6 +21,7 @@ from snakemake.api import SnakemakeApi
 from snakemake.settings.types import ConfigSettings, OutputSettings, Quietness, ResourceSettings
 
 from conftest import REPO, TINY, run_snakemake
+from saliency_trust.envs import distribution, normalize, third_party_imports
 from saliency_trust.execution import HDF5_LOCKING_ENV, configure_hdf5_locking, export_package_path, gpu_request
 
 SRC = REPO / "src"
@@ -118,65 +117,6 @@ def test_profiles_name_only_real_rules(rules):
 
 
 # -- conda envs --------------------------------------------------------------------------------------
-def module_file(name: str) -> Path | None:
-    """Source file of a saliency_trust module (package __init__ or module file)."""
-    path = SRC.joinpath(*name.split("."))
-    if path.is_dir():
-        return path / "__init__.py"
-    return path.with_suffix(".py") if path.with_suffix(".py").exists() else None
-
-
-def third_party_imports(script: Path) -> set[str]:
-    """Top-level names of the non-stdlib modules a script imports, following saliency_trust imports
-    (module level and inside functions) through the package."""
-    seen: set[Path] = set()
-    found: set[str] = set()
-    todo = [script]
-    while todo:
-        path = todo.pop()
-        if path in seen:
-            continue
-        seen.add(path)
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-            else:
-                continue
-            for name in names:
-                top = name.split(".")[0]
-                if top == "saliency_trust":
-                    for prefix in (name, name.rsplit(".", 1)[0]):
-                        file = module_file(prefix)
-                        if file is not None:
-                            todo.append(file)
-                            # a submodule import also runs the packages above it
-                            parts = prefix.split(".")
-                            todo += [f for f in (module_file(".".join(parts[:k])) for k in range(1, len(parts)))
-                                     if f is not None]
-                            break
-                elif top not in sys.stdlib_module_names and top != "__future__":
-                    found.add(top)
-    return found
-
-
-@functools.cache
-def _module_distributions() -> dict[str, list[str]]:
-    return importlib.metadata.packages_distributions()
-
-
-def distribution(module: str) -> str:
-    """Normalized distribution name that provides a top-level module (sklearn -> scikit-learn)."""
-    dists = _module_distributions().get(module)
-    assert dists, f"no installed distribution provides module '{module}'"
-    return normalize(dists[0])
-
-
-def normalize(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def env_packages(env_file: Path) -> set[str]:
     """Normalized names of the conda and pip packages an env file lists."""
     env = yaml.safe_load(env_file.read_text())
@@ -186,6 +126,37 @@ def env_packages(env_file: Path) -> set[str]:
         for spec in specs:
             names.add(normalize(re.split(r"[=<>!~ \[]", spec.strip(), maxsplit=1)[0]))
     return names
+
+
+def test_env_files_are_generated_from_the_lock():
+    """envs/*.yaml are what `python -m saliency_trust.envs` writes from envs/lock.txt: each rule group's imports,
+    pinned to the lock's versions (one lock, every env agreeing with it)."""
+    from saliency_trust.envs import ENVS, LOCK, generate, lock_text, read_lock
+
+    pins = read_lock()
+    assert LOCK.read_text() == lock_text(pins)
+    generated = generate(pins)
+    assert set(generated) == {LOCK, *ENVS.glob("*.yaml")}, "an env file that no rule group generates"
+    for path, text in generated.items():
+        assert path.read_text() == text, f"{path.name} is stale: regenerate with `python -m saliency_trust.envs`"
+
+
+def test_the_lock_pins_the_major_versions_installed_here():
+    """The lock was resolved with the versions pip installs for pyproject.toml (same major release)."""
+    import importlib.metadata
+
+    from saliency_trust.envs import read_lock
+
+    for name, version in read_lock().items():
+        assert importlib.metadata.version(name).split(".")[0] == version.split(".")[0], name
+
+
+def test_metrics_env_has_no_torch():
+    """The metrics rules' CPU path never imports torch (the SSIM of CUDA tensors is the only torch path)."""
+    from saliency_trust.envs import group_requirements
+
+    assert "torch" not in group_requirements()["metrics"]
+    assert "torch" not in env_packages(REPO / "envs/metrics.yaml")
 
 
 def test_every_rule_names_an_env_that_lists_what_its_script_imports(rules):

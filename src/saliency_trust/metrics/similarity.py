@@ -31,6 +31,8 @@ empty foregrounds count as identical (IoU 1).
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pandas as pd
 from skimage.filters import threshold_otsu
@@ -51,17 +53,22 @@ def ssim(x, y, data_range=1.0, batch_pairs: int = 64) -> np.ndarray:
     processed ``batch_pairs`` at a time (small batches stay in the CPU cache); CUDA tensors are
     computed on their GPU with torch, everything else on the CPU with scipy's separable box filter.
     """
-    import torch  # imported here: the utility metrics use this module without torch
+    # A tensor argument means its caller imported torch; numpy maps (every metrics job) never need it, so the
+    # metrics env does not install torch.
+    torch = sys.modules.get("torch")
+
+    def is_tensor(a) -> bool:
+        return torch is not None and torch.is_tensor(a)
 
     ranges = np.asarray(data_range, dtype=np.float64)
     if not np.all(ranges > 0):
         raise ValueError(f"SSIM data_range must be positive, got {data_range}")
-    on_gpu = torch.is_tensor(x) and x.is_cuda
+    on_gpu = is_tensor(x) and x.is_cuda
     if on_gpu:
         xt, yt = x, torch.as_tensor(y, device=x.device)
     else:
-        xt = np.asarray(x.detach().cpu().numpy() if torch.is_tensor(x) else x)
-        yt = np.asarray(y.detach().cpu().numpy() if torch.is_tensor(y) else y)
+        xt = np.asarray(x.detach().cpu().numpy() if is_tensor(x) else x)
+        yt = np.asarray(y.detach().cpu().numpy() if is_tensor(y) else y)
         # float32 maps stay float32, as in scikit-image (``_supported_float_type``); anything else is float64
         dtype = np.float32 if xt.dtype == yt.dtype == np.float32 else np.float64
         xt, yt = np.ascontiguousarray(xt, dtype=dtype), np.ascontiguousarray(yt, dtype=dtype)
@@ -116,7 +123,7 @@ def _ssim_batch_numpy(x: np.ndarray, y: np.ndarray, data_range: float) -> np.nda
 
 def _window_sums(t, w: int):
     """Sums over every valid w x w window (N x C x H x W -> N x C x (H-w+1) x (W-w+1)), by cumulative sums."""
-    import torch.nn.functional as F
+    import torch.nn.functional as F  # gpu-only: CUDA tensors bring torch; the metrics env has none
 
     c = F.pad(t.cumsum(-1), (1, 0))
     t = c[..., w:] - c[..., :-w]
@@ -125,7 +132,7 @@ def _window_sums(t, w: int):
 
 
 def _ssim_batch_torch(x, y, data_range: float):
-    import torch
+    import torch  # gpu-only: CUDA tensors bring torch; the metrics env has none
 
     x = x.to(torch.float64)
     y = y.to(torch.float64)
