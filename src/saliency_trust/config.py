@@ -54,13 +54,18 @@ def dataset_runs(config: dict, dataset: str) -> list[str]:
     return [f"{dataset}/seed-{s}" for s in seeds] if seeds else [dataset]
 
 
-def run_regex(config: dict, datasets: list[str] | None = None) -> str:
-    """Wildcard constraint matching the run names of ``datasets`` (default: any dataset name); a regex matching
-    nothing when the list is empty."""
-    suffix = "/seed-[0-9]+" if stability_seeds(config) else ""
+def runs_regex(datasets: list[str] | None, seeded: bool) -> str:
+    """Wildcard constraint matching the run names of ``datasets`` (None: any dataset name), with the stability
+    mode's ``/seed-{s}`` when ``seeded``; a regex matching nothing when the list is empty."""
+    suffix = "/seed-[0-9]+" if seeded else ""
     if datasets is None:
         return f"[A-Za-z0-9_-]+{suffix}"
     return "|".join(f"{re.escape(d)}{suffix}" for d in datasets) or "(?!)"
+
+
+def run_regex(config: dict, datasets: list[str] | None = None) -> str:
+    """:func:`runs_regex` for the config's mode (seeded when it has stability ``seeds``)."""
+    return runs_regex(datasets, bool(stability_seeds(config)))
 
 
 def split_run(run: str) -> tuple[str, int | None]:
@@ -187,4 +192,5 @@ def stats_options(config: dict) -> dict:
         "similarity_maps": config["metrics"]["similarity_maps"],
         "ssim_data_range": config["metrics"]["ssim_data_range"],
         "randomization_init": config["randomization"]["init"],
+        "randomization_draws": config["randomization"]["draws"],
     }

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-import re
 
+from saliency_trust.config import runs_regex
 from saliency_trust.data.canonical import write_dataset
 from saliency_trust.data.splits import assign_splits, check_splits
 from saliency_trust.data.synthetic import SyntheticSpec, generate_dataset
@@ -49,6 +49,4 @@ def dataset_regex(datasets: dict, synthetic: bool, seeded: bool = False) -> str:
 
     Keeps the rules ``synthetic_dataset`` and ``prepare_dataset`` unambiguous.
     """
-    names = [n for n, d in datasets.items() if (d.get("source") == "synthetic") == synthetic]
-    suffix = "/seed-[0-9]+" if seeded else ""
-    return "|".join(f"{re.escape(n)}{suffix}" for n in names) if names else "(?!)"
+    return runs_regex([n for n, d in datasets.items() if (d.get("source") == "synthetic") == synthetic], seeded)

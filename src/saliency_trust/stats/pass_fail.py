@@ -127,6 +127,7 @@ class StatsOptions:
     similarity_maps: str = "processed"
     ssim_data_range: float = 1.0
     randomization_init: str = "truncated_normal"
+    randomization_draws: int = 1
 
     def __post_init__(self):
         design.check_pooling(self.pooling)
@@ -448,7 +449,7 @@ def table_notes(table: pd.DataFrame, alpha: float, rules: DecisionRules = Decisi
     if (table["criterion"] == "randomization").any():
         test = _first(table, "randomization", "test") or "Welch"
         n = _first(table, "randomization", "n_images")
-        draws = int(test.split(" x ")[1].split()[0]) if " x " in test else 1
+        draws = options.randomization_draws
         how = ("Welch two-sample t-test of the per-image SSIMs against the SSIMs of the threshold's random image "
                "pairs, so the threshold's own uncertainty is carried (randomization.test: welch)"
                if test.startswith("Welch") else
@@ -527,19 +528,37 @@ def pass_fail_latex(table: pd.DataFrame, model_aucs: pd.DataFrame, alpha: float,
                     options: StatsOptions = StatsOptions(), design_note: str = "") -> str:
     """Table 2 layout as a LaTeX ``table`` (booktabs), with the rules as a note and the models' AUCs."""
     header, rows = _table2_cells(table, options.small_n)
-    spec = "l" + "c" * (len(header) - 1)
-    out = [r"\begin{table}[ht]", r"\centering", r"\small", f"\\begin{{tabular}}{{{spec}}}", r"\toprule",
-           " & ".join(latex_escape(h) for h in header) + r" \\", r"\midrule"]
-    out += [" & ".join(latex_escape(c) for c in cells) + r" \\" for cells in rows]
-    out += [r"\bottomrule", r"\end{tabular}"]
     notes = table_notes(table, alpha, rules, options, design_note)
     aucs = "; ".join(f"{r.model}: {r.test_auc:.3f}" for r in model_aucs.itertuples())
     if aucs:
         notes.append(f"Test AUC: {aucs}.")
-    out.append(f"\\caption{{{latex_escape(caption or 'Saliency map trustworthiness (PASS/FAIL).')} "
-               + " ".join(latex_escape(n) for n in notes) + "}")
-    out += [r"\label{tab:pass_fail}", r"\end{table}"]
+    return latex_table(header, rows, caption or "Saliency map trustworthiness (PASS/FAIL).", notes, "tab:pass_fail")
+
+
+def latex_table(header: list[str], rows: list[list[str]], caption: str, notes: list[str], label: str,
+                cell=latex_escape) -> str:
+    """A booktabs ``table`` of the Table 2 layout, the notes in the caption; ``cell`` formats a verdict cell."""
+    spec = "l" + "c" * (len(header) - 1)
+    out = [r"\begin{table}[ht]", r"\centering", r"\small", f"\\begin{{tabular}}{{{spec}}}", r"\toprule",
+           " & ".join(latex_escape(h) for h in header) + r" \\", r"\midrule"]
+    out += [" & ".join([latex_escape(cells[0]), *map(cell, cells[1:])]) + r" \\" for cells in rows]
+    out += [r"\bottomrule", r"\end{tabular}"]
+    out.append(f"\\caption{{{latex_escape(caption)} " + " ".join(latex_escape(n) for n in notes) + "}")
+    out += [f"\\label{{{label}}}", r"\end{table}"]
     return "\n".join(out) + "\n"
+
+
+def html_head(title: str, header: list[str]) -> list[str]:
+    """Start of a self-contained HTML page (inline style, no script) up to the Table 2 header row; verdict
+    cells take the classes pass, fail, unstable and na."""
+    from html import escape
+
+    return ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{escape(title)}</title>",
+            "<style>body{font-family:sans-serif;font-size:14px;margin:1em}table{border-collapse:collapse;"
+            "margin:0.5em 0 1.5em}th,td{border:1px solid #bbb;padding:3px 8px;text-align:center}"
+            "td:first-child,th:first-child{text-align:left}.pass{background:#c8f0c8}.fail{background:#f6cccc}"
+            ".unstable{background:#ffe08a;font-style:italic}.na{color:#888}</style></head><body>",
+            f"<h2>{escape(title)}</h2>", "<table>", "<tr>" + "".join(f"<th>{escape(h)}</th>" for h in header) + "</tr>"]
 
 
 def _model_aucs(model_metrics: dict[str, str]) -> pd.DataFrame:
@@ -729,12 +748,7 @@ def pass_fail_html(table: pd.DataFrame, model_aucs: pd.DataFrame, alpha: float,
         return f'<td class="{cls}">{escape(text)}</td>'
 
     header, rows = _table2_cells(table, options.small_n)
-    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{escape(title)}</title>",
-           "<style>body{font-family:sans-serif;font-size:14px;margin:1em}table{border-collapse:collapse;"
-           "margin:0.5em 0 1.5em}th,td{border:1px solid #bbb;padding:3px 8px;text-align:center}"
-           "td:first-child,th:first-child{text-align:left}.pass{background:#c8f0c8}.fail{background:#f6cccc}"
-           ".na{color:#888}</style></head><body>", f"<h2>{escape(title)}</h2>", "<table>",
-           "<tr>" + "".join(f"<th>{escape(h)}</th>" for h in header) + "</tr>"]
+    out = html_head(title, header)
     for cells in rows:
         out.append(f"<tr><td>{escape(cells[0])}</td>" + "".join(verdict_cell(c) for c in cells[1:]) + "</tr>")
     out.append("</table><ul>" + "".join(f"<li>{escape(n)}</li>" for n in table_notes(table, alpha, rules, options, design_note))

@@ -113,7 +113,7 @@ def degradation_test(values, threshold: float, threshold_sd: float, threshold_n:
     if values.ndim == 2 and values.shape[1] > 1 and not np.isfinite(values).all():
         raise ValueError("the images x draws SSIM table has missing values: every draw must explain the same images")
     crossed = crossed_mean_variance(values)
-    mean, sd = crossed["mean"], float(values.std(ddof=1)) if values.ndim == 1 else float(values.ravel().std(ddof=1))
+    mean, sd = crossed["mean"], float(values.std(ddof=1))  # sd of every image (x draw) value
     est = mean - threshold
     v1, df1 = crossed["var"], crossed["df"]
     if test == "welch":

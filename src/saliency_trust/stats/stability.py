@@ -19,7 +19,9 @@ from saliency_trust.stats.pass_fail import (
     LOW_POWER_MARK,
     _table2_cells,
     baseline_role,
+    html_head,
     latex_escape,
+    latex_table,
     low_power,
 )
 
@@ -116,15 +118,8 @@ def stability_latex(table: pd.DataFrame, dataset: str = "") -> str:
         text = latex_escape(cell)
         return f"\\textit{{{text}}}" if cell.startswith(UNSTABLE) else text
 
-    out = [r"\begin{table}[ht]", r"\centering", r"\small", f"\\begin{{tabular}}{{l{'c' * (len(header) - 1)}}}",
-           r"\toprule", " & ".join(latex_escape(h) for h in header) + r" \\", r"\midrule"]
-    out += [" & ".join([latex_escape(cells[0]), *map(fmt, cells[1:])]) + r" \\" for cells in rows]
-    out += [r"\bottomrule", r"\end{tabular}"]
     caption = f"Saliency map trustworthiness across seeds{' on ' + dataset if dataset else ''}."
-    out.append(f"\\caption{{{latex_escape(caption)} "
-               + " ".join(latex_escape(n) for n in stability_notes(table, dataset)) + "}")
-    out += [r"\label{tab:pass_fail_stability}", r"\end{table}"]
-    return "\n".join(out) + "\n"
+    return latex_table(header, rows, caption, stability_notes(table, dataset), "tab:pass_fail_stability", fmt)
 
 
 def stability_html(table: pd.DataFrame, dataset: str = "") -> str:
@@ -139,12 +134,7 @@ def stability_html(table: pd.DataFrame, dataset: str = "") -> str:
         return f'<td class="{cls}">{escape(text)}</td>'
 
     title = f"PASS/FAIL across seeds{' - ' + dataset if dataset else ''}"
-    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{escape(title)}</title>",
-           "<style>body{font-family:sans-serif;font-size:14px;margin:1em}table{border-collapse:collapse;"
-           "margin:0.5em 0 1.5em}th,td{border:1px solid #bbb;padding:3px 8px;text-align:center}"
-           "td:first-child,th:first-child{text-align:left}.pass{background:#c8f0c8}.fail{background:#f6cccc}"
-           ".unstable{background:#ffe08a;font-style:italic}.na{color:#888}</style></head><body>",
-           f"<h2>{escape(title)}</h2>", "<table>", "<tr>" + "".join(f"<th>{escape(h)}</th>" for h in header) + "</tr>"]
+    out = html_head(title, header)
     out += [f"<tr><td>{escape(cells[0])}</td>" + "".join(td(c) for c in cells[1:]) + "</tr>" for cells in rows]
     out.append("</table><ul>" + "".join(f"<li>{escape(n)}</li>" for n in stability_notes(table, dataset)) + "</ul>")
     out.append("</body></html>")
