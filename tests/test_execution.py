@@ -20,29 +20,43 @@ import yaml
 from snakemake.api import SnakemakeApi
 from snakemake.settings.types import ConfigSettings, OutputSettings, Quietness, ResourceSettings
 
-from conftest import REPO, TINY, run_snakemake
+from conftest import REPO, SNAKEMAKE, TINY, run_snakemake
 from saliency_trust.envs import distribution, normalize, third_party_imports
-from saliency_trust.execution import HDF5_LOCKING_ENV, configure_hdf5_locking, export_package_path, gpu_request
+import saliency_trust.execution as execution
+from saliency_trust.execution import (
+    HDF5_LOCKING_ENV,
+    configure_hdf5_locking,
+    default_gpu_cap,
+    export_package_path,
+    gpu_request,
+    visible_gpu_count,
+)
 
 SRC = REPO / "src"
 GPU_RULES = {"train_model", "train_unet", "train_detector", "saliency_maps", "randomized_saliency", "unet_maps",
              "detector_maps"}
 
 
-def load_rules(tmp_path: Path, config: dict | None = None) -> dict:
-    """name -> Rule of the workflow on the tiny config (optionally changed), as Snakemake parses it."""
+def load_workflow(tmp_path: Path, config: dict | None = None, resources: dict | None = None):
+    """The workflow on the tiny config (optionally changed) as Snakemake parses it."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     configfile = tmp_path / "config.yaml"
     cfg = yaml.safe_load(TINY.read_text())
     cfg.update(config or {})
     configfile.write_text(yaml.safe_dump(cfg))
     with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
         workflow_api = api.workflow(
-            resource_settings=ResourceSettings(cores=1),
+            resource_settings=ResourceSettings(cores=1, resources=resources or {}),
             config_settings=ConfigSettings(configfiles=[configfile]),
             snakefile=REPO / "Snakefile",
             workdir=tmp_path,
         )
-        return {rule.name: rule for rule in workflow_api._workflow.rules}
+        return workflow_api._workflow
+
+
+def load_rules(tmp_path: Path, config: dict | None = None) -> dict:
+    """name -> Rule of the workflow on the tiny config (optionally changed), as Snakemake parses it."""
+    return {rule.name: rule for rule in load_workflow(tmp_path, config).rules}
 
 
 @pytest.fixture(scope="module")
@@ -87,19 +101,57 @@ def test_gpu_rules_ask_for_one_gpu_and_none_when_pinned_to_the_cpu(rules, tmp_pa
         gpu_request("")
 
 
-def test_profiles_are_valid_and_the_workstation_profile_caps_gpu_jobs():
+def test_visible_gpus_follow_the_driver_and_cuda_visible_devices(tmp_path):
+    driver = tmp_path / "gpus"
+    assert visible_gpu_count({}, driver) == 0  # no NVIDIA driver
+    driver.mkdir()
+    for bus in ("0000:01:00.0", "0000:02:00.0"):
+        (driver / bus).mkdir()
+    assert visible_gpu_count({}, driver) == 2
+    cases = {"0": 1, "1,0": 2, "0,1,2": 2, "": 0, "-1": 0, "1,-1,0": 1}
+    for listed, expected in cases.items():
+        assert visible_gpu_count({"CUDA_VISIBLE_DEVICES": listed}, driver) == expected, listed
+
+
+def test_default_gpu_cap_only_where_none_is_given():
+    assert default_gpu_cap({}, 1) == default_gpu_cap({}, 2) == 1  # local jobs all use the first visible GPU
+    assert default_gpu_cap({}, 0) is None  # CPU-only machine or a cluster's login node: no cap
+    assert default_gpu_cap({"gpu": 4}, 2) is None  # --resources gpu=4 or a profile's resources: kept
+
+
+def test_the_snakefile_caps_gpu_jobs_where_there_is_a_gpu(tmp_path, monkeypatch):
+    monkeypatch.setattr(execution, "visible_gpu_count", lambda: 2)
+    assert load_workflow(tmp_path / "two").global_resources["gpu"].value == 1
+    assert load_workflow(tmp_path / "given", resources={"gpu": 5}).global_resources["gpu"].value == 5
+    monkeypatch.setattr(execution, "visible_gpu_count", lambda: 0)
+    assert "gpu" not in load_workflow(tmp_path / "none").global_resources
+
+
+def test_profiles_are_valid_and_the_default_profile_is_safe_under_any_executor():
+    """The default profile is a workflow profile: its settings override a --profile's, so it must not
+    cap resources (that would cap a cluster's GPU jobs too); the Snakefile caps GPU jobs instead."""
     default = yaml.safe_load((REPO / "workflow/profiles/default/config.yaml").read_text())
-    assert default["resources"] == {"gpu": 1} and default["cores"] == "all"
+    assert default == {"cores": "all", "rerun-incomplete": True}
+    assert (REPO / "profiles/default/config.yaml").resolve() == (REPO / "workflow/profiles/default/config.yaml")
     slurm = yaml.safe_load((REPO / "workflow/profiles/slurm/config.yaml").read_text())
     assert slurm["executor"] == "slurm"
     assert {"mem_mb", "runtime"} <= set(slurm["default-resources"])
+    assert slurm["resources"]["gpu"] >= slurm["jobs"]  # a login node's own GPUs never cap the cluster
+
+
+def test_the_default_profile_loads_without_being_named(tmp_path):
+    """A plain ``snakemake`` (no --cores, no --profile) reads profiles/default beside the Snakefile."""
+    proc = subprocess.run([*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),
+                           "--configfile", str(TINY), "-n"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"workflow specific profile {REPO / 'profiles/default'}" in proc.stderr
 
 
 @pytest.mark.slow
-def test_workstation_profile_runs_one_gpu_job_at_a_time(tmp_path):
-    """The three training jobs (gpu=1 each) with 3 cores: the profile's gpu cap runs them one by one."""
+def test_a_gpu_cap_runs_one_gpu_job_at_a_time(tmp_path):
+    """The three training jobs (gpu=1 each) with 3 cores and ``--resources gpu=1``: one by one."""
     targets = [f"results/tiny/models/{m}/model.pt" for m in ("simple_cnn-r1", "simple_cnn-r2", "tiny_resnet-r1")]
-    proc = run_snakemake(tmp_path, "--profile", str(REPO / "workflow/profiles/default"), "--cores", "3", *targets)
+    proc = run_snakemake(tmp_path, "--resources", "gpu=1", "--cores", "3", *targets)
     assert proc.returncode == 0, proc.stderr[-3000:]
     spans = []
     for model in ("simple_cnn-r1", "simple_cnn-r2", "tiny_resnet-r1"):

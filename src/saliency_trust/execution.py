@@ -3,7 +3,11 @@
 The rules that train models or compute maps ask the scheduler for one GPU (Snakemake's standard
 ``gpu`` resource: a workstation profile caps how many run at once, the SLURM executor turns it
 into ``--gpus=1``) unless the config pins them to the CPU; the code itself falls back to the CPU
-when no GPU is visible (``saliency_trust.models.train.select_device``).
+when no GPU is visible (``saliency_trust.models.train.select_device``). Where the command line or a
+profile gives no ``gpu`` limit, the Snakefile sets one from the GPUs the machine running Snakemake
+sees (``default_gpu_cap``): one GPU job at a time where there is a GPU (a local job uses the first
+visible GPU, so more would share it), no cap where there is none (a CPU-only machine, whose "GPU" jobs
+run on the CPU side by side, or a cluster's login node, whose jobs get their GPU from the scheduler).
 
 Jobs import the package from the checkout whose Snakefile runs (``export_package_path``).
 
@@ -32,6 +36,36 @@ def gpu_request(device: str) -> int:
     if not isinstance(device, str) or not device:
         raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
     return 0 if device == "cpu" else 1
+
+
+NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")  # one entry per GPU the NVIDIA driver has loaded
+
+
+def visible_gpu_count(environ: dict[str, str] | None = None, driver_dir: Path = NVIDIA_GPUS) -> int:
+    """GPUs a CUDA process started here would see, without importing torch (the Snakemake process does
+    not): the NVIDIA driver's GPUs, limited by ``CUDA_VISIBLE_DEVICES`` as CUDA reads it (the ids up to
+    the first invalid one such as ``-1``; an empty value hides every GPU)."""
+    environ = os.environ if environ is None else environ
+    gpus = sum(1 for _ in driver_dir.iterdir()) if driver_dir.is_dir() else 0
+    listed = environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is None:
+        return gpus
+    valid = 0
+    for item in listed.split(","):
+        item = item.strip()
+        if not item or item.startswith("-"):
+            break
+        valid += 1
+    return min(gpus, valid)
+
+
+def default_gpu_cap(given_resources, local_gpus: int) -> int | None:
+    """The ``gpu`` limit the Snakefile sets when neither the command line nor a profile gave one
+    (``--resources gpu=N``): 1 where the machine has a GPU (every local job uses the first visible one),
+    None (no limit) where it has none."""
+    if "gpu" in given_resources or local_gpus <= 0:
+        return None
+    return 1
 
 
 def configure_hdf5_locking(setting: bool | str) -> str | None:

@@ -19,12 +19,22 @@ from saliency_trust.config import (
     stability_seeds,
     stats_options,
 )
-from saliency_trust.execution import configure_hdf5_locking, export_package_path, gpu_request
+from saliency_trust.execution import (
+    configure_hdf5_locking,
+    default_gpu_cap,
+    export_package_path,
+    gpu_request,
+    visible_gpu_count,
+)
 from saliency_trust.metrics.shortcut import confounder_of
 from saliency_trust.saliency.cache import package_versions
 
 configure_hdf5_locking(config["hdf5_file_locking"])  # HDF5_USE_FILE_LOCKING, inherited by every job
 export_package_path(workflow.basedir)  # jobs (conda envs, SLURM) import this checkout's saliency_trust
+# one GPU job at a time where this machine has a GPU, unless --resources gpu=N says otherwise (docs/clusters.md)
+GPU_CAP = default_gpu_cap(workflow.global_resources, visible_gpu_count())
+if GPU_CAP is not None:
+    workflow.register_resource("gpu", GPU_CAP)
 DATASETS = list(config["datasets"])
 # Stability mode (config "seeds"): every dataset runs once per seed as results/{dataset}/seed-{s}/, a "run";
 # otherwise a dataset's run is the dataset itself. The {dataset} wildcard of every per-run rule names a run.
