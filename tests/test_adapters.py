@@ -14,7 +14,7 @@ from skimage.transform import resize
 import imageio.v3 as iio
 from fixtures_datasets import siim_rle, write_chexpert, write_dicom, write_generic, write_mura, write_rsna, write_siim
 from saliency_trust.data.adapters.dicom import read_dicom
-from saliency_trust.data.adapters.geometry import Geometry, rasterize_box
+from saliency_trust.data.geometry import Geometry, rasterize_box
 from saliency_trust.data.adapters.siim import decode_rle, parse_rle
 from saliency_trust.data.canonical import BOX_COLUMNS, load_dataset
 from saliency_trust.data.prepare import prepare_dataset

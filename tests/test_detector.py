@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import torch
 
-from saliency_trust.data.adapters.geometry import rasterize_box
+from saliency_trust.data.geometry import rasterize_box
 from saliency_trust.data.canonical import CanonicalDataset, write_dataset
 from saliency_trust.models.detector import (
     DetectorSettings,
@@ -27,11 +27,13 @@ from saliency_trust.models.detector import (
     build_detector,
     detector_targets,
     load_detector,
-    run_detector_map,
+    mean_pixel_ap,
     run_train_detector,
     train_detector,
 )
-from saliency_trust.saliency.cache import read_maps
+from saliency_trust.metrics.utility import average_precision
+from saliency_trust.saliency.baselines import run_detector_map
+from saliency_trust.storage.maps import read_maps
 
 CPU = torch.device("cpu")
 TINY = DetectorSettings(epochs=2, patience=5, lr=3e-3, batch_size=8, width=4, fpn_channels=8, levels=3)
@@ -92,7 +94,7 @@ def test_boxes_are_clipped_to_the_image():
 
 
 def test_heatmap_coverage_equals_the_adapters_box_rasterizer():
-    """The same pixel rule as saliency_trust.data.adapters.geometry.rasterize_box, on random fractional boxes.
+    """The same pixel rule as saliency_trust.data.geometry.rasterize_box, on random fractional boxes.
 
     Boxes wholly above or left of the image are left out: rasterize_box slices
     with a negative end index there (it marks rows/columns it should not), a case
@@ -109,6 +111,17 @@ def test_heatmap_coverage_equals_the_adapters_box_rasterizer():
         heat = boxes_to_heatmap([[x, y, x + w, y + h]], [0.5], (12, 12))
         assert np.array_equal(heat > 0, rasterize_box((x, y, w, h), 12) > 0), (x, y, w, h)
     assert checked > 300
+
+
+def test_model_selection_ap_is_the_utility_metrics_ap():
+    rng = np.random.default_rng(3)
+    heat = rng.random((4, 12, 12)).astype(np.float32)
+    masks = np.zeros((4, 12, 12), np.uint8)
+    for k in range(4):
+        masks[k, k : k + 4, 2 : 2 + k + 2] = 1
+    expected = np.mean([average_precision(h, m) for h, m in zip(heat, masks)])
+    assert mean_pixel_ap(heat, masks) == pytest.approx(expected, abs=1e-12)
+    assert np.isnan(mean_pixel_ap(heat[:0], masks[:0]))
 
 
 def test_heatmap_input_checks():

@@ -15,7 +15,7 @@ from scipy import stats
 from saliency_trust.metrics.randomization import RANDOMIZATION_COLUMNS, THRESHOLD_COLUMNS, randomization_ssim
 from saliency_trust.metrics.similarity import ssim
 from saliency_trust.metrics.utility import UTILITY_COLUMNS, pr_auc, randomized_utility, top_k_overlap
-from saliency_trust.saliency.cache import load_or_compute_randomized, read_maps_of, read_randomized_maps
+from saliency_trust.storage.maps import load_or_compute_randomized, read_maps_of, read_randomized_maps
 from saliency_trust.saliency.compute import draw_seeds
 from saliency_trust.stats.randomization import (
     crossed_mean_variance,

@@ -136,7 +136,7 @@ def test_read_images_returns_the_requested_ids_in_order(tmp_path):
 def test_read_maps_of_selects_images_of_trained_and_randomized_caches(tmp_path):
     import h5py
 
-    from saliency_trust.saliency.cache import read_cached_ids, read_maps_of, write_maps
+    from saliency_trust.storage.maps import read_cached_ids, read_maps_of, write_maps
 
     ids = ["a", "b", "c"]
     maps = np.arange(3 * 4 * 4, dtype=np.float32).reshape(3, 4, 4)

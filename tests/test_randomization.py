@@ -3,7 +3,7 @@
 - saliency_trust.models.randomize: block lists, cascading / independent steps, seeding, inits;
 - saliency_trust.metrics.randomization: SSIM to the trained map, random pairs, degradation threshold;
 - saliency_trust.stats.randomization: one-sided t-tests against the threshold;
-- saliency_trust.saliency.cache: the randomized-map cache (S x N x H x W).
+- saliency_trust.storage.maps: the randomized-map cache (S x N x H x W).
 
 References are independent: scikit-image SSIM loops, scipy's t-test and a hand-computed t statistic,
 parameter-by-parameter comparisons of the models' tensors.
@@ -41,7 +41,7 @@ from saliency_trust.models.randomize import (
     randomized_model,
 )
 from saliency_trust.models.registry import build_model
-from saliency_trust.saliency.cache import load_or_compute_randomized, read_randomized_maps, write_maps
+from saliency_trust.storage.maps import load_or_compute_randomized, read_randomized_maps, write_maps
 from saliency_trust.stats.randomization import TEST_COLUMNS, degradation_test, randomization_tests
 
 TOL = 1e-5

@@ -155,7 +155,7 @@ def test_box_mask_pixel_centre_rule_hand_computed():
 
 
 def test_box_mask_equals_the_adapters_rasterizer_and_drops_what_lies_outside():
-    from saliency_trust.data.adapters.geometry import rasterize_box
+    from saliency_trust.data.geometry import rasterize_box
 
     rng = np.random.default_rng(1)
     for _ in range(200):

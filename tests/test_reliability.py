@@ -18,7 +18,7 @@ import pytest
 from conftest import REPO
 from saliency_trust.data.canonical import load_dataset, write_dataset
 from saliency_trust.io import CorruptFileError
-from saliency_trust.saliency.cache import (
+from saliency_trust.storage.maps import (
     load_or_compute_maps,
     load_or_compute_randomized,
     read_maps,
@@ -280,7 +280,7 @@ def test_training_that_diverges_to_nan_stops_naming_the_model_and_epoch(tiny_dat
 
 
 def test_constant_maps_are_scored_logged_and_listed_in_a_table(tmp_path, caplog):
-    from saliency_trust.saliency.cache import constant_maps_table, run_constant_maps
+    from saliency_trust.storage.maps import constant_maps_table, run_constant_maps
 
     maps = _maps()
     maps[1] = 0.0  # e.g. an all-zero Grad-CAM

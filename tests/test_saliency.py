@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from captum.attr import LayerAttribution, LayerGradCam
 
 from saliency_trust.models.registry import build_model, get_architecture, get_submodule
-from saliency_trust.saliency.cache import read_maps, write_maps
+from saliency_trust.storage.maps import read_maps, write_maps
 from saliency_trust.saliency.compute import compute_saliency
 from saliency_trust.saliency.methods import (
     METHODS,
@@ -204,7 +204,7 @@ def _compute_counter(maps, raw, ids):
 
 
 def test_cache_is_reused_only_when_method_params_model_and_versions_match(tmp_path, monkeypatch):
-    from saliency_trust.saliency import cache
+    from saliency_trust.storage import maps as cache
 
     path = tmp_path / "SG.h5"
     maps = np.random.default_rng(0).random((2, 8, 8), dtype=np.float32)
@@ -230,7 +230,7 @@ def test_cache_is_reused_only_when_method_params_model_and_versions_match(tmp_pa
 
 
 def test_cache_write_is_atomic_when_the_computation_fails(tmp_path):
-    from saliency_trust.saliency.cache import load_or_compute_maps
+    from saliency_trust.storage.maps import load_or_compute_maps
 
     path = tmp_path / "IG.h5"
     maps = np.zeros((1, 4, 4), np.float32)
@@ -250,7 +250,7 @@ def test_cache_write_is_atomic_when_the_computation_fails(tmp_path):
 
 
 def test_segments_round_trip_and_missing_image(tmp_path):
-    from saliency_trust.saliency.cache import read_segments, write_segments
+    from saliency_trust.storage.maps import read_segments, write_segments
 
     labels = np.arange(2 * 6 * 4 * 4, dtype=np.int32).reshape(2, 6, 4, 4)
     write_segments(tmp_path / "seg.h5", ["x", "y"], labels)

@@ -324,7 +324,7 @@ def test_pair_similarity_image_in_only_one_model_raises_naming_it():
 
 
 def test_run_similarity_from_cache_files(tmp_path):
-    from saliency_trust.saliency.cache import write_maps
+    from saliency_trust.storage.maps import write_maps
 
     rng = np.random.default_rng(15)
     ids = ["i0", "i1", "i2", "i3"]
@@ -351,7 +351,7 @@ def test_run_similarity_from_cache_files(tmp_path):
 
 
 def test_run_similarity_without_any_pair_raises(tmp_path):
-    from saliency_trust.saliency.cache import write_maps
+    from saliency_trust.storage.maps import write_maps
 
     maps = np.random.default_rng(16).random((2, 8, 8)).astype(np.float32)
     path = tmp_path / "a.h5"

@@ -514,7 +514,7 @@ def test_run_train_unet_writes_outputs_and_load_unet_round_trips(tmp_path, squar
 def test_run_unet_map_writes_the_requested_output(tmp_path, squares, output):
     from saliency_trust.data.canonical import BOX_COLUMNS, write_dataset
     from saliency_trust.saliency.baselines import run_unet_map
-    from saliency_trust.saliency.cache import read_maps
+    from saliency_trust.storage.maps import read_maps
 
     manifest, images = tmp_path / "manifest.csv", tmp_path / "images.h5"
     write_dataset(squares.manifest, squares.images, squares.masks, pd.DataFrame(columns=BOX_COLUMNS),

@@ -10,10 +10,10 @@ from sklearn.metrics import auc, average_precision_score, precision_recall_curve
 from saliency_trust.metrics.utility import (
     UTILITY_COLUMNS,
     average_precision,
-    mean_mask,
     pr_auc,
     utility_table,
 )
+from saliency_trust.saliency.baselines import mean_mask
 
 
 def _reference_curve(score: np.ndarray, mask: np.ndarray) -> tuple[float, float]:

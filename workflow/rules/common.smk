@@ -27,7 +27,7 @@ from saliency_trust.execution import (
     visible_gpu_count,
 )
 from saliency_trust.metrics.shortcut import confounder_of
-from saliency_trust.saliency.cache import package_versions
+from saliency_trust.storage.maps import package_versions
 
 configure_hdf5_locking(config["hdf5_file_locking"])  # HDF5_USE_FILE_LOCKING, inherited by every job
 export_package_path(workflow.basedir)  # jobs (conda envs, SLURM) import this checkout's saliency_trust

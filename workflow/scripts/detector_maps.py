@@ -1,6 +1,6 @@
 """Snakemake entry: rule detector_maps."""
 from saliency_trust.config import setup_logging
-from saliency_trust.models.detector import run_detector_map
+from saliency_trust.saliency.baselines import run_detector_map
 
 setup_logging(snakemake.log[0])
 run_detector_map(

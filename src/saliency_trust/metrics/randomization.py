@@ -84,7 +84,7 @@ def run_randomization_scores(trained_paths: list[str], randomized_paths: list[st
                              mode: str, data_range: float, out_path, similarity_maps: str = "processed") -> None:
     """Stage entry: SSIM of every step's map to the trained map, one row per image x step x method."""
     from saliency_trust.io import write_csv
-    from saliency_trust.saliency.cache import read_maps, read_randomized_maps
+    from saliency_trust.storage.maps import read_maps, read_randomized_maps
 
     if not len(trained_paths) == len(randomized_paths) == len(methods):
         raise ValueError("trained_paths, randomized_paths and methods must have the same length")
@@ -104,7 +104,7 @@ def run_threshold(map_paths: list[str], models: list[str], methods: list[str], n
                   data_range: float, out_path, similarity_maps: str = "processed") -> None:
     """Stage entry: degradation thresholds of every (model, method) in ``map_paths`` (same order)."""
     from saliency_trust.io import write_csv
-    from saliency_trust.saliency.cache import read_maps
+    from saliency_trust.storage.maps import read_maps
 
     if not len(map_paths) == len(models) == len(methods):
         raise ValueError("map_paths, models and methods must have the same length")

@@ -6,10 +6,10 @@ two raters annotated, and for each of those raters ``r``:
 
 - **rater mask**: the union of ``r``'s boxes of the target label, rasterized
   with the rule the adapters use for box ground truth
-  (:func:`saliency_trust.data.adapters.geometry.rasterize_box`): the pixels
+  (:func:`saliency_trust.data.geometry.boxes_mask`): the pixels
   whose centre (c + 0.5, r + 0.5) lies in ``[x, x + width) x [y, y + height)``;
   a box thinner than a pixel marks the pixel row/column holding its centre;
-  what lies outside the image is dropped (:func:`pixel_span`);
+  what lies outside the image is dropped (:func:`~saliency_trust.data.geometry.pixel_span`);
 - **leave-one-out consensus**: the pixels covered by at least
   ``ceil(m / 2)`` of the ``m`` *other* raters' masks (at least half of them,
   rounded up; never fewer than 1). With 2 raters the consensus is the other
@@ -61,6 +61,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from saliency_trust.data.geometry import boxes_mask
 from saliency_trust.metrics.similarity import dice, iou
 from saliency_trust.metrics.utility import UTILITY_COLUMNS, average_precision, boxed, pr_auc
 
@@ -84,29 +85,9 @@ def read_boxes(boxes_path) -> pd.DataFrame:
     return boxes
 
 
-def pixel_span(lo: float, hi: float, n: int) -> tuple[int, int]:
-    """Pixels ``[a, b)`` (of ``n``) whose centre k + 0.5 lies in ``[lo, hi)``.
-
-    A span holding no pixel centre gives the pixel holding its centre
-    ``floor((lo + hi) / 2)``. Clipped to ``[0, n)``; ``a >= b`` means no pixel.
-    """
-    a, b = math.ceil(lo - 0.5), math.ceil(hi - 0.5)
-    if b <= a:
-        a = math.floor((lo + hi) / 2)
-        b = a + 1
-    return max(a, 0), min(b, n)
-
-
 def box_mask(box_rows: pd.DataFrame, shape: tuple[int, int]) -> np.ndarray:
     """Union of the boxes ``(x, y, width, height)`` of ``box_rows`` as an H x W boolean mask (pixel-centre rule)."""
-    h, w = shape
-    mask = np.zeros(shape, bool)
-    for x, y, bw, bh in box_rows[["x", "y", "width", "height"]].itertuples(index=False):
-        c0, c1 = pixel_span(float(x), float(x) + float(bw), w)
-        r0, r1 = pixel_span(float(y), float(y) + float(bh), h)
-        if c1 > c0 and r1 > r0:
-            mask[r0:r1, c0:c1] = True
-    return mask
+    return boxes_mask(box_rows[["x", "y", "width", "height"]].itertuples(index=False), shape)
 
 
 def consensus_threshold(n_others: int) -> int:

@@ -542,7 +542,7 @@ def run_shortcut_check(dataset: str, dataset_cfg: dict, manifest_path, images_pa
     from saliency_trust.data.canonical import load_dataset
     from saliency_trust.io import write_csv, write_text
     from saliency_trust.models.train import load_checkpoint, select_device
-    from saliency_trust.saliency.cache import read_maps
+    from saliency_trust.storage.maps import read_maps
 
     confounder = confounder_of(dataset, dataset_cfg)
     if confounder is None:

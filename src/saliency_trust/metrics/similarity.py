@@ -225,7 +225,7 @@ def run_similarity(map_paths: list[str], models: list[str], methods: list[str], 
     """Stage entry: every (criterion, model_a, model_b) pair x method, from the cache files
     ``map_paths`` (one per (model, method), same order as ``models`` and ``methods``)."""
     from saliency_trust.io import write_csv
-    from saliency_trust.saliency.cache import read_maps
+    from saliency_trust.storage.maps import read_maps
 
     check_similarity_maps(similarity_maps)
     raw = similarity_maps == "raw"

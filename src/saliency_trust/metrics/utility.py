@@ -17,7 +17,8 @@ Overlap after thresholding (Arun et al. MURA analysis; docs/criteria.md):
   ground truth, k = the ground-truth area (ties broken by pixel order).
 
 Only positive test images are scored. The low baseline (AVG) is the mean
-ground-truth mask over the training and validation images.
+ground-truth mask over the training and validation images
+(:mod:`saliency_trust.saliency.baselines`).
 """
 
 from __future__ import annotations
@@ -138,11 +139,6 @@ def utility_table(
     return pd.DataFrame(rows, columns=UTILITY_COLUMNS)
 
 
-def mean_mask(masks: np.ndarray) -> np.ndarray:
-    """The AVG low baseline: pixel-wise mean of the given masks (train + val images)."""
-    return masks.astype(np.float64).mean(axis=0).astype(np.float32)
-
-
 def run_utility(manifest_path, images_path, maps_paths: list[str], model: str, methods: list[str],
                 target_label: str | None, metrics: list[str], out_path, randomized: bool = False) -> None:
     """Stage entry: utility of one model's maps (one cache file per method, same order) on the positive test images.
@@ -155,7 +151,7 @@ def run_utility(manifest_path, images_path, maps_paths: list[str], model: str, m
     """
     from saliency_trust.data.canonical import load_dataset
     from saliency_trust.io import write_csv
-    from saliency_trust.saliency.cache import read_maps, read_randomized_maps
+    from saliency_trust.storage.maps import read_maps, read_randomized_maps
 
     if len(maps_paths) != len(methods):
         raise ValueError(f"{len(maps_paths)} map files for {len(methods)} methods")

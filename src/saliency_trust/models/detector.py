@@ -42,10 +42,10 @@ kept; seeded, deterministic on the CPU.
 Heat map (:func:`boxes_to_heatmap`): a box covers the pixels whose centre
 (c + 0.5, r + 0.5) lies in ``[x1, x2) x [y1, y2)``; a box thinner than one
 pixel (no centre inside) covers the pixel row/column holding its centre -- the
-rule the dataset adapters use to rasterize boxes
-(:func:`saliency_trust.data.adapters.geometry.rasterize_box`) and the human
-reference uses for rater boxes (:func:`saliency_trust.metrics.raters.pixel_span`);
-what lies outside the image is dropped. Only boxes with a score strictly above
+rule the dataset adapters and the human reference use to rasterize boxes
+(:func:`saliency_trust.data.geometry.pixel_span`); what lies outside the image
+is dropped. The heat maps, in the saliency cache format, are written by
+:func:`saliency_trust.saliency.baselines.run_detector_map`. Only boxes with a score strictly above
 ``min_score`` count.
 """
 
@@ -63,12 +63,13 @@ from torch import nn
 from torchvision.models.detection import RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from sklearn.metrics import average_precision_score
 from torchvision.ops import FeaturePyramidNetwork
 
+from saliency_trust.data.geometry import pixel_span
 from saliency_trust.io import write_csv, write_json
 from saliency_trust.models.serialization import save_torch
 from saliency_trust.models.train import EarlyStopping, EpochCheckpoint, fit_epochs
-from saliency_trust.metrics.raters import pixel_span
 
 log = logging.getLogger(__name__)
 
@@ -229,14 +230,13 @@ def predict_heatmaps(model: RetinaNet, images: np.ndarray, device: torch.device,
     return np.stack(out) if out else np.zeros((0, *images.shape[1:]), np.float32)
 
 
-def mean_pixel_ap(heat: np.ndarray, masks: np.ndarray, image_ids: list[str] | None = None) -> float:
-    """Mean over images of the pixel average precision of the heat map against the mask (utility ``ap``)."""
-    from saliency_trust.metrics.utility import average_precision
-
+def mean_pixel_ap(heat: np.ndarray, masks: np.ndarray) -> float:
+    """Mean over images of the pixel average precision of the heat map against the mask (scikit-learn's
+    ``average_precision_score``, as the utility metric ``ap`` computes it): the model-selection score."""
     if len(masks) == 0:
         return float("nan")
-    ids = image_ids or [str(i) for i in range(len(masks))]
-    return float(np.mean([average_precision(h, m, i) for h, m, i in zip(heat, masks, ids)]))
+    return float(np.mean([average_precision_score(m.reshape(-1) > 0, h.reshape(-1).astype(np.float64))
+                          for h, m in zip(heat, masks)]))
 
 
 # ---------------------------------------------------------------- training
@@ -302,7 +302,7 @@ def train_detector(data, boxes: pd.DataFrame, label: str, settings: DetectorSett
                 sums[key] += losses[key].item() * len(x)
             seen += len(x)
         val_heat = predict_heatmaps(model, data.images[va], device, settings.min_score)
-        val_ap = mean_pixel_ap(val_heat, masks[va], list(ids[va]))
+        val_ap = mean_pixel_ap(val_heat, masks[va])
         row = {"epoch": epoch, "train_loss": (sums["classification"] + sums["bbox_regression"]) / seen,
                "train_cls_loss": sums["classification"] / seen, "train_box_loss": sums["bbox_regression"] / seen,
                "val_ap": val_ap, "seconds": time.perf_counter() - t0}
@@ -312,8 +312,8 @@ def train_detector(data, boxes: pd.DataFrame, label: str, settings: DetectorSett
 
     history = fit_epochs(model, opt, stopper, settings.epochs, run_epoch, "val_ap", [gen], checkpoint)
     best, best_epoch = stopper.best, stopper.best_epoch
-    test_ap = (mean_pixel_ap(predict_heatmaps(model, data.images[te], device, settings.min_score), masks[te],
-                             list(ids[te])) if len(te) else float("nan"))
+    test_ap = (mean_pixel_ap(predict_heatmaps(model, data.images[te], device, settings.min_score), masks[te])
+               if len(te) else float("nan"))
     metrics = {
         "seed": seed, "label": label, "best_epoch": best_epoch, "epochs_run": len(history), "val_ap": best,
         "test_ap": test_ap, "n_train_images": int(len(tr)),
@@ -359,30 +359,3 @@ def load_detector(path, device: torch.device | str = "cpu") -> tuple[RetinaNet, 
     model = build_detector(tuple(payload["image_shape"]), settings, payload["image_mean"], payload["image_std"])
     model.load_state_dict(payload["state_dict"])
     return model.to(device).eval(), settings
-
-
-def run_detector_map(manifest_path, images_path, model_path, target_label: str | None, device: str, threads: int,
-                     out_path) -> None:
-    """Stage entry: detector heat maps of every positive test image, in the saliency cache format.
-
-    Method ``DETECTOR``; ``map`` = the heat map in [0, 1], ``raw`` = the same with a channel axis.
-    """
-    from saliency_trust.data.canonical import load_dataset
-    from saliency_trust.io import sha256_file
-    from saliency_trust.models.train import select_device
-    from saliency_trust.saliency.cache import write_maps
-    from saliency_trust.saliency.compute import explained_images
-
-    torch.set_num_threads(max(int(threads), 1))
-    dev = select_device(device)
-    data = load_dataset(manifest_path, images_path)
-    label = target_label or data.label_names[0]
-    model, settings = load_detector(model_path, dev)
-    trained_shape = tuple(torch.load(model_path, map_location="cpu", weights_only=True)["image_shape"])
-    if trained_shape != tuple(data.images.shape[1:]):
-        raise ValueError(f"{model_path}: detector trained on {trained_shape} images, the dataset's are "
-                         f"{tuple(data.images.shape[1:])}")
-    ids, images = explained_images(data, label)
-    heat = predict_heatmaps(model, images, dev, settings.min_score)
-    write_maps(out_path, ids, heat, heat[:, None], DETECTOR_METHOD, asdict(settings), sha256_file(model_path),
-               {"label": label, "output": "max box score"})

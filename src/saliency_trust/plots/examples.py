@@ -120,7 +120,7 @@ def run_example_panels(images_path: str, maps: dict[tuple[str, str], str], paths
 
     ``maps`` maps (row, method) to a cache file; ``paths[k]`` are the files (png, pdf) of example ``k``."""
     from saliency_trust.data.canonical import read_images
-    from saliency_trust.saliency.cache import read_cached_ids, read_maps_of
+    from saliency_trust.storage.maps import read_cached_ids, read_maps_of
 
     common = None
     for path in maps.values():
@@ -141,7 +141,7 @@ def run_randomization_panel(images_path: str, trained: dict[str, str], randomize
                             has_masks: bool = True) -> None:
     """Stage entry: the degradation panel of one seeded image of the randomized model's explained subset."""
     from saliency_trust.data.canonical import read_images
-    from saliency_trust.saliency.cache import read_cached_ids, read_maps_of, read_steps
+    from saliency_trust.storage.maps import read_cached_ids, read_maps_of, read_steps
 
     first = next(iter(randomized.values()))
     (image_id,) = choose_examples(read_cached_ids(first), 1, seed, f"{dataset}:randomization")

@@ -103,7 +103,7 @@ def explained_images(data, target_label: str) -> tuple[list[str], np.ndarray]:
 
 def method_segments(method_key: str, segments_path, image_ids: list[str]) -> np.ndarray | None:
     """The XRAI segments of ``image_ids`` when the method uses them, else None."""
-    from saliency_trust.saliency.cache import read_segments
+    from saliency_trust.storage.maps import read_segments
 
     if not get_method(method_key).uses_segments:
         return None
@@ -115,8 +115,8 @@ def method_segments(method_key: str, segments_path, image_ids: list[str]) -> np.
 def run_segments(manifest_path, images_path, target_label: str | None, out_path) -> None:
     """Stage entry: XRAI Felzenszwalb segments of every explained image, once per dataset."""
     from saliency_trust.data.canonical import load_dataset
-    from saliency_trust.saliency.cache import write_segments
-    from saliency_trust.saliency.xrai import felzenszwalb_segments
+    from saliency_trust.storage.maps import write_segments
+    from saliency_trust.saliency.xrai import felzenszwalb_segments, segment_params
 
     data = load_dataset(manifest_path, images_path)
     ids, images = explained_images(data, target_label or data.label_names[0])
@@ -125,7 +125,7 @@ def run_segments(manifest_path, images_path, target_label: str | None, out_path)
     for img in images:
         labels.append(felzenszwalb_segments(img))
         progress.update(len(labels))
-    write_segments(out_path, ids, np.stack(labels))
+    write_segments(out_path, ids, np.stack(labels), segment_params())
 
 
 def run_saliency(manifest_path, images_path, model_path, method_key: str, params: dict, target_label: str | None,
@@ -138,7 +138,7 @@ def run_saliency(manifest_path, images_path, model_path, method_key: str, params
     from saliency_trust.data.canonical import load_dataset
     from saliency_trust.io import sha256_file
     from saliency_trust.models.train import load_checkpoint, select_device
-    from saliency_trust.saliency.cache import load_or_compute_maps
+    from saliency_trust.storage.maps import load_or_compute_maps
     from saliency_trust.saliency.methods import check_control, resolve_params
 
     if control:
@@ -186,7 +186,7 @@ def run_randomized_saliency(manifest_path, images_path, model_path, method_key: 
     from saliency_trust.io import sha256_file
     from saliency_trust.models.randomize import blocks_of_step, randomization_blocks, randomized_model
     from saliency_trust.models.train import load_checkpoint, select_device
-    from saliency_trust.saliency.cache import load_or_compute_randomized
+    from saliency_trust.storage.maps import load_or_compute_randomized
     from saliency_trust.saliency.methods import check_control, resolve_params
 
     if control:

@@ -32,8 +32,15 @@ FELZENSZWALB_SCALES = (50, 100, 150, 250, 500, 1200)
 FELZENSZWALB_SIGMA = 0.8
 FELZENSZWALB_MIN_SIZE = 150
 SEGMENT_RESIZE = (224, 224)
+
 DILATION_RADIUS = 5
 MIN_PIXEL_DIFF = 50
+
+
+def segment_params() -> dict:
+    """The segmentation's settings, recorded with the segments (storage.maps.write_segments)."""
+    return {"scales": list(FELZENSZWALB_SCALES), "sigma": FELZENSZWALB_SIGMA, "min_size": FELZENSZWALB_MIN_SIZE,
+            "resize": list(SEGMENT_RESIZE)}
 
 
 def felzenszwalb_segments(image: np.ndarray) -> np.ndarray:

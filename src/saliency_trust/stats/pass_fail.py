@@ -640,26 +640,55 @@ def decide(utility: pd.DataFrame, primary_models: list[str], methods: list[str],
     return questions, pairwise, table, design.describe(options.pooling, models, pairs_used)
 
 
-def run_pass_fail(utility_path, model_metrics: dict[str, str], primary_models: list[str], methods: list[str],
-                  metric: str, alpha: float, csv_path, md_path, pairwise_path, tex_path=None, similarity_path=None,
-                  randomization_tests_path=None, randomized_model: str | None = None, high: str | None = None,
-                  rules: DecisionRules | dict | None = None, question_paths: dict[str, str] | None = None,
-                  dataset: str = "", html_path=None, controls: list[str] | None = None,
-                  options: StatsOptions | dict | None = None) -> None:
-    """Stage entry: the statistics of every criterion, the PASS/FAIL table (CSV, Markdown, LaTeX, HTML) of one
-    dataset and one table per question of Arun et al. (``question_paths``: utility_vs_avg, utility_vs_high,
-    utility_trained_vs_random, similarity_vs_baselines). ``controls`` (a subset of ``methods``) are decided
-    by fits of their own and marked as controls."""
-    from saliency_trust.io import write_csv, write_text
+@dataclass(frozen=True, eq=False)
+class PassFailResult:
+    """Every table of one dataset's PASS/FAIL stage, before rendering (Arun et al. 2021, Radiology: AI, Table 2;
+    docs/criteria.md): the long ``table``, one table per question, the Tukey ``pairwise`` comparisons of every
+    fit, the models' AUCs and what the renderers need to name the rules."""
 
+    table: pd.DataFrame
+    questions: dict[str, pd.DataFrame]
+    pairwise: pd.DataFrame
+    model_aucs: pd.DataFrame
+    design_note: str
+    alpha: float
+    rules: DecisionRules = DecisionRules()
+    options: StatsOptions = StatsOptions()
+    dataset: str = ""
+
+    def check_questions(self, names) -> None:
+        """Raise ValueError naming the requested question tables this result has no data for."""
+        unknown = set(names) - set(self.questions)
+        if unknown:
+            raise ValueError(f"no data for the question table(s) {sorted(unknown)}: check the randomization, "
+                             "baselines and models of the config")
+
+    def markdown(self) -> str:
+        return pass_fail_markdown(self.table, self.model_aucs, self.alpha, self.rules, self.options, self.design_note)
+
+    def latex(self) -> str:
+        return pass_fail_latex(self.table, self.model_aucs, self.alpha, self.rules,
+                               caption=f"Saliency map trustworthiness on {self.dataset}." if self.dataset else "",
+                               options=self.options, design_note=self.design_note)
+
+    def html(self) -> str:
+        return pass_fail_html(self.table, self.model_aucs, self.alpha, self.rules, self.questions,
+                              title=f"PASS/FAIL - {self.dataset}" if self.dataset else "PASS/FAIL",
+                              options=self.options, design_note=self.design_note)
+
+
+def pass_fail_tables(utility: pd.DataFrame, model_aucs: pd.DataFrame, primary_models: list[str], methods: list[str],
+                     metric: str, alpha: float, *, similarity: pd.DataFrame | None = None,
+                     tests: pd.DataFrame | None = None, randomized_model: str | None = None, high: str | None = None,
+                     rules: DecisionRules | dict | None = None, options: StatsOptions | dict | None = None,
+                     controls: list[str] | None = None, dataset: str = "") -> PassFailResult:
+    """Every verdict of one dataset from its tables, no file I/O (docs/criteria.md). ``controls`` (a subset of
+    ``methods``) are decided by fits of their own (:func:`decide` with ``control=True``) and their rows follow
+    the methods' rows in every table."""
     rules = rules if isinstance(rules, DecisionRules) else DecisionRules.from_config(rules)
     options = options if isinstance(options, StatsOptions) else StatsOptions.from_config(options)
-    question_paths = question_paths or {}
     controls = [c for c in (controls or []) if c in methods]
     studied = [m for m in methods if m not in controls]
-    utility = pd.read_csv(utility_path, dtype={"image_id": str})
-    similarity = pd.read_csv(similarity_path, dtype={"image_id": str}) if similarity_path else None
-    tests = pd.read_csv(randomization_tests_path) if randomization_tests_path else None
     args = dict(similarity=similarity, tests=tests, randomized_model=randomized_model, high=high, rules=rules,
                 options=options)
     questions, pairwise, table, design_note = decide(utility, primary_models, studied, metric, alpha, **args)
@@ -670,24 +699,60 @@ def run_pass_fail(utility_path, model_metrics: dict[str, str], primary_models: l
                      for name, q in questions.items()}
         pairwise += c_pairwise
         table = pd.concat([table, c_table], ignore_index=True)
-    model_aucs = _model_aucs(model_metrics)
-    unknown = set(question_paths) - set(questions)
-    if unknown:
-        raise ValueError(f"no data for the question table(s) {sorted(unknown)}: check the randomization, baselines "
-                         "and models of the config")
+    return PassFailResult(table=table, questions=questions, pairwise=pd.concat(pairwise, ignore_index=True),
+                          model_aucs=model_aucs, design_note=design_note, alpha=alpha, rules=rules, options=options,
+                          dataset=dataset)
+
+
+def write_pass_fail(result: PassFailResult, *, csv_path, md_path, pairwise_path, tex_path=None, html_path=None,
+                    question_paths: dict[str, str] | None = None) -> None:
+    """Write the PASS/FAIL table (CSV, Markdown, optional LaTeX and HTML), the pairwise comparisons and the
+    question tables named in ``question_paths`` (utility_vs_avg, utility_vs_high, utility_trained_vs_random,
+    similarity_vs_baselines). Everything is checked and rendered before the first file is written; the CSV
+    comes last."""
+    from saliency_trust.io import write_csv, write_text
+
+    question_paths = question_paths or {}
+    result.check_questions(question_paths)
+    html = result.html() if html_path else None
+    md = result.markdown()
+    tex = result.latex() if tex_path else None
     for name, path in question_paths.items():
-        write_csv(questions[name], path)
+        write_csv(result.questions[name], path)
     if html_path:
-        write_text(pass_fail_html(table, model_aucs, alpha, rules, questions,
-                                  title=f"PASS/FAIL - {dataset}" if dataset else "PASS/FAIL", options=options,
-                                  design_note=design_note), html_path)
-    write_csv(pd.concat(pairwise, ignore_index=True), pairwise_path)
-    write_text(pass_fail_markdown(table, model_aucs, alpha, rules, options, design_note), md_path)
+        write_text(html, html_path)
+    write_csv(result.pairwise, pairwise_path)
+    write_text(md, md_path)
     if tex_path:
-        write_text(pass_fail_latex(table, model_aucs, alpha, rules,
-                                   caption=f"Saliency map trustworthiness on {dataset}." if dataset else "",
-                                   options=options, design_note=design_note), tex_path)
-    write_csv(table, csv_path)
+        write_text(tex, tex_path)
+    write_csv(result.table, csv_path)
+
+
+@dataclass(frozen=True)
+class PassFailInputs:
+    """Input files of the stage: the utility and similarity scores, the randomization tests and each model's
+    ``metrics.json`` (``model_metrics``: model name -> path)."""
+
+    utility: str
+    model_metrics: dict[str, str]
+    similarity: str | None = None
+    randomization_tests: str | None = None
+
+
+def run_pass_fail(inputs: PassFailInputs, outputs: dict, *, primary_models: list[str], methods: list[str],
+                  metric: str, alpha: float, randomized_model: str | None = None, high: str | None = None,
+                  rules: DecisionRules | dict | None = None, options: StatsOptions | dict | None = None,
+                  controls: list[str] | None = None, dataset: str = "") -> PassFailResult:
+    """Stage entry: read ``inputs``, decide (:func:`pass_fail_tables`, same keywords) and write (``outputs``: the
+    keywords of :func:`write_pass_fail`)."""
+    utility = pd.read_csv(inputs.utility, dtype={"image_id": str})
+    similarity = pd.read_csv(inputs.similarity, dtype={"image_id": str}) if inputs.similarity else None
+    tests = pd.read_csv(inputs.randomization_tests) if inputs.randomization_tests else None
+    result = pass_fail_tables(utility, _model_aucs(inputs.model_metrics), primary_models, methods, metric, alpha,
+                              similarity=similarity, tests=tests, randomized_model=randomized_model, high=high,
+                              rules=rules, options=options, controls=controls, dataset=dataset)
+    write_pass_fail(result, **outputs)
+    return result
 
 
 def cross_dataset_summary(tables: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, str]:

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from saliency_trust.data.adapters.common import Collection, Item, ItemError, Shape
-from saliency_trust.data.adapters.geometry import Geometry, mask_boxes, rasterize_box, rasterize_polygon
+from saliency_trust.data.geometry import Geometry, mask_boxes, rasterize_box, rasterize_polygon
 from saliency_trust.data.adapters.images import read_image
 from saliency_trust.data.canonical import BOX_COLUMNS
 from saliency_trust.data.splits import assign_splits, check_splits, split_uniform

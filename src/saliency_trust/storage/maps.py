@@ -307,18 +307,15 @@ def read_randomized_maps(path: str | Path, method: str | None = None,
     return ids, steps, maps
 
 
-def write_segments(path: str | Path, image_ids: list[str], labels: np.ndarray) -> None:
-    """Write XRAI segment label images (N x levels x H x W) atomically."""
-    from saliency_trust.saliency import xrai
-
+def write_segments(path: str | Path, image_ids: list[str], labels: np.ndarray, params: dict | None = None) -> None:
+    """Write XRAI segment label images (N x levels x H x W) atomically; ``params`` (the segmentation's
+    settings, :func:`saliency_trust.saliency.xrai.segment_params`) are stored as JSON attributes."""
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as h5:
             _write_ids(h5, image_ids)
             h5.create_dataset("labels", data=labels.astype(np.int32), chunks=(1, *labels.shape[1:]), compression="gzip")
-            h5.attrs["scales"] = json.dumps(list(xrai.FELZENSZWALB_SCALES))
-            h5.attrs["sigma"] = xrai.FELZENSZWALB_SIGMA
-            h5.attrs["min_size"] = xrai.FELZENSZWALB_MIN_SIZE
-            h5.attrs["resize"] = json.dumps(list(xrai.SEGMENT_RESIZE))
+            for key, value in (params or {}).items():
+                h5.attrs[key] = json.dumps(value)
             h5.attrs["versions"] = json.dumps(package_versions(), sort_keys=True)
             stamp_checksums(h5)
 

@@ -1,4 +1,4 @@
-"""From original pixels to the canonical square image (docs/own-data.md).
+"""Geometry of images, masks and boxes: one module for the pixel-centre rule (docs/own-data.md).
 
 :class:`Geometry` maps one source image of ``height x width`` pixels onto the
 canonical ``size x size`` grid, either by stretching (``stretch``, as the
@@ -7,11 +7,13 @@ padding the shorter one with black (``pad``, aspect ratio kept). Images are
 resized with anti-aliasing (``skimage.transform.resize``, bilinear), masks by
 nearest neighbour, and box and polygon coordinates scaled (and shifted) the
 same way. Boxes and polygons are rasterized in canonical pixels: a pixel is
-inside when its centre is.
+inside when its centre is (:func:`pixel_span`), the rule the ground truth, the
+raters' boxes and the detector's heat maps all use.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,20 +89,34 @@ class Geometry:
         return x * sx + ox, y * sy + oy, w * sx, h * sy
 
 
+def pixel_span(lo: float, hi: float, n: int) -> tuple[int, int]:
+    """Pixels ``[a, b)`` (of ``n``) whose centre k + 0.5 lies in ``[lo, hi)``.
+
+    A span holding no pixel centre gives the pixel holding its centre
+    ``floor((lo + hi) / 2)``. Clipped to ``[0, n)``; ``a >= b`` means no pixel.
+    """
+    a, b = math.ceil(lo - 0.5), math.ceil(hi - 0.5)
+    if b <= a:
+        a = math.floor((lo + hi) / 2)
+        b = a + 1
+    return max(a, 0), min(b, n)
+
+
+def boxes_mask(boxes, shape: tuple[int, int]) -> np.ndarray:
+    """Union of ``(x, y, width, height)`` boxes (an iterable of 4-tuples) as an H x W boolean mask."""
+    h, w = shape
+    mask = np.zeros(shape, bool)
+    for x, y, bw, bh in boxes:
+        c0, c1 = pixel_span(float(x), float(x) + float(bw), w)
+        r0, r1 = pixel_span(float(y), float(y) + float(bh), h)
+        if c1 > c0 and r1 > r0:
+            mask[r0:r1, c0:c1] = True
+    return mask
+
+
 def rasterize_box(box: tuple[float, float, float, float], size: int) -> np.ndarray:
     """Pixels whose centre lies in ``[x, x + w) x [y, y + h)``; a box smaller than a pixel marks its centre pixel."""
-    x, y, w, h = box
-    c0, c1 = int(np.ceil(x - 0.5)), int(np.ceil(x + w - 0.5))
-    r0, r1 = int(np.ceil(y - 0.5)), int(np.ceil(y + h - 0.5))
-    if c1 <= c0:
-        c0 = int(np.floor(x + w / 2))
-        c1 = c0 + 1
-    if r1 <= r0:
-        r0 = int(np.floor(y + h / 2))
-        r1 = r0 + 1
-    mask = np.zeros((size, size), np.uint8)
-    mask[max(r0, 0) : min(r1, size), max(c0, 0) : min(c1, size)] = 1
-    return mask
+    return boxes_mask([box], (size, size)).astype(np.uint8)
 
 
 def rasterize_polygon(xy: np.ndarray, size: int) -> np.ndarray:

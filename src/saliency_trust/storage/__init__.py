@@ -1,0 +1,1 @@
+"""On-disk formats the stages share, below the science modules: the saliency map cache (maps.py)."""
