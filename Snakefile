@@ -32,6 +32,6 @@ include: "workflow/rules/validation.smk"
 
 
 rule all:
+    default_target: True
     input:
         final_outputs(),
-    default_target: True

@@ -44,15 +44,27 @@ def naive_captum(model, images, key, params, device):
         x = torch.from_numpy(img)[None, None].to(device).requires_grad_(True)
         span = float(img.max() - img.min())
         if key == "IG":
-            a = IntegratedGradients(model).attribute(x, baselines=torch.zeros_like(x), target=0, n_steps=params["n_steps"])
+            a = IntegratedGradients(model).attribute(
+                x, baselines=torch.zeros_like(x), target=0, n_steps=params["n_steps"]
+            )
         elif key == "SG":
             a = NoiseTunnel(Saliency(model)).attribute(
-                x, nt_type="smoothgrad_sq", nt_samples=params["n_samples"], stdevs=params["noise_level"] * span, target=0, abs=False
+                x,
+                nt_type="smoothgrad_sq",
+                nt_samples=params["n_samples"],
+                stdevs=params["noise_level"] * span,
+                target=0,
+                abs=False,
             )
         else:  # SIG
             a = NoiseTunnel(IntegratedGradients(model)).attribute(
-                x, nt_type="smoothgrad_sq", nt_samples=params["n_samples"], stdevs=params["noise_level"] * span,
-                target=0, baselines=torch.zeros_like(x), n_steps=params["n_steps"],
+                x,
+                nt_type="smoothgrad_sq",
+                nt_samples=params["n_samples"],
+                stdevs=params["noise_level"] * span,
+                target=0,
+                baselines=torch.zeros_like(x),
+                n_steps=params["n_steps"],
             )
         out.append(a.detach().cpu().numpy())
     return np.concatenate(out)
@@ -82,8 +94,10 @@ def main() -> None:
     model = build_model(args.arch, 1, input_size=args.input_size).eval().to(device)
     spec = SyntheticSpec(image_size=args.size)
     images = np.stack([generate_image(spec, 1, k).image for k in range(args.images)])
-    print(f"model {args.arch}, {args.images} images of {args.size} px, device {device}, {args.threads} thread(s), "
-          f"max_batch_inputs {args.max_batch_inputs}")
+    print(
+        f"model {args.arch}, {args.images} images of {args.size} px, device {device}, {args.threads} thread(s), "
+        f"max_batch_inputs {args.max_batch_inputs}"
+    )
     parts = set(args.parts.split(","))
     if "engine" in parts:
         engine_vs_naive(model, args, images, device)
@@ -96,8 +110,19 @@ def engine_vs_naive(model, args, images, device) -> None:
     for key in ("IG", "SG", "SIG"):
         params = resolve_params(key, {})
         naive, t_naive = timed(naive_captum, model, images, key, params, device)
-        (ours, _), t_ours = timed(compute_saliency, model, args.arch, images, key, params, 0, batch_size=args.images,
-                                  device=device, max_batch_inputs=args.max_batch_inputs, amp=args.amp)
+        (ours, _), t_ours = timed(
+            compute_saliency,
+            model,
+            args.arch,
+            images,
+            key,
+            params,
+            0,
+            batch_size=args.images,
+            device=device,
+            max_batch_inputs=args.max_batch_inputs,
+            amp=args.amp,
+        )
         if key == "IG":
             agree = f"max |diff| / max |attr| = {np.abs(ours - naive).max() / np.abs(naive).max():.2e}"
         else:
@@ -105,7 +130,6 @@ def engine_vs_naive(model, args, images, device) -> None:
             agree = f"Pearson r of maps = {np.corrcoef(a, b)[0, 1]:.3f} (different noise draws)"
         n = len(images)
         print(f"{key:<6} {n / t_ours:>12.2f} {n / t_naive:>13.2f} {t_naive / t_ours:>6.2f}x  {agree}")
-
 
 
 def xrai_vs_reference(images, size) -> None:
@@ -122,16 +146,26 @@ def xrai_vs_reference(images, size) -> None:
         ref_masks = [np.asarray(masks[i].todense()).reshape(img.shape).astype(bool) for i in range(masks.shape[0])]
         for algo, fn in (("full", xrai_full), ("fast", xrai_fast)):
             ours, t_ours = timed(fn, attr, masks)
-            ref, t_ref = timed(pair.XRAI().GetMask, img[..., None], None, segments=ref_masks,
-                               base_attribution=attr[..., None], extra_parameters=pair.XRAIParameters(algorithm=algo))
+            ref, t_ref = timed(
+                pair.XRAI().GetMask,
+                img[..., None],
+                None,
+                segments=ref_masks,
+                base_attribution=attr[..., None],
+                extra_parameters=pair.XRAIParameters(algorithm=algo),
+            )
             times[algo][0] += t_ours
             times[algo][1] += t_ref
             equal &= bool(np.allclose(ours, ref, rtol=1e-9, atol=1e-12))
     n = len(images)
-    print(f"mask expansion (labels -> dilated sparse masks, once per image and job): {1000 * t_expand / n:.1f} ms/image")
+    print(
+        f"mask expansion (labels -> dilated sparse masks, once per image and job): {1000 * t_expand / n:.1f} ms/image"
+    )
     for algo, (t_ours, t_ref) in times.items():
-        print(f"XRAI {algo:<4}  ours {1000 * t_ours / n:8.1f} ms/image  reference {1000 * t_ref / n:8.1f} ms/image  "
-              f"ratio {t_ref / t_ours:6.1f}x  (with mask expansion {t_ref / (t_ours + t_expand):5.1f}x)")
+        print(
+            f"XRAI {algo:<4}  ours {1000 * t_ours / n:8.1f} ms/image  reference {1000 * t_ref / n:8.1f} ms/image  "
+            f"ratio {t_ref / t_ours:6.1f}x  (with mask expansion {t_ref / (t_ours + t_expand):5.1f}x)"
+        )
     print(f"XRAI maps equal to the reference: {equal}")
 
 

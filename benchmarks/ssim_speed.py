@@ -50,8 +50,9 @@ def main() -> None:
     ref = np.array([structural_similarity(x, y, data_range=1.0) for x, y in zip(a, b)])
     t_ref = time.perf_counter() - t0
 
-    print(f"SSIM of {args.pairs} pairs of {args.size} x {args.size} maps, device {args.device}, "
-          f"{args.threads} thread(s)")
+    print(
+        f"SSIM of {args.pairs} pairs of {args.size} x {args.size} maps, device {args.device}, {args.threads} thread(s)"
+    )
     print(f"ours (batched)         {args.pairs / t_ours:10.0f} pairs/s")
     print(f"scikit-image loop      {args.pairs / t_ref:10.0f} pairs/s")
     print(f"ratio                  {t_ref / t_ours:10.1f}x")

@@ -43,12 +43,17 @@ def trained_models(tiny_dataset) -> dict[str, torch.nn.Module]:
     }
 
 
-def run_snakemake(workdir: Path, *args: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
+def run_snakemake(
+    workdir: Path, *args: str, env: dict | None = None, timeout: float = 900
+) -> subprocess.CompletedProcess:
     """The snakemake command line on the repository's Snakefile and the tiny config, in ``workdir``."""
     env = {**(os.environ if env is None else env), "PYTHONHASHSEED": "0"}
     return subprocess.run(
         [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--configfile", str(TINY), *args],
-        capture_output=True, text=True, env=env, timeout=timeout,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
     )
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from typing import Callable
+from collections.abc import Callable
 
 APT = ["apt-get", "-o", "DPkg::Lock::Timeout=300"]
 
 
-def ensure_debian_packages(packages: list[str], commands: list[str],
-                           which: Callable[[str], str | None] = shutil.which) -> str | None:
+def ensure_debian_packages(
+    packages: list[str], commands: list[str], which: Callable[[str], str | None] = shutil.which
+) -> str | None:
     """Install ``packages`` with apt-get (--no-install-recommends) unless every one of ``commands`` is found
     already; ``None`` when they are available, else why not (a skip message)."""
     missing = [c for c in commands if which(c) is None]

@@ -20,12 +20,28 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 DX_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
 CHEXPERT_FINDINGS = [
-    "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
-    "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other", "Fracture",
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
     "Support Devices",
 ]
-FIVE = {"Atelectasis": "atelectasis", "Cardiomegaly": "cardiomegaly", "Consolidation": "consolidation",
-        "Edema": "edema", "Pleural Effusion": "pleural_effusion"}
+FIVE = {
+    "Atelectasis": "atelectasis",
+    "Cardiomegaly": "cardiomegaly",
+    "Consolidation": "consolidation",
+    "Edema": "edema",
+    "Pleural Effusion": "pleural_effusion",
+}
 
 
 @dataclass
@@ -38,9 +54,17 @@ class Fixture:
     patients: dict[str, str] = field(default_factory=dict)
 
 
-def write_dicom(path: Path, arr: np.ndarray, photometric: str = "MONOCHROME2", bits_stored: int | None = None,
-                slope: float | None = None, intercept: float | None = None, window: tuple[float, float] | None = None,
-                patient_id: str = "anon", uid: str | None = None) -> Path:
+def write_dicom(
+    path: Path,
+    arr: np.ndarray,
+    photometric: str = "MONOCHROME2",
+    bits_stored: int | None = None,
+    slope: float | None = None,
+    intercept: float | None = None,
+    window: tuple[float, float] | None = None,
+    patient_id: str = "anon",
+    uid: str | None = None,
+) -> Path:
     """A minimal valid single-frame DX DICOM file (explicit VR little endian)."""
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
@@ -114,8 +138,12 @@ def write_siim(root: Path, n: int = 40, shape: tuple[int, int] = (40, 48), seed:
                 rows.append((image_id, siim_rle(region)))
         else:
             rows.append((image_id, "-1"))
-        write_dicom(root / "dicom-images-train" / f"1.2.{i}" / f"1.3.{i}" / f"{image_id}.dcm",
-                    (img * 255).astype(np.uint8), uid=image_id, patient_id=f"p{i}")
+        write_dicom(
+            root / "dicom-images-train" / f"1.2.{i}" / f"1.3.{i}" / f"{image_id}.dcm",
+            (img * 255).astype(np.uint8),
+            uid=image_id,
+            patient_id=f"p{i}",
+        )
         fx.labels[image_id] = {"pneumothorax": int(positive)}
         fx.masks[image_id] = mask
         fx.shapes[image_id] = shape
@@ -153,8 +181,9 @@ def write_rsna(root: Path, n: int = 40, shape: tuple[int, int] = (64, 64), seed:
     return fx
 
 
-def write_mura(base: Path, n_patients: int = 16, shape: tuple[int, int] = (32, 32), seed: int = 2,
-               annotate: bool = True) -> Fixture:
+def write_mura(
+    base: Path, n_patients: int = 16, shape: tuple[int, int] = (32, 32), seed: int = 2, annotate: bool = True
+) -> Fixture:
     """``MURA-v1.1/{train,valid}_image_paths.csv`` and ``*_labeled_studies.csv`` (no headers), PNG images,
     and a 3-rater annotation file (boxes and a polygon) for the positive studies of the first patients."""
     rng = np.random.default_rng(seed)
@@ -190,8 +219,11 @@ def write_mura(base: Path, n_patients: int = 16, shape: tuple[int, int] = (32, 3
                     poly = [[20, 20], [30, 20], [30, 30], [20, 30]]
                     ann.append([rel, "C", "", "", "", "", json.dumps(poly)])
                     fx.boxes[image_id] = [("A", *a), ("B", *b), ("C", 20, 20, 10, 10)]
-                    votes = (_rect(shape, 4, 14, 4, 16).astype(int) + _rect(shape, 6, 16, 8, 20)
-                             + _rect(shape, 20, 30, 20, 30))
+                    votes = (
+                        _rect(shape, 4, 14, 4, 16).astype(int)
+                        + _rect(shape, 6, 16, 8, 20)
+                        + _rect(shape, 20, 30, 20, 30)
+                    )
                     fx.masks[image_id] = votes >= 2
     for part in ("train", "valid"):
         _write_csv(root / f"{part}_image_paths.csv", None, paths[part])
@@ -220,8 +252,16 @@ def write_chexpert(base: Path, n: int = 90, shape: tuple[int, int] = (20, 24), s
             values["Edema"] = "-1.0"
         elif any(values[f] == "-1.0" for f in FIVE):
             values.update({f: "0.0" for f in FIVE if values[f] == "-1.0"})
-        tables[part].append([rel, "Female", "60", "Lateral" if lateral else "Frontal", "" if lateral else "AP",
-                             *[values[f] for f in CHEXPERT_FINDINGS]])
+        tables[part].append(
+            [
+                rel,
+                "Female",
+                "60",
+                "Lateral" if lateral else "Frontal",
+                "" if lateral else "AP",
+                *[values[f] for f in CHEXPERT_FINDINGS],
+            ]
+        )
         (base / rel).parent.mkdir(parents=True, exist_ok=True)
         iio.imwrite(base / rel, (texture(rng, shape) * 255).astype(np.uint8), extension=".jpg")
         image_id = f"{part}_{patient}_study{i % 2 + 1}_{view}"
@@ -259,14 +299,21 @@ def write_generic(root: Path, n: int = 40, shape: tuple[int, int] = (30, 36), se
         box = ["", "", "", ""]
         if marker:
             box = ["2", "3", "6", "5"]
-            box_rows += [[image_id, "marker", "r1", "20", "18", "8", "8"], [image_id, "marker", "r2", "22", "20", "8", "8"]]
+            box_rows += [
+                [image_id, "marker", "r1", "20", "18", "8", "8"],
+                [image_id, "marker", "r2", "22", "20", "8", "8"],
+            ]
             fx.boxes[image_id] = [("truth", 2, 3, 6, 5), ("r1", 20, 18, 8, 8), ("r2", 22, 20, 8, 8)]
         rows.append([image_id, rel, lesion, marker, f"pt{i // 2}", "siteA" if i % 2 else "siteB", *box])
         fx.labels[image_id] = {"lesion": lesion, "marker": marker}
         fx.masks[image_id] = mask
         fx.shapes[image_id] = shape
         fx.patients[image_id] = f"pt{i // 2}"
-    _write_csv(root / "manifest.csv", ["image_id", "path", "has_lesion", "has_marker", "patient", "site", "bx", "by", "bw", "bh"], rows)
+    _write_csv(
+        root / "manifest.csv",
+        ["image_id", "path", "has_lesion", "has_marker", "patient", "site", "bx", "by", "bw", "bh"],
+        rows,
+    )
     _write_csv(root / "boxes.csv", ["image_id", "label", "rater", "x", "y", "width", "height"], box_rows)
     return fx
 

@@ -132,8 +132,9 @@ class LocalSlurm:
     # -- daemons -------------------------------------------------------------------------------
     def _start(self, name: str, argv: list[str]) -> None:
         log = open(self.root / f"{name}.out", "w")
-        self.processes[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                                start_new_session=True)
+        self.processes[name] = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+        )
         log.close()
 
     def _alive(self, name: str) -> None:
@@ -155,9 +156,19 @@ class LocalSlurm:
         try:
             self.write_config()
             m = self.root / "munge"
-            self._start("munged", [which("munged"), "--foreground", "--force", f"--key-file={m / 'munge.key'}",
-                                   f"--socket={self.munge_socket}", f"--pid-file={m / 'munged.pid'}",
-                                   f"--log-file={m / 'munged.log'}", f"--seed-file={m / 'munged.seed'}"])
+            self._start(
+                "munged",
+                [
+                    which("munged"),
+                    "--foreground",
+                    "--force",
+                    f"--key-file={m / 'munge.key'}",
+                    f"--socket={self.munge_socket}",
+                    f"--pid-file={m / 'munged.pid'}",
+                    f"--log-file={m / 'munged.log'}",
+                    f"--seed-file={m / 'munged.seed'}",
+                ],
+            )
             self._wait(lambda: self.munge_socket.exists(), "munged", timeout)
             self._start("slurmctld", [which("slurmctld"), "-D", "-i", "-f", str(self.conf)])
             self._wait(lambda: "UP" in self._run("scontrol", "ping").stdout, "slurmctld", timeout)
@@ -219,7 +230,7 @@ class LocalSlurm:
             self.lock.close()  # releases the flock
             self.lock = None
 
-    def __enter__(self) -> "LocalSlurm":
+    def __enter__(self) -> LocalSlurm:
         self.start()
         return self
 

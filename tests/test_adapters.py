@@ -5,18 +5,18 @@ from __future__ import annotations
 import shutil
 
 import h5py
+import imageio.v3 as iio
 import numpy as np
 import pandas as pd
 import pydicom
 import pytest
+from fixtures_datasets import siim_rle, write_chexpert, write_dicom, write_generic, write_mura, write_rsna, write_siim
 from skimage.transform import resize
 
-import imageio.v3 as iio
-from fixtures_datasets import siim_rle, write_chexpert, write_dicom, write_generic, write_mura, write_rsna, write_siim
 from saliency_trust.data.adapters.dicom import read_dicom
-from saliency_trust.data.geometry import Geometry, rasterize_box
 from saliency_trust.data.adapters.siim import decode_rle, parse_rle
 from saliency_trust.data.canonical import BOX_COLUMNS, load_dataset
+from saliency_trust.data.geometry import Geometry, rasterize_box
 from saliency_trust.data.prepare import prepare_dataset
 from saliency_trust.data.splits import assign_splits
 
@@ -240,7 +240,13 @@ def test_max_images_takes_a_stable_subset(tmp_path):
 
 
 def rsna_cfg(root, **extra):
-    return {"source": "rsna", "root": str(root), "image_size": 32, "splits": {"test_fraction": 0.3, "val_fraction": 0.3}, **extra}
+    return {
+        "source": "rsna",
+        "root": str(root),
+        "image_size": 32,
+        "splits": {"test_fraction": 0.3, "val_fraction": 0.3},
+        **extra,
+    }
 
 
 def test_rsna_adapter_drops_the_class_and_rasterizes_scaled_boxes(tmp_path):
@@ -304,8 +310,13 @@ def test_rsna_class_info_must_agree_and_missing_images_are_recorded(tmp_path):
 
 
 def mura_cfg(root, **mura):
-    return {"source": "mura", "root": str(root), "image_size": 32, "mura": {"annotations": "../mura_boxes.csv", **mura},
-            "splits": {**SPLITS, "group_by": "patient"}}
+    return {
+        "source": "mura",
+        "root": str(root),
+        "image_size": 32,
+        "mura": {"annotations": "../mura_boxes.csv", **mura},
+        "splits": {**SPLITS, "group_by": "patient"},
+    }
 
 
 def test_mura_labels_from_studies_and_consensus_of_two_raters(tmp_path):
@@ -355,7 +366,9 @@ def test_mura_annotation_errors(tmp_path):
         run(tmp_path, mura_cfg(fx.root))
     negative = next(i for i, v in fx.labels.items() if v["abnormal"] == 0)
     ann.write_text(good + f"{negative},A,1,1,2,2,\n")
-    with pytest.raises(ValueError, match=f"image '{negative}': localization given for label 'abnormal', but the image is negative"):
+    with pytest.raises(
+        ValueError, match=f"image '{negative}': localization given for label 'abnormal', but the image is negative"
+    ):
         run(tmp_path, mura_cfg(fx.root))
     target = sorted(fx.masks)[0]
     ann.write_text(good + f"{target},A,30,1,5,2,\n")
@@ -372,7 +385,9 @@ def test_mura_study_labels_are_checked(tmp_path):
     lines = studies.read_text().splitlines()
     study = lines[0].split(",")[0]
     studies.write_text("\n".join(lines[1:]) + "\n")
-    with pytest.raises(ValueError, match=rf"train_image_paths.csv row 1: image '.*': study '{study.rstrip('/')}/' is not in"):
+    with pytest.raises(
+        ValueError, match=rf"train_image_paths.csv row 1: image '.*': study '{study.rstrip('/')}/' is not in"
+    ):
         run(tmp_path, mura_cfg(fx.root, annotations=None))
     flipped = lines[0].rsplit(",", 1)[0] + ("," + str(1 - int(lines[0][-1])))
     studies.write_text("\n".join([flipped, *lines[1:]]) + "\n")
@@ -389,8 +404,13 @@ def test_mura_study_labels_are_checked(tmp_path):
 
 
 def chexpert_cfg(root, **chexpert):
-    return {"source": "chexpert", "root": str(root), "image_size": 16, "chexpert": chexpert,
-            "splits": {"test_fraction": 0.3, "val_fraction": 0.3}}
+    return {
+        "source": "chexpert",
+        "root": str(root),
+        "image_size": 16,
+        "chexpert": chexpert,
+        "splits": {"test_fraction": 0.3, "val_fraction": 0.3},
+    }
 
 
 def test_chexpert_frontal_five_findings_uncertain_dropped_blank_negative(tmp_path):
@@ -423,7 +443,9 @@ def test_chexpert_bad_value_and_duplicate_path(tmp_path):
     k = int(np.flatnonzero(df["Frontal/Lateral"] == "Frontal")[3])
     df.loc[k, "Cardiomegaly"] = "2.0"
     df.to_csv(table, index=False)
-    with pytest.raises(ValueError, match=rf"train.csv row {k + 2}: image '.*': column 'Cardiomegaly' must be 1, 0, -1 or blank"):
+    with pytest.raises(
+        ValueError, match=rf"train.csv row {k + 2}: image '.*': column 'Cardiomegaly' must be 1, 0, -1 or blank"
+    ):
         run(tmp_path, chexpert_cfg(fx.root))
     df.loc[k, "Cardiomegaly"] = "1.0"
     pd.concat([df, df.iloc[[k]]]).to_csv(table, index=False)
@@ -435,12 +457,23 @@ def test_chexpert_bad_value_and_duplicate_path(tmp_path):
 
 
 def generic_cfg(root, **generic):
-    opts = {"images_dir": "images", "labels": {"has_lesion": "lesion", "has_marker": "marker"},
-            "patient_column": "patient", "extra_columns": ["site"], "masks_dir": "masks",
-            "box_columns": {"x": "bx", "y": "by", "width": "bw", "height": "bh"}, "box_label": "marker",
-            "boxes_csv": "boxes.csv"}
-    return {"source": "generic", "root": str(root), "image_size": 32, "splits": {**SPLITS, "group_by": "patient"},
-            "generic": {**opts, **generic}}
+    opts = {
+        "images_dir": "images",
+        "labels": {"has_lesion": "lesion", "has_marker": "marker"},
+        "patient_column": "patient",
+        "extra_columns": ["site"],
+        "masks_dir": "masks",
+        "box_columns": {"x": "bx", "y": "by", "width": "bw", "height": "bh"},
+        "box_label": "marker",
+        "boxes_csv": "boxes.csv",
+    }
+    return {
+        "source": "generic",
+        "root": str(root),
+        "image_size": 32,
+        "splits": {**SPLITS, "group_by": "patient"},
+        "generic": {**opts, **generic},
+    }
 
 
 def test_generic_manifest_masks_boxes_and_raters(tmp_path):
@@ -452,7 +485,10 @@ def test_generic_manifest_masks_boxes_and_raters(tmp_path):
     assert man["site"].tolist() == ["siteB" if int(i[4:]) % 2 == 0 else "siteA" for i in man["image_id"]]
     sx, sy = 32 / 36, 32 / 30  # 30 x 36 images stretched to 32 x 32
     for i, image_id in enumerate(man["image_id"]):
-        assert [man["lesion"].iloc[i], man["marker"].iloc[i]] == [fx.labels[image_id]["lesion"], fx.labels[image_id]["marker"]]
+        assert [man["lesion"].iloc[i], man["marker"].iloc[i]] == [
+            fx.labels[image_id]["lesion"],
+            fx.labels[image_id]["marker"],
+        ]
         np.testing.assert_array_equal(data.masks[i, 0], nearest(fx.masks[image_id], 32))
         expected = np.zeros((32, 32), bool)
         for _, *box in fx.boxes.get(image_id, []):
@@ -514,8 +550,11 @@ def test_truncated_images_and_boxes_outside_the_image_stop_naming_the_image_or_a
     for rel in ("png/case002.png", "dicom/case005.dcm"):  # a copy cut short
         path = fx.root / "images" / rel
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    with pytest.raises(ValueError, match=r"manifest.csv row 4: image 'case002': .*case002.png: not a readable image "
-                                         r"\(OSError: image file is truncated\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"manifest.csv row 4: image 'case002': .*case002.png: not a readable image "
+        r"\(OSError: image file is truncated\)",
+    ):
         run(tmp_path, generic_cfg(fx.root))
     assert no_outputs(tmp_path)
     boxes = fx.root / "boxes.csv"

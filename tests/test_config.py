@@ -6,10 +6,10 @@ import copy
 
 import pytest
 import yaml
+from conftest import REPO
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from conftest import REPO
 from saliency_trust.config import model_entry, model_names, model_seed, parse_model_name, primary_models
 
 SCHEMA = str(REPO / "workflow/schemas/config.schema.yaml")
@@ -83,46 +83,76 @@ def _tiny():
 @pytest.mark.parametrize(
     "mutate,line",
     [
-        (lambda c: c["models"][1].update(arch="vgg16"),
-         "config: models[1].arch = 'vgg16': must be one of simple_cnn, tiny_resnet, inception_v3, densenet121"),
+        (
+            lambda c: c["models"][1].update(arch="vgg16"),
+            "config: models[1].arch = 'vgg16': must be one of simple_cnn, tiny_resnet, inception_v3, densenet121",
+        ),
         (lambda c: c["training"].update(epochs="ten"), "config: training.epochs = 'ten': must be of type integer"),
-        (lambda c: c["saliency"].update(methods=["GRAD", "FOO"]),
-         "config: saliency.methods[1] = 'FOO': must be one of GRAD, SG, IG, SIG, GCAM, XRAI, GBP, GGCAM, IXG, LRP"),
-        (lambda c: c["datasets"]["tiny"].update(source="nowhere"),
-         "config: datasets.tiny.source = 'nowhere': must be one of synthetic, siim, rsna, mura, chexpert, generic"),
-        (lambda c: c["datasets"]["tiny"].update(root="/x"),
-         "config: datasets.tiny.root: root is not used by source synthetic; remove it"),
-        (lambda c: c["datasets"].update(real={"source": "siim"}), "config: datasets.real.root: required key is missing"),
+        (
+            lambda c: c["saliency"].update(methods=["GRAD", "FOO"]),
+            "config: saliency.methods[1] = 'FOO': must be one of GRAD, SG, IG, SIG, GCAM, XRAI, GBP, GGCAM, IXG, LRP",
+        ),
+        (
+            lambda c: c["datasets"]["tiny"].update(source="nowhere"),
+            "config: datasets.tiny.source = 'nowhere': must be one of synthetic, siim, rsna, mura, chexpert, generic",
+        ),
+        (
+            lambda c: c["datasets"]["tiny"].update(root="/x"),
+            "config: datasets.tiny.root: root is not used by source synthetic; remove it",
+        ),
+        (
+            lambda c: c["datasets"].update(real={"source": "siim"}),
+            "config: datasets.real.root: required key is missing",
+        ),
         (lambda c: c.update(stats={"alpha": 1.5}), "config: stats.alpha = 1.5: must be a number < 1"),
-        (lambda c: c.update(unknown_key=1), "config: unknown key 'unknown_key'; allowed keys: baselines, datasets, hdf5_file_locking, "
-                                            "metrics, models, plots, randomization, saliency, seed, seeds, stats, training"),
+        (
+            lambda c: c.update(unknown_key=1),
+            "config: unknown key 'unknown_key'; allowed keys: baselines, datasets, hdf5_file_locking, "
+            "metrics, models, plots, randomization, saliency, seed, seeds, stats, training",
+        ),
         (lambda c: c.update(seeds=[3]), "config: seeds = [3]: must be at least 2 item(s)"),
         (lambda c: c["randomization"].update(draws=0), "config: randomization.draws = 0: must be a number >= 1"),
-        (lambda c: c["randomization"].update(models="prim"),
-         "config: randomization.models = 'prim': must be one of primary, first_replicates, all or a list of strings "
-         "matching ^[a-z0-9_]+-r[0-9]+$"),
+        (
+            lambda c: c["randomization"].update(models="prim"),
+            "config: randomization.models = 'prim': must be one of primary, first_replicates, all or a list of strings "
+            "matching ^[a-z0-9_]+-r[0-9]+$",
+        ),
         # cross-key rules
-        (lambda c: c["models"][0].update(replicates=1),
-         "config: models[0].replicates = 1: repeatability needs >= 2 replicates of the primary architecture "
-         "simple_cnn; change it or remove repeatability from stats.criteria"),
-        (lambda c: c.update(models=[{"arch": "simple_cnn", "replicates": 2}]),
-         "config: models = ['simple_cnn']: reproducibility needs >= 2 architectures; change it or remove "
-         "reproducibility from stats.criteria"),
-        (lambda c: c["randomization"].update(modes=["independent"]),
-         "config: randomization.modes = ['independent']: randomization needs the cascading mode; change it or "
-         "remove randomization from stats.criteria"),
-        (lambda c: c["baselines"].update(replicates=1),
-         "config: baselines.replicates = 1: the high baseline of repeatability and reproducibility needs >= 2 "
-         "replicates; set 2, or baselines.high: none"),
-        (lambda c: c["models"].append({"arch": "simple_cnn"}),
-         "config: models[2].arch = 'simple_cnn': listed twice; give each architecture one entry and set its "
-         "replicates"),
-        (lambda c: c.update(stats={"primary_architecture": "densenet121"}),
-         "config: stats.primary_architecture = 'densenet121': must be one of the configured architectures "
-         "simple_cnn, tiny_resnet"),
-        (lambda c: c["randomization"].update(models=["simple_cnn-r3"]),
-         "config: randomization.models[0] = 'simple_cnn-r3': must be one of the configured models simple_cnn-r1, "
-         "simple_cnn-r2, tiny_resnet-r1"),
+        (
+            lambda c: c["models"][0].update(replicates=1),
+            "config: models[0].replicates = 1: repeatability needs >= 2 replicates of the primary architecture "
+            "simple_cnn; change it or remove repeatability from stats.criteria",
+        ),
+        (
+            lambda c: c.update(models=[{"arch": "simple_cnn", "replicates": 2}]),
+            "config: models = ['simple_cnn']: reproducibility needs >= 2 architectures; change it or remove "
+            "reproducibility from stats.criteria",
+        ),
+        (
+            lambda c: c["randomization"].update(modes=["independent"]),
+            "config: randomization.modes = ['independent']: randomization needs the cascading mode; change it or "
+            "remove randomization from stats.criteria",
+        ),
+        (
+            lambda c: c["baselines"].update(replicates=1),
+            "config: baselines.replicates = 1: the high baseline of repeatability and reproducibility needs >= 2 "
+            "replicates; set 2, or baselines.high: none",
+        ),
+        (
+            lambda c: c["models"].append({"arch": "simple_cnn"}),
+            "config: models[2].arch = 'simple_cnn': listed twice; give each architecture one entry and set its "
+            "replicates",
+        ),
+        (
+            lambda c: c.update(stats={"primary_architecture": "densenet121"}),
+            "config: stats.primary_architecture = 'densenet121': must be one of the configured architectures "
+            "simple_cnn, tiny_resnet",
+        ),
+        (
+            lambda c: c["randomization"].update(models=["simple_cnn-r3"]),
+            "config: randomization.models[0] = 'simple_cnn-r3': must be one of the configured models simple_cnn-r1, "
+            "simple_cnn-r2, tiny_resnet-r1",
+        ),
     ],
 )
 def test_bad_config_stops_with_one_line_naming_the_key_and_what_is_allowed(mutate, line):

@@ -18,8 +18,9 @@ import pandas as pd
 import pytest
 import torch
 
-from saliency_trust.data.geometry import rasterize_box
 from saliency_trust.data.canonical import CanonicalDataset, write_dataset
+from saliency_trust.data.geometry import rasterize_box
+from saliency_trust.metrics.utility import average_precision
 from saliency_trust.models.detector import (
     DetectorSettings,
     SmallFPNBackbone,
@@ -31,7 +32,6 @@ from saliency_trust.models.detector import (
     run_train_detector,
     train_detector,
 )
-from saliency_trust.metrics.utility import average_precision
 from saliency_trust.saliency.baselines import run_detector_map
 from saliency_trust.storage.maps import read_maps
 
@@ -138,9 +138,13 @@ def test_heatmap_input_checks():
 
 def test_detector_targets_prefer_truth_then_consensus_then_raters():
     rows = [
-        ("a", "lesion", "truth", 1, 2, 3, 4), ("a", "lesion", "1", 0, 0, 9, 9), ("a", "other", "truth", 0, 0, 1, 1),
-        ("b", "lesion", "1", 0, 0, 9, 9), ("b", "lesion", "consensus", 2.5, 1, 2, 2),
-        ("c", "lesion", "1", 1, 1, 2, 2), ("c", "lesion", "2", 2, 2, 2, 2),
+        ("a", "lesion", "truth", 1, 2, 3, 4),
+        ("a", "lesion", "1", 0, 0, 9, 9),
+        ("a", "other", "truth", 0, 0, 1, 1),
+        ("b", "lesion", "1", 0, 0, 9, 9),
+        ("b", "lesion", "consensus", 2.5, 1, 2, 2),
+        ("c", "lesion", "1", 1, 1, 2, 2),
+        ("c", "lesion", "2", 2, 2, 2, 2),
         ("d", "other", "truth", 0, 0, 1, 1),
     ]
     boxes = pd.DataFrame(rows, columns=["image_id", "label", "rater", "x", "y", "width", "height"])
@@ -294,8 +298,9 @@ def test_stage_entries_write_model_and_maps_that_read_back(tmp_path, squares):
     files = [tmp_path / "manifest.csv", tmp_path / "images.h5", tmp_path / "boxes.csv"]
     write_dataset(data.manifest, data.images, data.masks, boxes, ["lesion"], *files, source="test")
     out = tmp_path / "det"
-    run_train_detector(*files, None, asdict(TINY), 5, "cpu", 1, out / "model.pt", out / "history.csv",
-                       out / "metrics.json")
+    run_train_detector(
+        *files, None, asdict(TINY), 5, "cpu", 1, out / "model.pt", out / "history.csv", out / "metrics.json"
+    )
     assert sorted(p.name for p in out.iterdir()) == ["history.csv", "metrics.json", "model.pt"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["label"] == "lesion" and metrics["seed"] == 5

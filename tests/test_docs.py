@@ -28,8 +28,10 @@ def test_configuration_reference_is_current():
     """docs/configuration.md is what `python -m saliency_trust.config_reference` generates from the schema."""
     generated = reference(SCHEMA)
     current = (REPO / "docs/configuration.md").read_text()
-    assert current == generated, ("docs/configuration.md is stale: regenerate it with "
-                                  "`python -m saliency_trust.config_reference > docs/configuration.md`")
+    assert current == generated, (
+        "docs/configuration.md is stale: regenerate it with "
+        "`python -m saliency_trust.config_reference > docs/configuration.md`"
+    )
 
 
 def test_configuration_reference_lists_every_key_with_its_allowed_values():
@@ -55,13 +57,16 @@ def test_method_and_architecture_enums_equal_the_registries():
     assert archs == set(ARCHITECTURES)
 
 
-@pytest.mark.parametrize("path, values", [
-    (("randomization", "init"), "saliency_trust.models.randomize:INITS"),
-    (("randomization", "test"), "saliency_trust.stats.randomization:TESTS"),
-    (("metrics", "similarity_maps"), "saliency_trust.metrics.similarity:SIMILARITY_MAPS"),
-    (("stats", "low_test"), "saliency_trust.stats.pass_fail:LOW_TESTS"),
-    (("stats", "trained_vs_random_adjust"), "saliency_trust.stats.pass_fail:ADJUSTMENTS"),
-])
+@pytest.mark.parametrize(
+    "path, values",
+    [
+        (("randomization", "init"), "saliency_trust.models.randomize:INITS"),
+        (("randomization", "test"), "saliency_trust.stats.randomization:TESTS"),
+        (("metrics", "similarity_maps"), "saliency_trust.metrics.similarity:SIMILARITY_MAPS"),
+        (("stats", "low_test"), "saliency_trust.stats.pass_fail:LOW_TESTS"),
+        (("stats", "trained_vs_random_adjust"), "saliency_trust.stats.pass_fail:ADJUSTMENTS"),
+    ],
+)
 def test_option_enums_equal_the_code(path, values):
     import importlib
 

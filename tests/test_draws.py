@@ -15,7 +15,6 @@ from scipy import stats
 from saliency_trust.metrics.randomization import RANDOMIZATION_COLUMNS, THRESHOLD_COLUMNS, randomization_ssim
 from saliency_trust.metrics.similarity import ssim
 from saliency_trust.metrics.utility import UTILITY_COLUMNS, pr_auc, randomized_utility, top_k_overlap
-from saliency_trust.storage.maps import load_or_compute_randomized, read_maps_of, read_randomized_maps
 from saliency_trust.saliency.compute import draw_seeds
 from saliency_trust.stats.randomization import (
     crossed_mean_variance,
@@ -23,6 +22,7 @@ from saliency_trust.stats.randomization import (
     draw_table,
     randomization_tests,
 )
+from saliency_trust.storage.maps import load_or_compute_randomized, read_maps_of, read_randomized_maps
 
 
 def _crossed(rng, n_img: int, n_draw: int, mu=0.3, sd_img=0.1, sd_draw=0.05, sd_e=0.03, draw_effects=None):
@@ -76,10 +76,10 @@ def test_crossed_variance_equals_statsmodels_reml_crossed_mixed_model(seed):
     y = _crossed(rng, 14, 5, sd_img=0.12, sd_draw=0.08, sd_e=0.04)
     ours = crossed_mean_variance(y)
     assert ours["var_image"] > 0 and ours["var_draw"] > 0
-    df = pd.DataFrame({"y": y.ravel(), "image": np.repeat(np.arange(14), 5), "draw": np.tile(np.arange(5), 14),
-                       "g": 1})
-    model = sm.MixedLM.from_formula("y ~ 1", groups="g", re_formula="0", data=df,
-                                    vc_formula={"image": "0 + C(image)", "draw": "0 + C(draw)"})
+    df = pd.DataFrame({"y": y.ravel(), "image": np.repeat(np.arange(14), 5), "draw": np.tile(np.arange(5), 14), "g": 1})
+    model = sm.MixedLM.from_formula(
+        "y ~ 1", groups="g", re_formula="0", data=df, vc_formula={"image": "0 + C(image)", "draw": "0 + C(draw)"}
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit = model.fit(reml=True, method=["lbfgs"])
@@ -141,8 +141,9 @@ def test_welch_over_draws_adds_the_threshold_variance():
 def test_randomization_tests_use_the_draws_and_name_a_missing_image():
     rng = np.random.default_rng(5)
     y = _crossed(rng, 6, 3)
-    rows = [(f"im{i}", "cnn", "gradcam", "cascading", d + 1, 1, "fc", "ssim", y[i, d])
-            for i in range(6) for d in range(3)]
+    rows = [
+        (f"im{i}", "cnn", "gradcam", "cascading", d + 1, 1, "fc", "ssim", y[i, d]) for i in range(6) for d in range(3)
+    ]
     scores = pd.DataFrame(rows, columns=RANDOMIZATION_COLUMNS)
     thresholds = pd.DataFrame([("cnn", "gradcam", 50, 0.5, 0.1)], columns=THRESHOLD_COLUMNS)
     row = randomization_tests(scores, thresholds).iloc[0]
@@ -193,8 +194,9 @@ def test_cache_holds_a_draw_axis_and_recomputes_when_draws_change(tmp_path):
     calls.clear()
     assert not load_or_compute_randomized(path, "gradcam", {}, "sha", {}, ids, steps, compute_step, draws=[5, 9])
     assert calls == []
-    assert load_or_compute_randomized(path, "gradcam", {}, "sha", {}, ids, steps,
-                                      lambda d, k: (maps[d, k], maps[d, k][:, None]), draws=[5])
+    assert load_or_compute_randomized(
+        path, "gradcam", {}, "sha", {}, ids, steps, lambda d, k: (maps[d, k], maps[d, k][:, None]), draws=[5]
+    )
     assert read_randomized_maps(path)[2].shape == (1, 2, 3, 8, 8)
 
 

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO, SNAKEMAKE, TINY, run_snakemake
 from snakemake.api import SnakemakeApi
 from snakemake.settings.types import ConfigSettings, OutputSettings, Quietness, ResourceSettings
 
-from conftest import REPO, SNAKEMAKE, TINY, run_snakemake
-from saliency_trust.envs import distribution, normalize, third_party_imports
 import saliency_trust.execution as execution
+from saliency_trust.envs import distribution, normalize, third_party_imports
 from saliency_trust.execution import (
     HDF5_LOCKING_ENV,
     configure_hdf5_locking,
@@ -33,8 +33,15 @@ from saliency_trust.execution import (
 )
 
 SRC = REPO / "src"
-GPU_RULES = {"train_model", "train_unet", "train_detector", "saliency_maps", "randomized_saliency", "unet_maps",
-             "detector_maps"}
+GPU_RULES = {
+    "train_model",
+    "train_unet",
+    "train_detector",
+    "saliency_maps",
+    "randomized_saliency",
+    "unet_maps",
+    "detector_maps",
+}
 
 
 def load_workflow(tmp_path: Path, config: dict | None = None, resources: dict | None = None):
@@ -91,8 +98,14 @@ def test_gpu_rules_ask_for_one_gpu_and_none_when_pinned_to_the_cpu(rules, tmp_pa
     asking = {name for name, rule in job_rules(rules).items() if resource(rule, "gpu")}
     assert asking == GPU_RULES
     assert all(resource(rules[name], "gpu") == 1 for name in GPU_RULES)
-    cpu = load_rules(tmp_path, {"training": {"device": "cpu", "threads": 3}, "saliency": {
-        "methods": ["GRAD"], "device": "cpu"}, "baselines": {"device": "cpu", "threads": 2}})
+    cpu = load_rules(
+        tmp_path,
+        {
+            "training": {"device": "cpu", "threads": 3},
+            "saliency": {"methods": ["GRAD"], "device": "cpu"},
+            "baselines": {"device": "cpu", "threads": 2},
+        },
+    )
     assert not any(resource(cpu[name], "gpu") for name in GPU_RULES)
     # threads follow the config
     assert resource(cpu["train_model"], "_cores") == 3 and resource(cpu["train_unet"], "_cores") == 2
@@ -141,8 +154,12 @@ def test_profiles_are_valid_and_the_default_profile_is_safe_under_any_executor()
 
 def test_the_default_profile_loads_without_being_named(tmp_path):
     """A plain ``snakemake`` (no --cores, no --profile) reads profiles/default beside the Snakefile."""
-    proc = subprocess.run([*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),
-                           "--configfile", str(TINY), "-n"], capture_output=True, text=True, cwd=tmp_path)
+    proc = subprocess.run(
+        [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--configfile", str(TINY), "-n"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"workflow specific profile {REPO / 'profiles/default'}" in proc.stderr
 
@@ -195,7 +212,6 @@ def test_env_files_are_generated_from_the_lock():
 
 def test_the_lock_pins_the_major_versions_installed_here():
     """The lock was resolved with the versions pip installs for pyproject.toml (same major release)."""
-    import importlib.metadata
 
     from saliency_trust.envs import read_lock
 
@@ -241,8 +257,13 @@ def test_jobs_in_another_interpreter_import_this_checkout(monkeypatch, tmp_path)
     monkeypatch.setenv("PYTHONPATH", "/elsewhere")
     value = export_package_path(REPO)
     assert value.split(os.pathsep) == [str(SRC), "/elsewhere"] and export_package_path(REPO) == value  # no duplicates
-    proc = subprocess.run([sys.executable, "-S", "-c", "import saliency_trust; print(saliency_trust.__file__)"],
-                          capture_output=True, text=True, env={"PYTHONPATH": value}, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-S", "-c", "import saliency_trust; print(saliency_trust.__file__)"],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": value},
+        timeout=60,
+    )
     assert proc.returncode == 0 and Path(proc.stdout.strip()) == SRC / "saliency_trust/__init__.py", proc.stderr
     assert export_package_path(tmp_path) == value  # no src/ there: an installed package is used as it is
 
@@ -262,17 +283,29 @@ def _open_while_locked(tmp_path: Path, locking: str) -> subprocess.CompletedProc
     process holds it open for writing."""
     path = tmp_path / f"held-{locking}.h5"
     holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
             import sys, time, h5py
             f = h5py.File({str(path)!r}, "w"); f["x"] = [1, 2, 3]; f.flush()
             print("open", flush=True); sys.stdin.read()
-        """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        env={**_env_without_locking(), HDF5_LOCKING_ENV: "TRUE"})
+        """),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**_env_without_locking(), HDF5_LOCKING_ENV: "TRUE"},
+    )
     try:
         assert holder.stdout.readline().strip() == "open"
-        return subprocess.run([sys.executable, "-c", f"import h5py; h5py.File({str(path)!r}, 'r').close()"],
-                              capture_output=True, text=True, env={**_env_without_locking(), HDF5_LOCKING_ENV: locking},
-                              timeout=60)
+        return subprocess.run(
+            [sys.executable, "-c", f"import h5py; h5py.File({str(path)!r}, 'r').close()"],
+            capture_output=True,
+            text=True,
+            env={**_env_without_locking(), HDF5_LOCKING_ENV: locking},
+            timeout=60,
+        )
     finally:
         holder.communicate("", timeout=60)
 

@@ -21,7 +21,6 @@ import h5py
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import REPO
 
 TARGETS = ["results/tiny/metrics/utility/simple_cnn-r1.csv", "results/tiny/models/simple_cnn-r1/metrics.json"]
@@ -29,8 +28,11 @@ TRAIN_LOG = "results/tiny/logs/train/simple_cnn-r1.log"
 SALIENCY_LOG = "results/tiny/logs/saliency/simple_cnn-r1/IG.log"
 MAPS = "results/tiny/saliency/simple_cnn-r1/IG.h5"
 MODEL = "results/tiny/models/simple_cnn-r1/model.pt"
-TABLES = ["results/tiny/metrics/utility/simple_cnn-r1.csv", "results/tiny/models/simple_cnn-r1/metrics.json",
-          "results/tiny/data/manifest.csv"]
+TABLES = [
+    "results/tiny/metrics/utility/simple_cnn-r1.csv",
+    "results/tiny/models/simple_cnn-r1/metrics.json",
+    "results/tiny/data/manifest.csv",
+]
 
 pytestmark = pytest.mark.slow
 
@@ -46,8 +48,20 @@ def _config(path: Path) -> Path:
 
 
 def _cmd(workdir: Path, config: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-            "--configfile", str(config), "--cores", "1", *args]
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(config),
+        "--cores",
+        "1",
+        *args,
+    ]
 
 
 def _run(workdir: Path, config: Path, *args: str) -> subprocess.CompletedProcess:
@@ -60,8 +74,9 @@ def _kill_when_logged(workdir: Path, config: Path, log: str, pattern: str) -> No
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     workdir.mkdir(exist_ok=True)
     with open(workdir / "killed_run.out", "a") as out:
-        proc = subprocess.Popen(_cmd(workdir, config, *TARGETS), stdout=out, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            _cmd(workdir, config, *TARGETS), stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
         deadline = time.monotonic() + 600
         try:
             while time.monotonic() < deadline and proc.poll() is None:
@@ -98,8 +113,13 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     assert _run(killed, config, "--unlock").returncode == 0
     proc = _run(killed, config, *TARGETS)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return {"reference": reference, "killed": killed, "config": config, "after_training_kill": after_training_kill,
-            "after_saliency_kill": after_saliency_kill}
+    return {
+        "reference": reference,
+        "killed": killed,
+        "config": config,
+        "after_training_kill": after_training_kill,
+        "after_saliency_kill": after_saliency_kill,
+    }
 
 
 def _same_tables(a: Path, b: Path) -> None:

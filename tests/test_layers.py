@@ -8,20 +8,24 @@ import ast
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 
 PACKAGE = REPO / "src" / "saliency_trust"
 # rank of each top-level part of the package: a module may import parts of a lower rank and its own part
 LAYERS = {
-    "io": 0, "execution": 0,
-    "config": 1, "storage": 1,
+    "io": 0,
+    "execution": 0,
+    "config": 1,
+    "storage": 1,
     "data": 2,
     "models": 3,
-    "saliency": 4, "metrics": 4,  # siblings: metrics read maps through storage, never through saliency
+    "saliency": 4,
+    "metrics": 4,  # siblings: metrics read maps through storage, never through saliency
     "stats": 5,
     "plots": 6,
-    "validation": 7, "config_reference": 7, "envs": 7,  # tools the Snakefile and the docs call
+    "validation": 7,
+    "config_reference": 7,
+    "envs": 7,  # tools the Snakefile and the docs call
 }
 
 
@@ -61,8 +65,9 @@ def test_every_part_of_the_package_has_a_layer():
 @pytest.mark.parametrize("module", sorted(modules()))
 def test_no_import_from_a_lower_layer_to_a_higher_one(module):
     own = part_of(module)
-    upward = sorted(m for m in package_imports(modules()[module])
-                    if part_of(m) != own and LAYERS[part_of(m)] >= LAYERS[own])
+    upward = sorted(
+        m for m in package_imports(modules()[module]) if part_of(m) != own and LAYERS[part_of(m)] >= LAYERS[own]
+    )
     assert not upward, f"{module} (layer {own}) imports {upward}"
 
 
@@ -79,7 +84,12 @@ def test_the_rules_the_issue_names_hold():
 
 def test_the_checker_sees_lazy_imports(tmp_path):
     source = tmp_path / "m.py"
-    source.write_text("import os\n\ndef f():\n    from saliency_trust.saliency.compute import x\n"
-                      "    import saliency_trust.metrics.utility as u\n    from saliency_trust import plots\n")
-    assert package_imports(source) == {"saliency_trust.saliency.compute", "saliency_trust.metrics.utility",
-                                       "saliency_trust.plots"}
+    source.write_text(
+        "import os\n\ndef f():\n    from saliency_trust.saliency.compute import x\n"
+        "    import saliency_trust.metrics.utility as u\n    from saliency_trust import plots\n"
+    )
+    assert package_imports(source) == {
+        "saliency_trust.saliency.compute",
+        "saliency_trust.metrics.utility",
+        "saliency_trust.plots",
+    }

@@ -98,7 +98,9 @@ def test_checkpoint_round_trip(tmp_path, tiny_dataset):
     save_checkpoint(model, "tiny_resnet", tiny_dataset.label_names, settings, path)
     loaded, payload = load_checkpoint(path)
     assert payload["arch"] == "tiny_resnet" and payload["label_names"] == ["abnormal"]
-    np.testing.assert_array_equal(predict(model, tiny_dataset.images[:8], CPU), predict(loaded, tiny_dataset.images[:8], CPU))
+    np.testing.assert_array_equal(
+        predict(model, tiny_dataset.images[:8], CPU), predict(loaded, tiny_dataset.images[:8], CPU)
+    )
 
 
 def test_own_architectures_use_one_relu_module_per_activation():

@@ -34,15 +34,24 @@ def _randomization(rng):
     for step, block in enumerate(["fc", "block2", "block1"], start=1):
         for method, drop in (("GRAD", 0.3), ("GCAM", 0.2)):
             for i in range(6):
-                rows.append((f"i{i}", "m-r1", method, "cascading", step, block, "ssim",
-                             1.0 - drop * step + 0.01 * rng.standard_normal()))
+                rows.append(
+                    (
+                        f"i{i}",
+                        "m-r1",
+                        method,
+                        "cascading",
+                        step,
+                        block,
+                        "ssim",
+                        1.0 - drop * step + 0.01 * rng.standard_normal(),
+                    )
+                )
     return pd.DataFrame(rows, columns=["image_id", "model", "method", "mode", "step", "block", "metric", "value"])
 
 
 def test_randomization_figure_has_a_line_and_a_threshold_per_method(tmp_path, captured):
     scores = _randomization(np.random.default_rng(0))
-    thresholds = pd.DataFrame({"model": "m-r1", "method": METHODS, "n_pairs": 50, "threshold": [0.25, 0.3],
-                               "sd": 0.1})
+    thresholds = pd.DataFrame({"model": "m-r1", "method": METHODS, "n_pairs": 50, "threshold": [0.25, 0.3], "sd": 0.1})
     out = tmp_path / "rand.png"
     criteria.plot_randomization(scores, thresholds, METHODS, out)
     assert out.read_bytes()[:4] == b"\x89PNG"
@@ -60,8 +69,9 @@ def test_randomization_figure_has_a_line_and_a_threshold_per_method(tmp_path, ca
 def test_randomization_figure_without_scores_raises(tmp_path):
     empty = _randomization(np.random.default_rng(0)).iloc[:0]
     with pytest.raises(ValueError, match="no cascading"):
-        criteria.plot_randomization(empty, pd.DataFrame(columns=["model", "method", "threshold"]), METHODS,
-                                    tmp_path / "x.png")
+        criteria.plot_randomization(
+            empty, pd.DataFrame(columns=["model", "method", "threshold"]), METHODS, tmp_path / "x.png"
+        )
 
 
 def test_similarity_figure_boxes_per_method_and_high_baseline(tmp_path, captured):
@@ -77,16 +87,22 @@ def test_similarity_figure_boxes_per_method_and_high_baseline(tmp_path, captured
     assert [ax.get_title() for ax in fig.axes] == ["Repeatability", "Reproducibility"]
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["GRAD", "GCAM", "UNET"]
-    medians = [line.get_ydata()[0] for line in ax.get_lines() if line.get_color() == "black"
-               and len(line.get_xdata()) == 2 and line.get_xdata()[0] != line.get_xdata()[1]]
+    medians = [
+        line.get_ydata()[0]
+        for line in ax.get_lines()
+        if line.get_color() == "black" and len(line.get_xdata()) == 2 and line.get_xdata()[0] != line.get_xdata()[1]
+    ]
     assert any(abs(m - 0.62) < 1e-9 for m in medians)  # GCAM median of 0.60..0.64
     assert any(line.get_linestyle() == "--" and line.get_ydata()[0] == 0.5 for line in ax.get_lines())
 
 
 def test_utility_figure_ignores_randomized_models_maps(tmp_path):
     rng = np.random.default_rng(1)
-    rows = [(f"i{i}", "m", g, "trained", "pr_auc", float(rng.random())) for i in range(8)
-            for g in ("GRAD", "GCAM", "AVG", "UNET")]
+    rows = [
+        (f"i{i}", "m", g, "trained", "pr_auc", float(rng.random()))
+        for i in range(8)
+        for g in ("GRAD", "GCAM", "AVG", "UNET")
+    ]
     trained = pd.DataFrame(rows, columns=["image_id", "model", "method", "weights", "metric", "value"])
     randomized = trained[trained.method.isin(METHODS)].assign(weights="randomized", value=0.99)
     a, b = tmp_path / "a.png", tmp_path / "b.png"
@@ -99,8 +115,9 @@ def test_utility_figure_ignores_randomized_models_maps(tmp_path):
 
 
 def _write_store(path, ids, size=8):
-    import h5py
     import json
+
+    import h5py
 
     rng = np.random.default_rng(0)
     with h5py.File(path, "w") as h5:
@@ -194,8 +211,16 @@ def test_example_panel_has_a_map_per_model_and_method_with_scores(tmp_path, monk
     rng = np.random.default_rng(0)
     maps = {(m, me): rng.random((8, 8)) for m in ("a-r1", "a-r2") for me in ("GRAD", "GCAM")}
     maps |= {("baselines", "AVG"): rng.random((8, 8)), ("baselines", "UNET-r1"): rng.random((8, 8))}
-    utility = pd.DataFrame({"image_id": "x", "model": ["a-r1", "baseline"], "method": ["GCAM", "UNET"],
-                            "weights": "trained", "metric": "pr_auc", "value": [0.42, 0.91]})
+    utility = pd.DataFrame(
+        {
+            "image_id": "x",
+            "model": ["a-r1", "baseline"],
+            "method": ["GCAM", "UNET"],
+            "weights": "trained",
+            "metric": "pr_auc",
+            "value": [0.42, 0.91],
+        }
+    )
     mask = np.zeros((8, 8), np.uint8)
     mask[2:5, 2:5] = 1
     paths = [tmp_path / "e.png", tmp_path / "e.pdf"]
@@ -218,9 +243,17 @@ def test_randomization_panel_titles_steps_with_their_ssim(tmp_path, monkeypatch)
     rng = np.random.default_rng(1)
     steps = ["fc", "layer4", "layer3", "layer2", "layer1", "stem"]
     ssim = pd.DataFrame({"image_id": "x", "method": "GCAM", "step": range(1, 7), "value": np.linspace(0.9, 0.0, 6)})
-    examples.plot_randomization_panel(rng.random((8, 8)), None, {"GCAM": rng.random((8, 8))},
-                                      {"GCAM": rng.random((6, 8, 8))}, steps, "x", tmp_path / "r.png", ssim=ssim,
-                                      max_steps_shown=3)
+    examples.plot_randomization_panel(
+        rng.random((8, 8)),
+        None,
+        {"GCAM": rng.random((8, 8))},
+        {"GCAM": rng.random((6, 8, 8))},
+        steps,
+        "x",
+        tmp_path / "r.png",
+        ssim=ssim,
+        max_steps_shown=3,
+    )
     titles = [ax.get_title() for ax in figs[0].axes]
     assert len(figs[0].axes) == 2 + 3 and titles[1] == "GCAM\ntrained"
     assert titles[2] == "+fc\nSSIM 0.90" and titles[-1] == "all random\nSSIM 0.00"
@@ -230,11 +263,11 @@ def test_training_curves_mark_the_kept_epoch(tmp_path, monkeypatch):
     from saliency_trust.plots import training
 
     figs = _capture(monkeypatch, training)
-    h = pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [0.7, 0.5, 0.4], "val_loss": [0.7, 0.6, 0.65],
-                      "val_auc": [0.7, 0.85, 0.8]})
+    h = pd.DataFrame(
+        {"epoch": [1, 2, 3], "train_loss": [0.7, 0.5, 0.4], "val_loss": [0.7, 0.6, 0.65], "val_auc": [0.7, 0.85, 0.8]}
+    )
     unet = pd.DataFrame({"epoch": [1, 2], "train_loss": [1.0, 0.8], "val_dice": [0.4, 0.6]})
-    training.plot_training_curves({"m-r1": h}, tmp_path / "t.png", best_epochs={"m-r1": 2},
-                                  baselines={"unet-r1": unet})
+    training.plot_training_curves({"m-r1": h}, tmp_path / "t.png", best_epochs={"m-r1": 2}, baselines={"unet-r1": unet})
     loss_ax, auc_ax, base_ax = figs[0].axes
     assert len(loss_ax.get_lines()) == 2 and loss_ax.get_yscale() == "log"
     star = [line for line in auc_ax.get_lines() if line.get_marker() == "*"]

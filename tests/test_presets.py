@@ -10,12 +10,12 @@ import sys
 
 import pytest
 import yaml
+from conftest import REPO
+from fixtures_datasets import write_chexpert, write_mura, write_rsna, write_siim
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 from torch import nn
 
-from conftest import REPO
-from fixtures_datasets import write_chexpert, write_mura, write_rsna, write_siim
 from saliency_trust.data.adapters import ADAPTERS, convert_options
 from saliency_trust.data.adapters.convert import ConvertOptions
 from saliency_trust.models.registry import get_architecture, load_backbone_weights
@@ -44,8 +44,19 @@ def load(name: str) -> dict:
 
 
 def snakemake(workdir, *args, configfiles=(), config=()):
-    cmd = [sys.executable, "-m", "snakemake", *args, "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--replace-workflow-config", "--configfile", *map(str, configfiles)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        *args,
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--replace-workflow-config",
+        "--configfile",
+        *map(str, configfiles),
+    ]
     if config:
         cmd += ["--config", *config]
     env = {**os.environ, "PYTHONHASHSEED": "0"}
@@ -56,7 +67,7 @@ def snakemake(workdir, *args, configfiles=(), config=()):
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_preset_is_valid_and_reproduces_the_papers_settings(name):
     cfg = load(name)
-    (ds_name, ds), = cfg["datasets"].items()
+    ((ds_name, ds),) = cfg["datasets"].items()
     assert ds_name == ds["source"] == name and ds["root"].startswith("resources/datasets/")
     assert ds["splits"]["test_fraction"] == ds["splits"]["val_fraction"] == 0.1  # 90/10 then 90/10
     assert ds["target_label"]
@@ -127,8 +138,9 @@ def test_preset_dry_run_on_fixture_data(tmp_path, name):
         weights = tmp_path / "work" / entry["pretrained_weights"]
         weights.parent.mkdir(parents=True, exist_ok=True)
         weights.write_bytes(b"")
-    proc, out = snakemake(tmp_path / "work", "-n", configfiles=[PRESETS[name]],
-                          config=[f"datasets={{{name}: {{root: {root}}}}}"])
+    proc, out = snakemake(
+        tmp_path / "work", "-n", configfiles=[PRESETS[name]], config=[f"datasets={{{name}: {{root: {root}}}}}"]
+    )
     assert proc.returncode == 0, out[-3000:]
     assert "prepare_dataset" in out and "synthetic_dataset" not in out and "train_model" in out
     assert "similarity_scores" in out and "randomized_saliency" in out
@@ -139,8 +151,9 @@ def test_preset_dry_run_on_fixture_data(tmp_path, name):
 
 
 def test_missing_dataset_root_names_the_config_key(tmp_path):
-    proc, out = snakemake(tmp_path, "-n", configfiles=[PRESETS["siim"]],
-                          config=[f"datasets={{siim: {{root: {tmp_path / 'nowhere'}}}}}"])
+    proc, out = snakemake(
+        tmp_path, "-n", configfiles=[PRESETS["siim"]], config=[f"datasets={{siim: {{root: {tmp_path / 'nowhere'}}}}}"]
+    )
     assert proc.returncode != 0
     assert "datasets.siim.root" in out and "nowhere" in out
 
@@ -150,10 +163,16 @@ def test_data_rules_convert_and_generate_side_by_side(tmp_path):
     root = write_siim(tmp_path / "data/siim").root
     override = tmp_path / "override.yaml"
     splits = {"test_fraction": 0.25, "val_fraction": 0.25}
-    override.write_text(yaml.safe_dump({"datasets": {
-        "siim": {"root": str(root), "image_size": 32, "splits": splits},
-        "synth": {"source": "synthetic", "splits": splits, "synthetic": {"n_images": 40, "image_size": 32}},
-    }}))
+    override.write_text(
+        yaml.safe_dump(
+            {
+                "datasets": {
+                    "siim": {"root": str(root), "image_size": 32, "splits": splits},
+                    "synth": {"source": "synthetic", "splits": splits, "synthetic": {"n_images": 40, "image_size": 32}},
+                }
+            }
+        )
+    )
     work = tmp_path / "work"
     targets = [f"results/{d}/data/{f}" for d in ("siim", "synth") for f in ("manifest.csv", "images.h5")]
     proc, out = snakemake(work, *targets, "--cores", "2", configfiles=[PRESETS["siim"], override])
@@ -174,8 +193,9 @@ def test_data_rules_convert_and_generate_side_by_side(tmp_path):
 def test_missing_pretrained_weights_fail_the_dry_run(tmp_path):
     """A preset whose ImageNet weights file is absent stops at planning time, naming the file."""
     root = FIXTURES["siim"](tmp_path / "data")
-    proc, out = snakemake(tmp_path / "work", "-n", configfiles=[PRESETS["siim"]],
-                          config=[f"datasets={{siim: {{root: {root}}}}}"])
+    proc, out = snakemake(
+        tmp_path / "work", "-n", configfiles=[PRESETS["siim"]], config=[f"datasets={{siim: {{root: {root}}}}}"]
+    )
     assert proc.returncode != 0
     assert "resources/weights/inception_v3_imagenet.pth" in out
     assert not (tmp_path / "work/results").exists()

@@ -41,8 +41,8 @@ from saliency_trust.models.randomize import (
     randomized_model,
 )
 from saliency_trust.models.registry import build_model
-from saliency_trust.storage.maps import load_or_compute_randomized, read_randomized_maps, write_maps
 from saliency_trust.stats.randomization import TEST_COLUMNS, degradation_test, randomization_tests
+from saliency_trust.storage.maps import load_or_compute_randomized, read_randomized_maps, write_maps
 
 TOL = 1e-5
 
@@ -108,8 +108,10 @@ def _block_param_names(model: nn.Module, arch: str) -> dict[str, list[str]]:
 
 def _block_state_names(model: nn.Module, arch: str) -> dict[str, list[str]]:
     """Block name -> full state-dict names (parameters and buffers)."""
-    return {name: [f"{path}.{n}" for path in paths for n in model.get_submodule(path).state_dict()]
-            for name, paths in RANDOMIZATION_BLOCKS[arch]}
+    return {
+        name: [f"{path}.{n}" for path in paths for n in model.get_submodule(path).state_dict()]
+        for name, paths in RANDOMIZATION_BLOCKS[arch]
+    }
 
 
 def _changed(a: nn.Module, b: nn.Module) -> set[str]:
@@ -134,15 +136,24 @@ def test_blocks_cover_every_parameter_exactly_once(arch, input_size):
     assert len(listed) == len(all_params)
     assert all(per_block.values()), "a block without parameters"
     # every BatchNorm's running statistics are in a block too
-    bn_buffers = {f"{m}.{b}" for m, mod in model.named_modules() if isinstance(mod, nn.modules.batchnorm._BatchNorm)
-                  for b in ("running_mean", "running_var")}
+    bn_buffers = {
+        f"{m}.{b}"
+        for m, mod in model.named_modules()
+        if isinstance(mod, nn.modules.batchnorm._BatchNorm)
+        for b in ("running_mean", "running_var")
+    }
     state_listed = {n for names in _block_state_names(model, arch).values() for n in names}
     assert bn_buffers <= state_listed
 
 
 def test_block_lists_output_first():
-    assert randomization_blocks("simple_cnn") == ["fc", "features.block4", "features.block3", "features.block2",
-                                                  "features.block1"]
+    assert randomization_blocks("simple_cnn") == [
+        "fc",
+        "features.block4",
+        "features.block3",
+        "features.block2",
+        "features.block1",
+    ]
     assert randomization_blocks("tiny_resnet") == ["fc", "layer4", "layer3", "layer2", "layer1", "stem"]
     assert randomization_blocks("densenet121")[0] == "classifier"
     assert randomization_blocks("densenet121")[-1] == "stem"
@@ -292,8 +303,7 @@ def test_truncated_normal_init(arch):
 
 def test_truncated_normal_all_weights_inside_bound_on_inception():
     model = _model("inception_v3")
-    out = randomized_model(model, "inception_v3", ["fc", "Mixed_7c", "Conv2d_1a_3x3"], seed=9,
-                           init="truncated_normal")
+    out = randomized_model(model, "inception_v3", ["fc", "Mixed_7c", "Conv2d_1a_3x3"], seed=9, init="truncated_normal")
     for path in ("net.fc", "net.Mixed_7c", "net.Conv2d_1a_3x3"):
         for m in out.get_submodule(path).modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
@@ -349,8 +359,12 @@ def test_randomization_ssim_table_equals_skimage_per_step_and_image():
     trained_maps = _smooth_maps(rng, len(ids))
     trained = dict(zip(ids, trained_maps))
     # step maps drift away from the trained maps step by step
-    step_maps = np.stack([np.clip(trained_maps + (k + 1) * 0.15 * rng.standard_normal(trained_maps.shape), 0, 1)
-                          for k in range(len(steps))]).astype(np.float32)
+    step_maps = np.stack(
+        [
+            np.clip(trained_maps + (k + 1) * 0.15 * rng.standard_normal(trained_maps.shape), 0, 1)
+            for k in range(len(steps))
+        ]
+    ).astype(np.float32)
     table = randomization_ssim(trained, ids, steps, step_maps, "simple_cnn", "gradcam", "cascading")
     assert list(table.columns) == RANDOMIZATION_COLUMNS
     assert len(table) == len(steps) * len(ids)
@@ -372,8 +386,9 @@ def test_randomization_ssim_trained_dict_may_hold_more_images():
     step_maps = _smooth_maps(rng, 2)[None]
     table = randomization_ssim(trained, ["z", "x"], ["fc"], step_maps, "m", "ig", "independent")
     assert list(table["image_id"]) == ["z", "x"]
-    assert table["value"].tolist() == pytest.approx([_sk(step_maps[0, 0], trained["z"]),
-                                                     _sk(step_maps[0, 1], trained["x"])], abs=TOL)
+    assert table["value"].tolist() == pytest.approx(
+        [_sk(step_maps[0, 0], trained["z"]), _sk(step_maps[0, 1], trained["x"])], abs=TOL
+    )
 
 
 def test_randomization_ssim_missing_trained_image_raises_naming_it():
@@ -451,8 +466,11 @@ def test_degradation_threshold_single_pair_has_zero_sd():
 
 def test_threshold_table_one_row_per_model_method():
     rng = np.random.default_rng(7)
-    trained = {("cnn", "gradcam"): _smooth_maps(rng, 8), ("cnn", "ig"): _smooth_maps(rng, 8),
-               ("resnet", "gradcam"): _smooth_maps(rng, 6)}
+    trained = {
+        ("cnn", "gradcam"): _smooth_maps(rng, 8),
+        ("cnn", "ig"): _smooth_maps(rng, 8),
+        ("resnet", "gradcam"): _smooth_maps(rng, 6),
+    }
     table = threshold_table(trained, n_pairs=25, seed=3)
     assert list(table.columns) == THRESHOLD_COLUMNS
     assert len(table) == 3
@@ -474,8 +492,16 @@ def test_run_threshold_and_run_randomization_scores_from_cache_files(tmp_path):
     steps = ["fc", "features.block4"]
     step_maps = np.stack([_smooth_maps(rng, len(ids)) for _ in steps])
     rand_path = tmp_path / "randomized.h5"
-    load_or_compute_randomized(rand_path, "gradcam", {}, "sha", {"mode": "cascading"}, ids, steps,
-                               lambda d, k: (step_maps[k], step_maps[k][:, None]))
+    load_or_compute_randomized(
+        rand_path,
+        "gradcam",
+        {},
+        "sha",
+        {"mode": "cascading"},
+        ids,
+        steps,
+        lambda d, k: (step_maps[k], step_maps[k][:, None]),
+    )
     scores = tmp_path / "scores.csv"
     run_randomization_scores([trained_path], [rand_path], "simple_cnn", ["gradcam"], "cascading", 1.0, scores)
     table = pd.read_csv(scores, dtype={"image_id": str})
@@ -489,8 +515,9 @@ def test_run_threshold_and_run_randomization_scores_from_cache_files(tmp_path):
     run_threshold([str(trained_path)], ["simple_cnn"], ["gradcam"], 30, 2, 1.0, thr)
     t = pd.read_csv(thr)
     pairs = random_pairs(len(ids), 30, stable_seed(2, "threshold", "simple_cnn", "gradcam"))
-    assert t["threshold"].item() == pytest.approx(np.mean([_sk(trained_maps[i], trained_maps[j]) for i, j in pairs]),
-                                                  abs=TOL)
+    assert t["threshold"].item() == pytest.approx(
+        np.mean([_sk(trained_maps[i], trained_maps[j]) for i, j in pairs]), abs=TOL
+    )
     with pytest.raises(ValueError, match="same length"):
         run_threshold([str(trained_path)], ["a", "b"], ["gradcam"], 30, 2, 1.0, tmp_path / "x.csv")
 
@@ -580,9 +607,15 @@ def _scores_table(rng) -> pd.DataFrame:
 def test_randomization_tests_table():
     rng = np.random.default_rng(9)
     scores = _scores_table(rng)
-    thresholds = pd.DataFrame([("cnn", "gradcam", 100, 0.5, 0.1), ("cnn", "ig", 100, 0.45, 0.1),
-                               ("resnet", "gradcam", 100, 0.6, 0.1), ("resnet", "ig", 100, 0.2, 0.1)],
-                              columns=THRESHOLD_COLUMNS)
+    thresholds = pd.DataFrame(
+        [
+            ("cnn", "gradcam", 100, 0.5, 0.1),
+            ("cnn", "ig", 100, 0.45, 0.1),
+            ("resnet", "gradcam", 100, 0.6, 0.1),
+            ("resnet", "ig", 100, 0.2, 0.1),
+        ],
+        columns=THRESHOLD_COLUMNS,
+    )
     alpha = 0.05
     table = randomization_tests(scores, thresholds, alpha, test="one_sample")
     assert list(table.columns) == TEST_COLUMNS
@@ -590,8 +623,12 @@ def test_randomization_tests_table():
     assert not table.duplicated(["model", "method", "mode", "step"]).any()
     thr = thresholds.set_index(["model", "method"])["threshold"]
     for _, row in table.iterrows():
-        v = scores[(scores["model"] == row["model"]) & (scores["method"] == row["method"])
-                   & (scores["step"] == row["step"]) & (scores["metric"] == "ssim")]["value"].to_numpy()
+        v = scores[
+            (scores["model"] == row["model"])
+            & (scores["method"] == row["method"])
+            & (scores["step"] == row["step"])
+            & (scores["metric"] == "ssim")
+        ]["value"].to_numpy()
         ref = stats.ttest_1samp(v, thr[row["model"], row["method"]], alternative="less")
         assert row["n_images"] == 10
         assert row["threshold"] == thr[row["model"], row["method"]]
@@ -610,8 +647,9 @@ def test_randomization_tests_table():
 def test_randomization_tests_alpha_decides_below():
     rng = np.random.default_rng(10)
     scores = _scores_table(rng)
-    thresholds = pd.DataFrame([(m, me, 10, 0.5, 0.1) for m in ("cnn", "resnet") for me in ("gradcam", "ig")],
-                              columns=THRESHOLD_COLUMNS)
+    thresholds = pd.DataFrame(
+        [(m, me, 10, 0.5, 0.1) for m in ("cnn", "resnet") for me in ("gradcam", "ig")], columns=THRESHOLD_COLUMNS
+    )
     strict = randomization_tests(scores, thresholds, alpha=1e-300)
     loose = randomization_tests(scores, thresholds, alpha=1.0)
     assert (strict["test"] == "welch").all()  # the default
@@ -632,6 +670,7 @@ def test_randomization_tests_missing_threshold_raises():
 
 def _step_fn(maps: np.ndarray, calls: list | None = None):
     """compute_step of S x N x H x W maps (one draw) or D x S x N x H x W maps; records k (one draw) or (d, k)."""
+
     def compute_step(d: int, k: int):
         drawn = maps[d] if maps.ndim == 5 else maps
         if calls is not None:
@@ -647,8 +686,12 @@ def test_load_or_compute_randomized_writes_and_reads_back(tmp_path):
     maps = np.stack([_smooth_maps(rng, 3, 12, 10) for _ in steps])  # S x N x H x W
     path = tmp_path / "rand" / "gradcam.h5"
     calls: list[int] = []
-    assert load_or_compute_randomized(path, "gradcam", {"a": 1}, "sha", {"mode": "cascading"}, ids, steps,
-                                      _step_fn(maps, calls)) is True
+    assert (
+        load_or_compute_randomized(
+            path, "gradcam", {"a": 1}, "sha", {"mode": "cascading"}, ids, steps, _step_fn(maps, calls)
+        )
+        is True
+    )
     assert calls == [0, 1, 2, 3]
     got_ids, got_steps, got = read_randomized_maps(path, method="gradcam")
     assert got_ids == ids and got_steps == steps
@@ -745,8 +788,9 @@ def test_load_or_compute_randomized_recomputes_when_image_ids_change(tmp_path):
     path = tmp_path / "ids.h5"
     load_or_compute_randomized(path, "gradcam", {}, "sha", {}, ["a", "b", "c"], steps, _step_fn(maps))
     calls: list[int] = []
-    recomputed = load_or_compute_randomized(path, "gradcam", {}, "sha", {}, ["x", "y", "z"], steps,
-                                            _step_fn(maps, calls))
+    recomputed = load_or_compute_randomized(
+        path, "gradcam", {}, "sha", {}, ["x", "y", "z"], steps, _step_fn(maps, calls)
+    )
     # the file must describe the images asked for: either recomputed, or at least not reused with stale ids
     assert read_randomized_maps(path)[0] == ["x", "y", "z"]
     assert recomputed is True and calls == [0, 1]

@@ -33,10 +33,22 @@ from saliency_trust.metrics.utility import UTILITY_COLUMNS, top_k_overlap
 
 # boxes.csv of SyntheticSpec(n_images=24, image_size=32, prevalence=0.6), seed 3, recorded before raters existed
 SNAPSHOT_SINGLE = [
-    ("syn000001", 19, 16, 5, 5), ("syn000001", 6, 9, 8, 7), ("syn000003", 8, 15, 6, 7), ("syn000005", 19, 17, 7, 6),
-    ("syn000006", 20, 18, 5, 5), ("syn000008", 22, 11, 3, 3), ("syn000008", 8, 14, 5, 5), ("syn000009", 5, 7, 8, 9),
-    ("syn000010", 19, 15, 5, 5), ("syn000011", 18, 14, 7, 6), ("syn000013", 18, 11, 3, 3), ("syn000014", 18, 15, 6, 7),
-    ("syn000018", 19, 16, 7, 7), ("syn000019", 8, 10, 6, 7), ("syn000022", 9, 16, 5, 5), ("syn000023", 7, 11, 8, 9),
+    ("syn000001", 19, 16, 5, 5),
+    ("syn000001", 6, 9, 8, 7),
+    ("syn000003", 8, 15, 6, 7),
+    ("syn000005", 19, 17, 7, 6),
+    ("syn000006", 20, 18, 5, 5),
+    ("syn000008", 22, 11, 3, 3),
+    ("syn000008", 8, 14, 5, 5),
+    ("syn000009", 5, 7, 8, 9),
+    ("syn000010", 19, 15, 5, 5),
+    ("syn000011", 18, 14, 7, 6),
+    ("syn000013", 18, 11, 3, 3),
+    ("syn000014", 18, 15, 6, 7),
+    ("syn000018", 19, 16, 7, 7),
+    ("syn000019", 8, 10, 6, 7),
+    ("syn000022", 9, 16, 5, 5),
+    ("syn000023", 7, 11, 8, 9),
 ]
 SNAPSHOT_SINGLE_MASKS_SHA = "6606a3a85e6b61bc732702eea62e93cf1ae7737a73900deabf612267a198139c"
 # sha256 of boxes.to_csv(index=False) for the multi-label spec with a shortcut, seed 5 (27 boxes)
@@ -60,7 +72,11 @@ def test_raters_off_by_default_and_output_equals_the_snapshot():
 @pytest.fixture(scope="module")
 def with_raters():
     spec = SyntheticSpec(n_images=60, image_size=32, prevalence=0.6, raters=3, rater_jitter=0.2)
-    return spec, generate_dataset(spec, 3), generate_dataset(SyntheticSpec(n_images=60, image_size=32, prevalence=0.6), 3)
+    return (
+        spec,
+        generate_dataset(spec, 3),
+        generate_dataset(SyntheticSpec(n_images=60, image_size=32, prevalence=0.6), 3),
+    )
 
 
 def test_raters_change_no_image_mask_manifest_or_truth_box(with_raters):
@@ -73,7 +89,7 @@ def test_raters_change_no_image_mask_manifest_or_truth_box(with_raters):
 
 def test_one_box_per_rater_and_lesion_with_the_lesion_label(with_raters):
     spec, (_, _, _, boxes), _ = with_raters
-    for image_id, rows in boxes.groupby("image_id"):
+    for _, rows in boxes.groupby("image_id"):
         truth = rows[rows["rater"] == "truth"]
         assert sorted(set(rows["rater"]) - {"truth"}) == ["1", "2", "3"]
         for r in ("1", "2", "3"):
@@ -86,7 +102,7 @@ def test_rater_boxes_inside_the_image_and_within_the_jitter_of_the_truth(with_ra
     spec, (_, _, _, boxes), _ = with_raters
     size, j = spec.image_size, spec.rater_jitter
     moved = 0
-    for image_id, rows in boxes.groupby("image_id"):
+    for _, rows in boxes.groupby("image_id"):
         truth = rows[rows["rater"] == "truth"][["x", "y", "width", "height"]].to_numpy()
         for r in ("1", "2", "3"):
             mine = rows[rows["rater"] == r][["x", "y", "width", "height"]].to_numpy()
@@ -106,8 +122,7 @@ def test_raters_are_deterministic_per_seed_and_independent_of_their_number(with_
     other_seed = generate_dataset(spec, 4)[3]
     assert not other_seed.equals(boxes)
     two = generate_dataset(SyntheticSpec(n_images=60, image_size=32, prevalence=0.6, raters=2, rater_jitter=0.2), 3)[3]
-    pd.testing.assert_frame_equal(two.reset_index(drop=True),
-                                  boxes[boxes["rater"] != "3"].reset_index(drop=True))
+    pd.testing.assert_frame_equal(two.reset_index(drop=True), boxes[boxes["rater"] != "3"].reset_index(drop=True))
 
 
 def test_zero_jitter_gives_the_true_box_for_every_rater():
@@ -117,8 +132,10 @@ def test_zero_jitter_gives_the_true_box_for_every_rater():
     assert len(truth) > 5
     for r in ("1", "2", "3", "4"):
         mine = boxes[boxes["rater"] == r]
-        assert np.array_equal(mine[["image_id", "label", "x", "y", "width", "height"]].to_numpy(),
-                              truth[["image_id", "label", "x", "y", "width", "height"]].to_numpy())
+        assert np.array_equal(
+            mine[["image_id", "label", "x", "y", "width", "height"]].to_numpy(),
+            truth[["image_id", "label", "x", "y", "width", "height"]].to_numpy(),
+        )
 
 
 def test_jitter_box_hand_computed_rounding_clipping_and_minimum_size():
@@ -245,22 +262,35 @@ def _rater_dataset():
     """8 x 8 images: A (test, 3 raters), B (test, 1 rater), C (test negative, 2 raters), D (train, 2 raters),
     E (test, 2 raters), F (test, 4 raters, one of whom the others never agree with)."""
     ids = ["A", "B", "C", "D", "E", "F"]
-    manifest = pd.DataFrame({"image_id": ids, "split": ["test", "test", "test", "train", "test", "test"],
-                             "lesion": [1, 1, 0, 1, 1, 1]})
+    manifest = pd.DataFrame(
+        {"image_id": ids, "split": ["test", "test", "test", "train", "test", "test"], "lesion": [1, 1, 0, 1, 1, 1]}
+    )
     images = np.full((6, 8, 8), 0.5, np.float32)
     masks = np.zeros((6, 1, 8, 8), np.uint8)
     masks[manifest["lesion"].to_numpy() > 0, 0, 2:4, 2:4] = 1
     b = [
-        ("A", "truth", 0, 0, 8, 8), ("A", "1", 0, 0, 4, 4), ("A", "2", 2, 0, 4, 4), ("A", "3", 0, 4, 4, 2),
+        ("A", "truth", 0, 0, 8, 8),
+        ("A", "1", 0, 0, 4, 4),
+        ("A", "2", 2, 0, 4, 4),
+        ("A", "3", 0, 4, 4, 2),
         ("A", "consensus", 0, 0, 8, 8),
-        ("B", "1", 0, 0, 4, 4), ("B", "truth", 0, 0, 4, 4),
-        ("C", "1", 0, 0, 4, 4), ("C", "2", 0, 0, 4, 4),
-        ("D", "1", 0, 0, 4, 4), ("D", "2", 0, 0, 4, 4),
-        ("E", "a", 1, 1, 2, 2), ("E", "b", 1, 1, 2, 3),
-        ("F", "1", 0, 0, 2, 2), ("F", "2", 4, 0, 2, 2), ("F", "3", 0, 4, 2, 2), ("F", "4", 0, 0, 8, 8),
+        ("B", "1", 0, 0, 4, 4),
+        ("B", "truth", 0, 0, 4, 4),
+        ("C", "1", 0, 0, 4, 4),
+        ("C", "2", 0, 0, 4, 4),
+        ("D", "1", 0, 0, 4, 4),
+        ("D", "2", 0, 0, 4, 4),
+        ("E", "a", 1, 1, 2, 2),
+        ("E", "b", 1, 1, 2, 3),
+        ("F", "1", 0, 0, 2, 2),
+        ("F", "2", 4, 0, 2, 2),
+        ("F", "3", 0, 4, 2, 2),
+        ("F", "4", 0, 0, 8, 8),
     ]
-    boxes = pd.DataFrame([(i, "lesion", r, x, y, w, h) for i, r, x, y, w, h in b],
-                         columns=["image_id", "label", "rater", "x", "y", "width", "height"])
+    boxes = pd.DataFrame(
+        [(i, "lesion", r, x, y, w, h) for i, r, x, y, w, h in b],
+        columns=["image_id", "label", "rater", "x", "y", "width", "height"],
+    )
     return manifest, images, masks, boxes
 
 

@@ -11,11 +11,11 @@ import logging
 from pathlib import Path
 
 import h5py
-import torch
 import numpy as np
 import pytest
-
+import torch
 from conftest import REPO
+
 from saliency_trust.data.canonical import load_dataset, write_dataset
 from saliency_trust.io import CorruptFileError
 from saliency_trust.storage.maps import (
@@ -39,13 +39,22 @@ def _write_each_kind(tmp_path, tiny_dataset) -> dict[str, tuple[Path, str, calla
     """One file of every HDF5 kind the pipeline writes: (path, a dataset to damage, its reader)."""
     maps = _maps()
     write_maps(tmp_path / "maps.h5", IDS, maps, maps[:, None], "GRAD", {}, "m", {})
-    load_or_compute_randomized(tmp_path / "rand.h5", "GRAD", {}, "m", {}, IDS, ["fc", "conv"],
-                               lambda d, k: (maps, maps[:, None]))
+    load_or_compute_randomized(
+        tmp_path / "rand.h5", "GRAD", {}, "m", {}, IDS, ["fc", "conv"], lambda d, k: (maps, maps[:, None])
+    )
     write_segments(tmp_path / "seg.h5", IDS, np.arange(3 * 6 * 8 * 8, dtype=np.int32).reshape(3, 6, 8, 8))
     d = tiny_dataset
-    write_dataset(d.manifest, d.images, d.masks, d.manifest.iloc[:0].assign(label="", rater="", x=0, y=0, width=0,
-                                                                            height=0),
-                  d.label_names, tmp_path / "manifest.csv", tmp_path / "images.h5", tmp_path / "boxes.csv", "synthetic")
+    write_dataset(
+        d.manifest,
+        d.images,
+        d.masks,
+        d.manifest.iloc[:0].assign(label="", rater="", x=0, y=0, width=0, height=0),
+        d.label_names,
+        tmp_path / "manifest.csv",
+        tmp_path / "images.h5",
+        tmp_path / "boxes.csv",
+        "synthetic",
+    )
     return {
         "maps": (tmp_path / "maps.h5", "map", lambda p: read_maps(p)),
         "randomized": (tmp_path / "rand.h5", "map", lambda p: read_randomized_maps(p)),
@@ -55,16 +64,19 @@ def _write_each_kind(tmp_path, tiny_dataset) -> dict[str, tuple[Path, str, calla
 
 
 @pytest.mark.parametrize("kind", ["maps", "randomized", "segments", "canonical"])
-def test_every_hdf5_file_carries_a_checksum_and_a_corrupted_one_is_detected_and_removed(tmp_path, tiny_dataset,
-                                                                                        kind, caplog):
+def test_every_hdf5_file_carries_a_checksum_and_a_corrupted_one_is_detected_and_removed(
+    tmp_path, tiny_dataset, kind, caplog
+):
     path, name, read = _write_each_kind(tmp_path, tiny_dataset)[kind]
     read(path)  # intact: reads
     with h5py.File(path, "r+") as h5:  # damage one value; the file stays a valid HDF5 file
         assert "sha256" in h5.attrs
         index = (0,) * (h5[name].ndim - 2) + (1, 1)
         h5[name][index] = h5[name][index] + 1
-    with caplog.at_level(logging.WARNING), pytest.raises(CorruptFileError, match=f"{path}: the content of '{name}' "
-                                                                                 "does not match its checksum"):
+    with (
+        caplog.at_level(logging.WARNING),
+        pytest.raises(CorruptFileError, match=f"{path}: the content of '{name}' does not match its checksum"),
+    ):
         read(path)
     assert not path.exists()  # removed: the next snakemake run recomputes it
     assert "corrupted and has been removed" in caplog.text
@@ -102,6 +114,7 @@ def test_a_file_without_checksums_is_read_with_a_warning_and_not_reused_as_a_cac
 
 # --- atomic writes -------------------------------------------------------------------------------------
 
+
 def _write_target(call: ast.Call) -> ast.AST | None:
     """The path a call writes to: ``df.to_csv(p)``, ``fig.savefig(p)``, ``torch.save(obj, p)``,
     ``p.write_text(...)``, ``p.write_bytes(...)``, ``h5py.File(p, "w")``, ``open(p, "w")``; None for other calls."""
@@ -111,7 +124,8 @@ def _write_target(call: ast.Call) -> ast.AST | None:
     else:
         name, owner = func.attr, func.value
     mode = "".join(ast.unparse(a) for a in call.args[1:2]) + "".join(
-        ast.unparse(k.value) for k in call.keywords if k.arg == "mode")
+        ast.unparse(k.value) for k in call.keywords if k.arg == "mode"
+    )
     if name in ("to_csv", "savefig", "to_latex", "to_parquet") and owner is not None and call.args:
         return call.args[0]
     if name == "save" and owner is not None and ast.unparse(owner) == "torch" and len(call.args) > 1:
@@ -129,13 +143,19 @@ def _unguarded_writes(tree: ast.AST) -> list[int]:
     for func in [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]:
         safe: set[str] = set()
 
-        def guarded(expr: ast.AST) -> bool:  # mentions atomic_path or a name bound from it
-            return "atomic_path" in ast.unparse(expr) or bool({n.id for n in ast.walk(expr) if isinstance(n, ast.Name)} & safe)
+        def guarded(expr: ast.AST, safe=safe) -> bool:  # mentions atomic_path or a name bound from it
+            return "atomic_path" in ast.unparse(expr) or bool(
+                {n.id for n in ast.walk(expr) if isinstance(n, ast.Name)} & safe
+            )
 
         for node in ast.walk(func):
-            bound = (node.optional_vars if isinstance(node, ast.withitem) and guarded(node.context_expr)
-                     else ast.Tuple(node.targets) if isinstance(node, ast.Assign) and guarded(node.value)
-                     else None)
+            bound = (
+                node.optional_vars
+                if isinstance(node, ast.withitem) and guarded(node.context_expr)
+                else ast.Tuple(node.targets)
+                if isinstance(node, ast.Assign) and guarded(node.value)
+                else None
+            )
             safe |= {n.id for n in ast.walk(bound) if isinstance(n, ast.Name)} if bound is not None else set()
         for node in ast.walk(func):
             target = _write_target(node) if isinstance(node, ast.Call) else None
@@ -156,8 +176,12 @@ def test_every_output_file_is_written_through_atomic_path():
     # the checker is not vacuous: a direct write is flagged
     assert _unguarded_writes(ast.parse("def f(df, out):\n    df.to_csv(out)\n")) == [2]
     assert _unguarded_writes(ast.parse("def f(out):\n    with h5py.File(out, 'w') as h5:\n        pass\n")) == [2]
-    assert _unguarded_writes(ast.parse("def f(out):\n    with atomic_path(out) as t:\n        torch.save({}, t)\n")) == []
-    assert _unguarded_writes(ast.parse("def f(out):\n    with open(out, 'wb') as fh:\n        torch.save({}, fh)\n")) == [2, 3]
+    assert (
+        _unguarded_writes(ast.parse("def f(out):\n    with atomic_path(out) as t:\n        torch.save({}, t)\n")) == []
+    )
+    assert _unguarded_writes(
+        ast.parse("def f(out):\n    with open(out, 'wb') as fh:\n        torch.save({}, fh)\n")
+    ) == [2, 3]
 
 
 def test_a_killed_writer_leaves_only_a_temporary_file_that_the_next_write_removes(tmp_path):
@@ -204,17 +228,31 @@ def _trainers(tiny_dataset):
     cpu = torch.device("cpu")
     squares, boxes = _square_dataset()
     return {
-        "classifier": (lambda ck: train_classifier(tiny_dataset, "simple_cnn", TrainSettings(
-            epochs=4, patience=10, lr=3e-3, batch_size=16), 3, cpu, ck), 2),
-        "unet": (lambda ck: train_unet(tiny_dataset, "abnormal", UNetSettings(
-            epochs=3, patience=5, width=4, depth=2, batch_size=16), 3, cpu, ck), 1),
+        "classifier": (
+            lambda ck: train_classifier(
+                tiny_dataset, "simple_cnn", TrainSettings(epochs=4, patience=10, lr=3e-3, batch_size=16), 3, cpu, ck
+            ),
+            2,
+        ),
+        "unet": (
+            lambda ck: train_unet(
+                tiny_dataset,
+                "abnormal",
+                UNetSettings(epochs=3, patience=5, width=4, depth=2, batch_size=16),
+                3,
+                cpu,
+                ck,
+            ),
+            1,
+        ),
         "detector": (lambda ck: train_detector(squares, boxes, "lesion", TINY, 5, cpu, ck), 1),
     }
 
 
 @pytest.mark.parametrize("trainer", ["classifier", "unet", "detector"])
-def test_training_resumes_from_its_last_epoch_checkpoint_with_the_uninterrupted_result(tmp_path, tiny_dataset,
-                                                                                        trainer, caplog):
+def test_training_resumes_from_its_last_epoch_checkpoint_with_the_uninterrupted_result(
+    tmp_path, tiny_dataset, trainer, caplog
+):
     from saliency_trust.models.train import EpochCheckpoint
 
     train, kill_after = _trainers(tiny_dataset)[trainer]
@@ -255,8 +293,7 @@ def canonical_files(tmp_path, tiny_dataset):
     return tmp_path / "manifest.csv", tmp_path / "images.h5"
 
 
-def test_a_model_that_outputs_nan_stops_the_saliency_job_naming_the_image_and_leaves_no_file(tmp_path,
-                                                                                            canonical_files):
+def test_a_model_that_outputs_nan_stops_the_saliency_job_naming_the_image_and_leaves_no_file(tmp_path, canonical_files):
     from saliency_trust.models.registry import build_model
     from saliency_trust.models.train import TrainSettings, save_checkpoint
     from saliency_trust.saliency.compute import explained_images, run_saliency
@@ -289,13 +326,17 @@ def test_constant_maps_are_scored_logged_and_listed_in_a_table(tmp_path, caplog)
     assert "1 constant map(s), scored as all-zero maps" in caplog.text and "image 'b'" in caplog.text
     np.testing.assert_array_equal(read_maps(tmp_path / "GCAM.h5").maps[1], 0.0)  # kept and scored, not dropped
     steps = [maps, np.zeros_like(maps)]  # step 2: every map constant
-    load_or_compute_randomized(tmp_path / "rand.h5", "GCAM", {}, "m", {}, IDS, ["fc", "conv"],
-                               lambda d, k: (steps[k], steps[k][:, None]))
+    load_or_compute_randomized(
+        tmp_path / "rand.h5", "GCAM", {}, "m", {}, IDS, ["fc", "conv"], lambda d, k: (steps[k], steps[k][:, None])
+    )
     run_constant_maps([tmp_path / "GCAM.h5", tmp_path / "rand.h5"], tmp_path / "constant_maps.csv")
     g, r = tmp_path / "GCAM.h5", tmp_path / "rand.h5"
     assert (tmp_path / "constant_maps.csv").read_text().splitlines() == [
-        "file,method,draw,step,block,image_id", f"{g},GCAM,,,,b", f"{r},GCAM,1,1,fc,b",
-        *[f"{r},GCAM,1,2,conv,{i}" for i in IDS]]
+        "file,method,draw,step,block,image_id",
+        f"{g},GCAM,,,,b",
+        f"{r},GCAM,1,1,fc,b",
+        *[f"{r},GCAM,1,2,conv,{i}" for i in IDS],
+    ]
     assert constant_maps_table([g]).shape == (1, 6)
 
 

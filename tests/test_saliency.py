@@ -12,16 +12,15 @@ import torch.nn.functional as F
 from captum.attr import LayerAttribution, LayerGradCam
 
 from saliency_trust.models.registry import build_model, get_architecture, get_submodule
-from saliency_trust.storage.maps import read_maps, write_maps
 from saliency_trust.saliency.compute import compute_saliency
 from saliency_trust.saliency.methods import (
     METHODS,
-    ExplainContext,
     TargetOutput,
     get_method,
     resolve_params,
 )
 from saliency_trust.saliency.postprocess import abs_sum_percentile, min_max
+from saliency_trust.storage.maps import read_maps, write_maps
 
 
 def _model(arch="simple_cnn", seed=0, classes=1):

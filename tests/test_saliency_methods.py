@@ -20,9 +20,9 @@ from saliency_trust.saliency.methods import (
     ARUN_METHODS,
     METHODS,
     ExplainContext,
-    check_control,
     TargetOutput,
     UnsupportedModelError,
+    check_control,
     lrp,
     resolve_params,
     smoothgrad,
@@ -198,7 +198,9 @@ def test_lrp_epsilon_equals_input_times_gradient_on_a_bias_free_relu_net():
     np.testing.assert_allclose(rel.reshape(2, -1).sum(1), out, rtol=1e-4)
 
 
-@pytest.mark.parametrize("arch,size,input_size", [("simple_cnn", 32, None), ("tiny_resnet", 32, None), ("densenet121", 32, 32)])
+@pytest.mark.parametrize(
+    "arch,size,input_size", [("simple_cnn", 32, None), ("tiny_resnet", 32, None), ("densenet121", 32, 32)]
+)
 def test_lrp_runs_on_default_architectures_and_densenet(arch, size, input_size):
     torch.manual_seed(6)
     model = build_model(arch, 1, input_size=input_size).eval()
@@ -287,8 +289,18 @@ def test_controls_are_checked_against_the_registry():
         check_control("SOBEL")
 
 
-@pytest.mark.parametrize("layer", [nn.MaxPool2d(2), nn.AvgPool2d(2), nn.AdaptiveAvgPool2d(4), nn.BatchNorm2d(2),
-                                   nn.ReLU(), nn.Dropout(0.0), nn.Tanh()])
+@pytest.mark.parametrize(
+    "layer",
+    [
+        nn.MaxPool2d(2),
+        nn.AvgPool2d(2),
+        nn.AdaptiveAvgPool2d(4),
+        nn.BatchNorm2d(2),
+        nn.ReLU(),
+        nn.Dropout(0.0),
+        nn.Tanh(),
+    ],
+)
 def test_lrp_layer_list_matches_what_captum_lrp_accepts(layer):
     """The owned list of LRP layer types (methods.LRP_RULE_LAYERS, LRP_PASS_LAYERS) against Captum's public LRP:
     a network with the listed layer is explained, one with a layer outside the list is refused by Captum too."""

@@ -50,8 +50,9 @@ SNAPSHOT_IMAGES_SHA = "48bc73d3d0e943d94f8937326f5ce73d07e1dd04438917c10ce526a95
 def test_images_without_the_override_are_unchanged():
     """Without ``marker`` every image is the one generated before the override existed (snapshot), and an
     override equal to the drawn marker changes nothing."""
-    spec = SyntheticSpec(n_images=24, image_size=32, shortcut=ShortcutSpec(enabled=True, p_positive=0.7,
-                                                                           p_negative=0.3))
+    spec = SyntheticSpec(
+        n_images=24, image_size=32, shortcut=ShortcutSpec(enabled=True, p_positive=0.7, p_negative=0.3)
+    )
     _, images, _, _ = generate_dataset(spec, 5)
     assert hashlib.sha256(images.tobytes()).hexdigest() == SNAPSHOT_IMAGES_SHA
     for i in range(24):
@@ -69,15 +70,16 @@ def test_forced_marker_changes_only_its_box(enabled):
         assert not off.shortcut_marker and off.marker_box is None and on.shortcut_marker
         x, y, w, h = on.marker_box
         changed = on.image != off.image
-        assert changed[y:y + h, x:x + w].any() and not changed.sum() - changed[y:y + h, x:x + w].sum()
+        assert changed[y : y + h, x : x + w].any() and not changed.sum() - changed[y : y + h, x : x + w].sum()
         assert np.array_equal(on.masks, off.masks) and on.boxes == off.boxes and np.array_equal(on.labels, off.labels)
         if not enabled:  # the shortcut disabled: no marker drawn, so forcing it off is the image itself
             assert np.array_equal(off.image, generate_image(spec, 3, i).image)
 
 
 def test_counterfactuals_of_stored_images_and_a_mismatch_named():
-    spec = SyntheticSpec(n_images=10, image_size=32, shortcut=ShortcutSpec(enabled=True, p_positive=0.5,
-                                                                           p_negative=0.5))
+    spec = SyntheticSpec(
+        n_images=10, image_size=32, shortcut=ShortcutSpec(enabled=True, p_positive=0.5, p_negative=0.5)
+    )
     manifest, images, _, _ = generate_dataset(spec, 2)
     ids, flags = manifest["image_id"].tolist(), manifest["shortcut_marker"].to_numpy()
     removed, added, boxes = synthetic_counterfactuals(spec, 2, ids, images, flags, "images.h5")
@@ -96,7 +98,9 @@ def test_counterfactuals_of_stored_images_and_a_mismatch_named():
 
 def test_confounder_of_the_config():
     assert confounder_of("d", {"source": "synthetic", "synthetic": {"shortcut": {"enabled": False}}}) is None
-    planted = confounder_of("d", {"source": "synthetic", "synthetic": {"image_size": 32, "shortcut": {"enabled": True}}})
+    planted = confounder_of(
+        "d", {"source": "synthetic", "synthetic": {"image_size": 32, "shortcut": {"enabled": True}}}
+    )
     assert planted.synthetic and planted.column == "shortcut_marker" and planted.key == "datasets.d.synthetic.shortcut"
     user = confounder_of("u", {"source": "generic", "confounder": {"column": "pen", "region": [0, 1, 5, 6]}})
     assert not user.synthetic and user.region == (0, 1, 5, 6) and user.key == "datasets.u.confounder"
@@ -106,8 +110,14 @@ def test_confounder_of_the_config():
 def test_generic_adapter_copies_the_confounder_column():
     from saliency_trust.data.adapters import adapter_options
 
-    opts = adapter_options("u", {"source": "generic", "generic": {"labels": ["y"], "extra_columns": ["age"]},
-                                 "confounder": {"column": "pen", "region": [0, 0, 4, 4]}})
+    opts = adapter_options(
+        "u",
+        {
+            "source": "generic",
+            "generic": {"labels": ["y"], "extra_columns": ["age"]},
+            "confounder": {"column": "pen", "region": [0, 0, 4, 4]},
+        },
+    )
     assert opts.extra_columns == ("age", "pen")
 
 
@@ -166,14 +176,22 @@ def test_mass_summary_points_at_the_marker_only_where_the_mass_per_pixel_is_high
     on_lesion = np.full((3, 4, 4), 0.1)
     on_lesion[:, 2:, 2:] = 1.0
     flags = np.array([1, 1, 0])
-    mass = pd.concat([mass_table(on_marker, ["a", "b", "c"], marker, lesion, flags, "m-r1", "GRAD"),
-                      mass_table(on_lesion, ["a", "b", "c"], marker, lesion, flags, "m-r1", "EDGE")])
+    mass = pd.concat(
+        [
+            mass_table(on_marker, ["a", "b", "c"], marker, lesion, flags, "m-r1", "GRAD"),
+            mass_table(on_lesion, ["a", "b", "c"], marker, lesion, flags, "m-r1", "EDGE"),
+        ]
+    )
     summary = mass_summary(mass, controls=["EDGE"])
     assert list(summary.columns) == SUMMARY_COLUMNS
 
     def get(method, metric, model="m-r1", condition="marker"):
-        sel = summary[(summary.method == method) & (summary.metric == metric) & (summary.model == model)
-                      & (summary.condition == condition)]
+        sel = summary[
+            (summary.method == method)
+            & (summary.metric == metric)
+            & (summary.model == model)
+            & (summary.condition == condition)
+        ]
         return float(sel.value.iloc[0]), int(sel.n.iloc[0])
 
     # GRAD: total mass 15 * 0.1 + 1 = 2.5, marker share 0.4 over 1/16 of the image: enrichment 6.4
@@ -188,14 +206,16 @@ def test_mass_summary_points_at_the_marker_only_where_the_mass_per_pixel_is_high
 
 
 def test_stratified_utility_means_by_hand():
-    utility = pd.DataFrame({
-        "image_id": ["a", "b", "c", "a", "b", "c"],
-        "model": ["m-r1"] * 3 + ["baseline"] * 3,
-        "method": ["GRAD"] * 3 + ["AVG"] * 3,
-        "weights": "trained",
-        "metric": "pr_auc",
-        "value": [0.2, 0.4, 0.9, 0.1, 0.1, 0.3],
-    })
+    utility = pd.DataFrame(
+        {
+            "image_id": ["a", "b", "c", "a", "b", "c"],
+            "model": ["m-r1"] * 3 + ["baseline"] * 3,
+            "method": ["GRAD"] * 3 + ["AVG"] * 3,
+            "weights": "trained",
+            "metric": "pr_auc",
+            "value": [0.2, 0.4, 0.9, 0.1, 0.1, 0.3],
+        }
+    )
     markers = pd.Series([1, 1, 0], index=["a", "b", "c"])
     out = stratified_utility(utility, markers, controls=[])
     assert list(out.columns) == SUMMARY_COLUMNS and set(out.analysis) == {"utility"}
@@ -249,11 +269,20 @@ def _planted_scores(n: int, shortcut: bool, seed: int) -> pd.DataFrame:
     lesion = 0.6 * y + rng.normal(0, 0.5, n)
     assign = rng.random(n) < 0.5
     weight = 2.0 if shortcut else 0.0
-    score = {"original": lesion + weight * marker, "marker_removed": lesion, "marker_added": lesion + weight,
-             "marker_random": lesion + weight * assign}
+    score = {
+        "original": lesion + weight * marker,
+        "marker_removed": lesion,
+        "marker_added": lesion + weight,
+        "marker_random": lesion + weight * assign,
+    }
     ids = [f"syn{k:06d}" for k in range(n)]
-    return pd.concat([pd.DataFrame({"image_id": ids, "label": y, "marker": marker, "model": "m-r1", "condition": c,
-                                    "score": s}) for c, s in score.items()], ignore_index=True)[SCORE_COLUMNS]
+    return pd.concat(
+        [
+            pd.DataFrame({"image_id": ids, "label": y, "marker": marker, "model": "m-r1", "condition": c, "score": s})
+            for c, s in score.items()
+        ],
+        ignore_index=True,
+    )[SCORE_COLUMNS]
 
 
 @pytest.mark.parametrize("table", [auc_table, strata_auc_table])

@@ -96,8 +96,7 @@ def test_ssim_other_data_ranges_equal_skimage(data_range):
     rng = np.random.default_rng(6)
     x = rng.random((3, 20, 24)) * data_range
     y = np.clip(x + 0.2 * data_range * rng.standard_normal(x.shape), 0, data_range)
-    np.testing.assert_allclose(ssim(x, y, data_range), [_sk(a, b, data_range) for a, b in zip(x, y)],
-                               atol=TOL, rtol=0)
+    np.testing.assert_allclose(ssim(x, y, data_range), [_sk(a, b, data_range) for a, b in zip(x, y)], atol=TOL, rtol=0)
 
 
 def test_ssim_uint8_maps_with_data_range_255_equal_skimage():
@@ -405,7 +404,8 @@ def test_raw_comparison_keeps_signs_and_is_scale_free():
     # a map and its sign flip: identical after abs-post-processing, dissimilar as raw maps
     assert compare_maps(summed, -summed, "raw").max() < 0.9
     # raw SSIM does not depend on the attribution scale (each pair's own range); processed SSIM would
-    np.testing.assert_allclose(compare_maps(summed, summed + 0.1, "raw"),
-                               compare_maps(1000 * summed, 1000 * (summed + 0.1), "raw"), rtol=1e-6)
+    np.testing.assert_allclose(
+        compare_maps(summed, summed + 0.1, "raw"), compare_maps(1000 * summed, 1000 * (summed + 0.1), "raw"), rtol=1e-6
+    )
     with pytest.raises(ValueError, match="metrics.similarity_maps"):
         compare_maps(summed, summed, "abs")

@@ -19,7 +19,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import REPO, run_snakemake
 from slurm_cluster import LocalSlurm, ensure_slurm, foreign_slurm_config
 
@@ -27,20 +26,54 @@ pytestmark = pytest.mark.slow
 
 PROFILE = REPO / "workflow/profiles/slurm"
 # the flags of docs/clusters.md for a cluster without accounting storage (no slurmdbd)
-NO_ACCOUNTING = ["--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2",
-                 "--default-resources", "slurm_account=none"]
-TABLES = ["data/manifest.csv", "metrics/utility.csv", "metrics/randomization.csv", "metrics/similarity.csv",
-          "metrics/randomization_threshold.csv", "summary/randomization_tests.csv", "summary/pass_fail.csv",
-          "summary/pairwise.csv", "models/simple_cnn-r1/history.csv", "models/tiny_resnet-r1/history.csv",
-          "baselines/unet-r1/history.csv"]
+NO_ACCOUNTING = [
+    "--slurm-status-command",
+    "squeue",
+    "--slurm-init-seconds-before-status-checks",
+    "2",
+    "--default-resources",
+    "slurm_account=none",
+]
+TABLES = [
+    "data/manifest.csv",
+    "metrics/utility.csv",
+    "metrics/randomization.csv",
+    "metrics/similarity.csv",
+    "metrics/randomization_threshold.csv",
+    "summary/randomization_tests.csv",
+    "summary/pass_fail.csv",
+    "summary/pairwise.csv",
+    "models/simple_cnn-r1/history.csv",
+    "models/tiny_resnet-r1/history.csv",
+    "baselines/unet-r1/history.csv",
+]
 # logs of the local rules (common.smk localrules), relative to results/tiny/logs
-LOCAL_RULES = {"utility_table", "randomization_table", "randomization_tests", "pass_fail", "plot_utility",
-               "plot_randomization", "plot_similarity", "plot_randomization_examples", "plot_examples",
-               "plot_training_curves", "constant_maps"}  # cross_dataset_summary: not in a one-dataset run
-LOCAL_LOGS = {"metrics/utility_table.log", "metrics/randomization_table.log", "stats/randomization_tests.log",
-              "stats/pass_fail.log", "plots/utility.log", "plots/randomization.log", "plots/similarity.log",
-              "plots/randomization_examples.log", "plots/examples.log", "plots/training_curves.log",
-              "saliency/constant_maps.log"}
+LOCAL_RULES = {
+    "utility_table",
+    "randomization_table",
+    "randomization_tests",
+    "pass_fail",
+    "plot_utility",
+    "plot_randomization",
+    "plot_similarity",
+    "plot_randomization_examples",
+    "plot_examples",
+    "plot_training_curves",
+    "constant_maps",
+}  # cross_dataset_summary: not in a one-dataset run
+LOCAL_LOGS = {
+    "metrics/utility_table.log",
+    "metrics/randomization_table.log",
+    "stats/randomization_tests.log",
+    "stats/pass_fail.log",
+    "plots/utility.log",
+    "plots/randomization.log",
+    "plots/similarity.log",
+    "plots/randomization_examples.log",
+    "plots/examples.log",
+    "plots/training_curves.log",
+    "saliency/constant_maps.log",
+}
 
 
 @pytest.fixture(scope="module")
@@ -70,10 +103,14 @@ def _failure(proc, workdir: Path, slurm: LocalSlurm) -> str:
 def _submissions(output: str) -> dict[str, list[tuple[str, str]]]:
     """rule -> [(sbatch call, SLURM job id)] from the plugin's verbose output; a call and its job id are
     matched by the job's SLURM log folder (.snakemake/slurm_logs/rule_<rule>/<wildcards>)."""
-    calls = {folder: call for call, folder in re.findall(r"^sbatch call: (sbatch .*?--output '?(\S+?)/%j\.log.*)$",
-                                                        output, re.M)}
-    ids = dict((folder, job_id) for job_id, folder in
-               re.findall(r"has been submitted with SLURM jobid (\d+) \(log: (\S+)/\d+\.log\)", output))
+    calls = {
+        folder: call
+        for call, folder in re.findall(r"^sbatch call: (sbatch .*?--output '?(\S+?)/%j\.log.*)$", output, re.M)
+    }
+    ids = dict(
+        (folder, job_id)
+        for job_id, folder in re.findall(r"has been submitted with SLURM jobid (\d+) \(log: (\S+)/\d+\.log\)", output)
+    )
     assert set(calls) == set(ids), (sorted(calls), sorted(ids))
     out: dict[str, list[tuple[str, str]]] = {}
     for folder, call in calls.items():
@@ -87,8 +124,17 @@ def slurm_run(cluster, tmp_path_factory):
     """The tiny config through the slurm profile, HDF5 locking off (``hdf5_file_locking: false``)."""
     workdir = tmp_path_factory.mktemp("slurm_run")
     t0 = time.monotonic()
-    proc = run_snakemake(workdir, "--profile", str(PROFILE), *NO_ACCOUNTING, "--config", "hdf5_file_locking=false",
-                         "--verbose", env=cluster.env, timeout=2400)
+    proc = run_snakemake(
+        workdir,
+        "--profile",
+        str(PROFILE),
+        *NO_ACCOUNTING,
+        "--config",
+        "hdf5_file_locking=false",
+        "--verbose",
+        env=cluster.env,
+        timeout=2400,
+    )
     seconds = time.monotonic() - t0
     assert proc.returncode == 0, _failure(proc, workdir, cluster)
     print(f"tiny config through SLURM: {seconds:.0f} s")
@@ -138,10 +184,20 @@ def test_sbatch_submission_of_a_gpu_rule_asks_for_its_gpu_threads_memory_and_run
     data = run_snakemake(tmp_path, "--cores", "1", "results/tiny/data/manifest.csv")  # locally, seconds
     assert data.returncode == 0, data.stderr[-3000:]
     target = "results/tiny/models/simple_cnn-r1/model.pt"
-    proc = run_snakemake(tmp_path, "--profile", str(PROFILE), *NO_ACCOUNTING, "--set-threads", "train_model=2",
-                         "--verbose", target, env=cluster.env, timeout=900)
+    proc = run_snakemake(
+        tmp_path,
+        "--profile",
+        str(PROFILE),
+        *NO_ACCOUNTING,
+        "--set-threads",
+        "train_model=2",
+        "--verbose",
+        target,
+        env=cluster.env,
+        timeout=900,
+    )
     assert proc.returncode == 0, _failure(proc, tmp_path, cluster)
-    (call, job_id), = _submissions(proc.stdout + proc.stderr)["train_model"]
+    ((call, job_id),) = _submissions(proc.stdout + proc.stderr)["train_model"]
     expected = yaml.safe_load((PROFILE / "config.yaml").read_text())["set-resources"]["train_model"]
     mem_mb, runtime = expected["mem_mb"], expected["runtime"]
     for flag in ("--gpus=1", "--cpus-per-task=2", f"--mem {mem_mb}", f"-t {runtime}"):

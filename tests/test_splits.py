@@ -163,8 +163,14 @@ def test_check_splits_on_real_assignment():
     """A large random manifest passes; a tiny one where val has only negatives fails."""
     ids = _ids(2000)
     rng = np.random.default_rng(4)
-    man = pd.DataFrame({"image_id": ids, "split": assign_splits(ids, 0), "abnormal": rng.integers(0, 2, 2000),
-                        "effusion": rng.integers(0, 2, 2000)})
+    man = pd.DataFrame(
+        {
+            "image_id": ids,
+            "split": assign_splits(ids, 0),
+            "abnormal": rng.integers(0, 2, 2000),
+            "effusion": rng.integers(0, 2, 2000),
+        }
+    )
     check_splits(man, ["abnormal", "effusion"])
     man.loc[man["split"] == "val", "abnormal"] = 0
     with pytest.raises(ValueError, match="'val'.*positive.*'abnormal'"):

@@ -56,20 +56,37 @@ def _table(verdicts: dict[tuple[str, str, str], str], n_images: int = 60, estima
     rows = []
     for (method, criterion, baseline), verdict in verdicts.items():
         est = -estimate if criterion == "randomization" else estimate
-        rows.append({c: None for c in PASS_FAIL_COLUMNS} | {
-            "method": method, "criterion": criterion, "baseline": baseline, "estimate": est, "p_value": 0.01,
-            "verdict": verdict, "n_images": n_images, "mde": 0.05, "control": False})
+        rows.append(
+            {c: None for c in PASS_FAIL_COLUMNS}
+            | {
+                "method": method,
+                "criterion": criterion,
+                "baseline": baseline,
+                "estimate": est,
+                "p_value": 0.01,
+                "verdict": verdict,
+                "n_images": n_images,
+                "mde": 0.05,
+                "control": False,
+            }
+        )
     return pd.DataFrame(rows, columns=PASS_FAIL_COLUMNS)
 
 
-CELLS = [("GRAD", "utility", "AVG"), ("GRAD", "randomization", "threshold"), ("IG", "utility", "AVG"),
-         ("IG", "repeatability", "UNET")]
+CELLS = [
+    ("GRAD", "utility", "AVG"),
+    ("GRAD", "randomization", "threshold"),
+    ("IG", "utility", "AVG"),
+    ("IG", "repeatability", "UNET"),
+]
 
 
 def test_planted_disagreement_is_marked_unstable_and_agreement_counted():
-    seeds = {1: _table(dict(zip(CELLS, ["PASS", "PASS", "FAIL", "FAIL"]))),
-             2: _table(dict(zip(CELLS, ["PASS", "FAIL", "FAIL", "PASS"]))),
-             3: _table(dict(zip(CELLS, ["PASS", "PASS", "FAIL", "FAIL"])))}
+    seeds = {
+        1: _table(dict(zip(CELLS, ["PASS", "PASS", "FAIL", "FAIL"]))),
+        2: _table(dict(zip(CELLS, ["PASS", "FAIL", "FAIL", "PASS"]))),
+        3: _table(dict(zip(CELLS, ["PASS", "PASS", "FAIL", "FAIL"]))),
+    }
     table = stability_table(seeds).set_index(["method", "criterion"])
     assert table.loc[("GRAD", "utility"), "verdict"] == "PASS" and table.loc[("GRAD", "utility"), "agreement"] == 1
     assert table.loc[("GRAD", "randomization"), "verdict"] == UNSTABLE
@@ -88,8 +105,10 @@ def test_a_cell_missing_from_one_seed_is_not_stable():
 
 
 def test_low_power_fail_in_every_seed_keeps_its_mark():
-    seeds = {1: _table({CELLS[1]: "FAIL"}, n_images=16, estimate=-0.001),
-             2: _table({CELLS[1]: "FAIL"}, n_images=16, estimate=-0.001)}
+    seeds = {
+        1: _table({CELLS[1]: "FAIL"}, n_images=16, estimate=-0.001),
+        2: _table({CELLS[1]: "FAIL"}, n_images=16, estimate=-0.001),
+    }
     row = stability_table(seeds).iloc[0]
     assert row["low_power"] and stability_cell(row) == "FAIL† (2/2 seeds)"
     strong = stability_table({1: _table({CELLS[1]: "FAIL"}), 2: _table({CELLS[1]: "FAIL"})}).iloc[0]

@@ -17,9 +17,9 @@ from saliency_trust.stats.mixed import (
     tukey_pairwise,
 )
 from saliency_trust.stats.pass_fail import (
-    StatsOptions,
     AVG,
     PASS_FAIL_COLUMNS,
+    StatsOptions,
     pass_fail_markdown,
     utility_groups,
     utility_vs_avg,
@@ -371,7 +371,6 @@ def test_lmm_is_not_fooled_by_an_optimizer_that_claims_convergence_at_a_bad_poin
     variance component and absurd means (infinite log-likelihood). The fit must match the
     statsmodels formula interface's default REML fit, which is sound here."""
     import statsmodels.formula.api as smf
-
     from conftest import REPO
 
     data = pd.read_csv(REPO / "tests/data/utility_lbfgs_regression.csv")
@@ -394,8 +393,9 @@ def test_above_constant_is_a_one_sided_t_on_the_model_df():
 
     from saliency_trust.stats.pass_fail import above_constant
 
-    fit = GroupMeansFit(groups=["a", "b", "c"], means=np.array([0.70, 0.505, 0.30]), cov=0.01**2 * np.eye(3),
-                        df=50.0, n_subjects=20)
+    fit = GroupMeansFit(
+        groups=["a", "b", "c"], means=np.array([0.70, 0.505, 0.30]), cov=0.01**2 * np.eye(3), df=50.0, n_subjects=20
+    )
     t = above_constant(fit, ["a", "b", "c"], 0.5, 0.05, "repeatability", "LOW", "ssim", ["m1~m2"]).set_index("method")
     assert list(t["verdict"]) == ["PASS", "FAIL", "FAIL"]
     assert t.loc["b", "estimate"] == pytest.approx(0.005)
@@ -410,8 +410,13 @@ def test_above_constant_is_a_one_sided_t_on_the_model_df():
 def test_not_worse_rule_fails_only_significantly_worse_methods():
     from saliency_trust.stats.pass_fail import versus_baseline
 
-    fit = GroupMeansFit(groups=["HIGH", "better", "close", "worse"], means=np.array([0.6, 0.7, 0.595, 0.4]),
-                        cov=0.01**2 * np.eye(4), df=100.0, n_subjects=30)
+    fit = GroupMeansFit(
+        groups=["HIGH", "better", "close", "worse"],
+        means=np.array([0.6, 0.7, 0.595, 0.4]),
+        cov=0.01**2 * np.eye(4),
+        df=100.0,
+        n_subjects=30,
+    )
     t = versus_baseline(fit, "HIGH", 0.05, "reproducibility", "not_worse", "ssim", ["p"]).set_index("method")
     assert t.loc["better", "verdict"] == "PASS" and t.loc["close", "verdict"] == "PASS"
     assert t.loc["worse", "verdict"] == "FAIL" and t.loc["worse", "estimate"] == pytest.approx(-0.2)
@@ -422,8 +427,12 @@ def test_not_worse_rule_fails_only_significantly_worse_methods():
 def _similarity_long(rng, n=25):
     rows = []
     level = {"stable": 0.85, "coin": 0.47, "UNET": 0.75}
-    pairs = [("repeatability", "a-r1", "a-r2"), ("repeatability", "b-r1", "b-r2"),  # b is not a primary model
-             ("reproducibility", "a-r1", "b-r1"), ("reproducibility", "a-r2", "b-r1")]
+    pairs = [
+        ("repeatability", "a-r1", "a-r2"),
+        ("repeatability", "b-r1", "b-r2"),  # b is not a primary model
+        ("reproducibility", "a-r1", "b-r1"),
+        ("reproducibility", "a-r2", "b-r1"),
+    ]
     for i in range(n):
         base = 0.05 * rng.standard_normal()
         for crit, ma, mb in pairs:
@@ -448,14 +457,22 @@ def test_similarity_verdicts_against_low_and_high():
     assert t.loc[("stable", "UNET"), "verdict"] == "PASS" and t.loc[("coin", "UNET"), "verdict"] == "FAIL"
     # only the primary replicates' pair and the U-Net pair enter (the b pair of zeros is ignored)
     raw = sim[(sim.metric == "ssim") & (sim.criterion == "repeatability") & (sim.model_a == "a-r1")]
-    assert t.loc[("stable", "LOW"), "estimate"] == pytest.approx(raw[raw.method == "stable"].value.mean() - 0.5,
-                                                                abs=1e-6)
+    assert t.loc[("stable", "LOW"), "estimate"] == pytest.approx(
+        raw[raw.method == "stable"].value.mean() - 0.5, abs=1e-6
+    )
     assert set(table["models"]) == {"a-r1~a-r2"} and (table["metric"] == "ssim").all()
     # the paper's design: one reproducibility pair (first primary replicate with the other architecture)
     repro, _ = similarity_verdicts(sim, "reproducibility", ["stable", "coin"], "UNET", 0.05, ["a-r1", "a-r2"])
     assert set(repro["models"]) == {"a-r1~b-r1"}
-    pooled, _ = similarity_verdicts(sim, "reproducibility", ["stable", "coin"], "UNET", 0.05, ["a-r1", "a-r2"],
-                                    options=StatsOptions(pooling="image_means"))
+    pooled, _ = similarity_verdicts(
+        sim,
+        "reproducibility",
+        ["stable", "coin"],
+        "UNET",
+        0.05,
+        ["a-r1", "a-r2"],
+        options=StatsOptions(pooling="image_means"),
+    )
     assert set(pooled["models"]) == {"a-r1~b-r1;a-r2~b-r1"}
     assert (pooled["n_images"] == 25).all()  # per-image means: each image counted once
     with pytest.raises(ValueError, match="missing"):
@@ -465,14 +482,30 @@ def test_similarity_verdicts_against_low_and_high():
 def test_randomization_verdicts_use_the_last_cascading_step():
     from saliency_trust.stats.pass_fail import randomization_verdicts
 
-    tests = pd.DataFrame({
-        "model": "m", "method": ["G", "G", "H", "H", "G"], "mode": ["cascading"] * 4 + ["independent"],
-        "step": [1, 2, 1, 2, 9], "block": ["fc", "b1", "fc", "b1", "x"], "n_images": 16,
-        "mean_ssim": [0.5, 0.1, 0.2, 0.45, 0.0], "sd": 0.04, "threshold": [0.3, 0.3, 0.4, 0.4, 0.3],
-        "threshold_sd": 0.1, "threshold_n": 50, "test": "welch", "estimate": [0.2, -0.2, -0.2, 0.05, -0.3],
-        "se": 0.02, "df": 60.0, "statistic": 0.0, "p_value": [0.9, 1e-6, 0.01, 0.99, 0.0],
-        "ci_high": [0.23, -0.17, -0.17, 0.08, -0.27], "mde": 0.057, "below": False,
-    })
+    tests = pd.DataFrame(
+        {
+            "model": "m",
+            "method": ["G", "G", "H", "H", "G"],
+            "mode": ["cascading"] * 4 + ["independent"],
+            "step": [1, 2, 1, 2, 9],
+            "block": ["fc", "b1", "fc", "b1", "x"],
+            "n_images": 16,
+            "mean_ssim": [0.5, 0.1, 0.2, 0.45, 0.0],
+            "sd": 0.04,
+            "threshold": [0.3, 0.3, 0.4, 0.4, 0.3],
+            "threshold_sd": 0.1,
+            "threshold_n": 50,
+            "test": "welch",
+            "estimate": [0.2, -0.2, -0.2, 0.05, -0.3],
+            "se": 0.02,
+            "df": 60.0,
+            "statistic": 0.0,
+            "p_value": [0.9, 1e-6, 0.01, 0.99, 0.0],
+            "ci_high": [0.23, -0.17, -0.17, 0.08, -0.27],
+            "mde": 0.057,
+            "below": False,
+        }
+    )
     t = randomization_verdicts(tests, "m", ["G", "H"], 0.05).set_index("method")
     assert t.loc["G", "verdict"] == "PASS" and t.loc["G", "estimate"] == pytest.approx(-0.2)
     assert t.loc["H", "verdict"] == "FAIL" and t.loc["H", "estimate"] == pytest.approx(0.05)
@@ -484,12 +517,23 @@ def test_randomization_verdicts_use_the_last_cascading_step():
 
 
 def test_markdown_shows_only_the_columns_present_in_paper_order():
-    rows = pd.DataFrame({
-        "method": ["G", "G", "G"], "criterion": ["repeatability", "utility", "randomization"],
-        "baseline": ["UNET", "AVG", "threshold"], "estimate": [0.1, 0.2, -0.3], "p_value": [0.5, 0.001, 0.0001],
-        "verdict": ["PASS", "PASS", "PASS"], "se": 0.01, "ci_low": 0.0, "ci_high": 0.0, "metric": "m",
-        "models": "x", "n_images": 3, "converged": True,
-    })
+    rows = pd.DataFrame(
+        {
+            "method": ["G", "G", "G"],
+            "criterion": ["repeatability", "utility", "randomization"],
+            "baseline": ["UNET", "AVG", "threshold"],
+            "estimate": [0.1, 0.2, -0.3],
+            "p_value": [0.5, 0.001, 0.0001],
+            "verdict": ["PASS", "PASS", "PASS"],
+            "se": 0.01,
+            "ci_low": 0.0,
+            "ci_high": 0.0,
+            "metric": "m",
+            "models": "x",
+            "n_images": 3,
+            "converged": True,
+        }
+    )
     md = pass_fail_markdown(rows, pd.DataFrame({"model": ["x"], "val_auc": [0.9], "test_auc": [0.9]}), 0.05)
     assert md.splitlines()[0] == "| Method | Utility vs AVG | Randomization | Repeatability vs high |"
     assert "| G | PASS (+0.200, p=0.001) | PASS (-0.300, p<0.001) | PASS (+0.100, p=0.500) |" in md
@@ -507,7 +551,9 @@ def _trained_random_long(seed=5, n=30):
         for method, drop in (("learns", 0.3), ("blind", 0.0)):
             trained = 0.5 + base + 0.03 * rng.standard_normal()
             rows.append((f"i{i}", "m-r1", method, "trained", "pr_auc", trained))
-            rows.append((f"i{i}", "m-r1", method, "randomized", "pr_auc", trained - drop + 0.03 * rng.standard_normal()))
+            rows.append(
+                (f"i{i}", "m-r1", method, "randomized", "pr_auc", trained - drop + 0.03 * rng.standard_normal())
+            )
             rows.append((f"i{i}", "m-r2", method, "trained", "pr_auc", 0.0))  # another model: must be ignored
     # trained maps of images the randomized model did not explain: left out of the comparison
     rows += [(f"extra{i}", "m-r1", m, "trained", "pr_auc", 0.99) for i in range(5) for m in ("learns", "blind")]
@@ -552,8 +598,15 @@ def test_decision_rules_validate_and_change_the_low_baseline():
     assert DecisionRules.from_config(None) == DecisionRules()
     sim = _similarity_long(np.random.default_rng(3))
     default, _ = similarity_verdicts(sim, "repeatability", ["stable", "coin"], "UNET", 0.05, ["a-r1", "a-r2"])
-    low, _ = similarity_verdicts(sim, "repeatability", ["stable", "coin"], "UNET", 0.05, ["a-r1", "a-r2"],
-                                 DecisionRules(low_ssim=0.3, similarity_vs_high="better"))
+    low, _ = similarity_verdicts(
+        sim,
+        "repeatability",
+        ["stable", "coin"],
+        "UNET",
+        0.05,
+        ["a-r1", "a-r2"],
+        DecisionRules(low_ssim=0.3, similarity_vs_high="better"),
+    )
     d, lo = default.set_index(["method", "baseline"]), low.set_index(["method", "baseline"])
     assert d.loc[("coin", "LOW"), "verdict"] == "FAIL" and lo.loc[("coin", "LOW"), "verdict"] == "PASS"
     assert lo.loc[("coin", "LOW"), "estimate"] == pytest.approx(d.loc[("coin", "LOW"), "estimate"] + 0.2)
@@ -562,12 +615,23 @@ def test_decision_rules_validate_and_change_the_low_baseline():
 
 
 def _table2_rows():
-    return pd.DataFrame({
-        "method": ["G_1", "G_1", "H"], "criterion": ["utility", "randomization", "utility"],
-        "baseline": ["AVG", "threshold", "AVG"], "estimate": [0.2, -0.3, -0.01], "p_value": [0.001, 0.0001, 0.9],
-        "verdict": ["PASS", "PASS", "FAIL"], "se": 0.01, "ci_low": -0.1, "ci_high": 0.1, "metric": "pr_auc",
-        "models": "x", "n_images": 40, "converged": True,
-    })
+    return pd.DataFrame(
+        {
+            "method": ["G_1", "G_1", "H"],
+            "criterion": ["utility", "randomization", "utility"],
+            "baseline": ["AVG", "threshold", "AVG"],
+            "estimate": [0.2, -0.3, -0.01],
+            "p_value": [0.001, 0.0001, 0.9],
+            "verdict": ["PASS", "PASS", "FAIL"],
+            "se": 0.01,
+            "ci_low": -0.1,
+            "ci_high": 0.1,
+            "metric": "pr_auc",
+            "models": "x",
+            "n_images": 40,
+            "converged": True,
+        }
+    )
 
 
 AUCS = pd.DataFrame({"model": ["simple_cnn-r1"], "val_auc": [0.9], "test_auc": [0.95]})
@@ -614,8 +678,9 @@ def test_html_table_marks_verdicts_and_lists_question_tables():
             self.tags.pop()
 
     rows = _table2_rows()
-    page = pass_fail_html(rows, AUCS, 0.05, questions={"utility_vs_avg": rows[rows.criterion == "utility"]},
-                          title="PASS/FAIL - <x>")
+    page = pass_fail_html(
+        rows, AUCS, 0.05, questions={"utility_vs_avg": rows[rows.criterion == "utility"]}, title="PASS/FAIL - <x>"
+    )
     parser = Cells()
     parser.feed(page)
     assert parser.tags == []  # every tag closed
@@ -643,10 +708,21 @@ def test_cross_dataset_summary_counts_passes_per_dataset():
 def test_question_tables_follow_the_config():
     from saliency_trust.config import question_tables
 
-    config = {"baselines": {"high": "unet"}, "randomization": {"modes": ["cascading"], "models": "primary"},
-              "models": [{"arch": "simple_cnn", "replicates": 2}], "stats": {"primary_architecture": None}}
-    assert question_tables(config) == ["utility_vs_avg", "utility_vs_high", "utility_trained_vs_random",
-                                       "similarity_vs_baselines"]
-    config |= {"baselines": {"high": "none"}, "randomization": {"modes": ["independent"], "models": "primary"},
-               "models": [{"arch": "simple_cnn", "replicates": 1}]}
+    config = {
+        "baselines": {"high": "unet"},
+        "randomization": {"modes": ["cascading"], "models": "primary"},
+        "models": [{"arch": "simple_cnn", "replicates": 2}],
+        "stats": {"primary_architecture": None},
+    }
+    assert question_tables(config) == [
+        "utility_vs_avg",
+        "utility_vs_high",
+        "utility_trained_vs_random",
+        "similarity_vs_baselines",
+    ]
+    config |= {
+        "baselines": {"high": "none"},
+        "randomization": {"modes": ["independent"], "models": "primary"},
+        "models": [{"arch": "simple_cnn", "replicates": 1}],
+    }
     assert question_tables(config) == ["utility_vs_avg"]

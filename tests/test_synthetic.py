@@ -142,8 +142,9 @@ def test_lesions_brighten_the_image_on_average():
     pos, neg = [], []
     for i in range(60):
         it = generate_image(spec, 3, i)
-        (pos if it.labels[0] else neg).append(it.image[it.masks[0] > 0].mean() if it.labels[0] else
-                                              it.image[it.lung_mask].mean())
+        (pos if it.labels[0] else neg).append(
+            it.image[it.masks[0] > 0].mean() if it.labels[0] else it.image[it.lung_mask].mean()
+        )
     assert np.mean(pos) > np.mean(neg) + 0.05
 
 
@@ -169,7 +170,9 @@ def test_different_seed_or_index_give_different_images():
 
 
 def test_growing_the_dataset_does_not_change_existing_images():
-    small = SyntheticSpec(n_images=10, image_size=32, shortcut=ShortcutSpec(enabled=True, p_positive=0.7, p_negative=0.3))
+    small = SyntheticSpec(
+        n_images=10, image_size=32, shortcut=ShortcutSpec(enabled=True, p_positive=0.7, p_negative=0.3)
+    )
     big = SyntheticSpec(n_images=15, image_size=32, shortcut=ShortcutSpec(enabled=True, p_positive=0.7, p_negative=0.3))
     man_s, img_s, mask_s, box_s = generate_dataset(small, 5)
     man_b, img_b, mask_b, box_b = generate_dataset(big, 5)
@@ -276,7 +279,9 @@ def test_single_kind_spec_uses_only_that_kind():
 
 
 def test_marker_iff_positive_with_p1_p0():
-    spec = SyntheticSpec(n_images=40, image_size=48, shortcut=ShortcutSpec(enabled=True, p_positive=1.0, p_negative=0.0))
+    spec = SyntheticSpec(
+        n_images=40, image_size=48, shortcut=ShortcutSpec(enabled=True, p_positive=1.0, p_negative=0.0)
+    )
     man, _, _, _ = generate_dataset(spec, 2)
     np.testing.assert_array_equal(man["shortcut_marker"].to_numpy(), man["abnormal"].to_numpy())
     assert 0 < man["abnormal"].sum() < 40
@@ -306,8 +311,12 @@ def test_marker_region_is_bright_top_left_corner_outside_lungs():
 
 def test_marker_frequencies_follow_configured_probabilities():
     p_pos, p_neg = 0.75, 0.2
-    spec = SyntheticSpec(n_images=400, image_size=16, prevalence=0.5,
-                         shortcut=ShortcutSpec(enabled=True, p_positive=p_pos, p_negative=p_neg))
+    spec = SyntheticSpec(
+        n_images=400,
+        image_size=16,
+        prevalence=0.5,
+        shortcut=ShortcutSpec(enabled=True, p_positive=p_pos, p_negative=p_neg),
+    )
     items = [generate_image(spec, 13, i) for i in range(spec.n_images)]
     pos = np.array([it.labels[0] for it in items]) == 1
     marker = np.array([it.shortcut_marker for it in items])

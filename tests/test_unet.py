@@ -115,8 +115,15 @@ def test_settings_defaults_are_the_schema_defaults():
     assert defaults == dataclasses.asdict(UNetSettings())
     assert all(v.get("description") for v in props.values())  # every option is documented
     paper = UNetSettings()
-    assert (paper.epochs, paper.patience, paper.lr, paper.batch_size, paper.lr_factor, paper.lr_patience,
-            paper.positives_only) == (75, 15, 1e-4, 4, 0.1, 3, False)
+    assert (
+        paper.epochs,
+        paper.patience,
+        paper.lr,
+        paper.batch_size,
+        paper.lr_factor,
+        paper.lr_patience,
+        paper.positives_only,
+    ) == (75, 15, 1e-4, 4, 0.1, 3, False)
 
 
 # ---------------------------------------------------------------- losses and metrics
@@ -140,7 +147,9 @@ def test_soft_dice_loss_batch_mean_and_smoothing():
     t2 = torch.tensor([[[[1.0, 1.0], [0.0, 0.0]]]])
     assert soft_dice_loss(perfect, t2).item() == pytest.approx(0.0, abs=1e-6)
     # an empty target predicted empty: 1 - (0 + 1) / (0 + 0 + 1) = 0 thanks to eps
-    assert soft_dice_loss(torch.full((1, 1, 2, 2), -100.0), torch.zeros(1, 1, 2, 2)).item() == pytest.approx(0, abs=1e-6)
+    assert soft_dice_loss(torch.full((1, 1, 2, 2), -100.0), torch.zeros(1, 1, 2, 2)).item() == pytest.approx(
+        0, abs=1e-6
+    )
     # the batch value is the mean of the per-image losses: (0.5 + 0) / 2
     both = soft_dice_loss(torch.cat([half, perfect]), torch.cat([t1, t2]))
     assert both.item() == pytest.approx(0.25, abs=1e-6)
@@ -165,8 +174,12 @@ def test_focal_term_hand_computed_and_equal_to_torchvision():
     target = torch.tensor([[[[1.0, 0.0], [1.0, 0.0]]]], dtype=torch.float64)
     only_focal = UNetSettings(dice_weight=0.0)  # alpha 0.25, gamma 2 (the defaults)
     # p_t = 0.75, 0.75, 0.5, 0.5; alpha_t = 0.25, 0.75, 0.25, 0.75
-    hand = (0.25 * 0.0625 * math.log(4 / 3) + 0.75 * 0.0625 * math.log(4 / 3)
-            + 0.25 * 0.25 * math.log(2) + 0.75 * 0.25 * math.log(2)) / 4
+    hand = (
+        0.25 * 0.0625 * math.log(4 / 3)
+        + 0.75 * 0.0625 * math.log(4 / 3)
+        + 0.25 * 0.25 * math.log(2)
+        + 0.75 * 0.25 * math.log(2)
+    ) / 4
     assert focal_dice_loss(logits, target, only_focal).item() == pytest.approx(hand, abs=1e-12)
     # the full loss adds the Dice term: 0.3 (see test_soft_dice_loss_hand_computed)
     assert focal_dice_loss(logits, target, UNetSettings()).item() == pytest.approx(hand + 0.3, abs=1e-12)
@@ -189,7 +202,8 @@ def test_batch_dice_is_one_dice_over_the_batch_and_finite_on_negatives():
     # per image: (0.5 + 0) / 2; over the batch: inter 0.5, sum p 2, sum t 1 -> 1 - (1 + 1) / (3 + 1) = 0.5
     assert soft_dice_loss(torch.cat([half, empty_pred]), torch.cat([t1, empty])).item() == pytest.approx(0.25, abs=1e-6)
     assert soft_dice_loss(torch.cat([half, empty_pred]), torch.cat([t1, empty]), batch=True).item() == pytest.approx(
-        0.5, abs=1e-6)
+        0.5, abs=1e-6
+    )
     # a batch of negatives only: 1 - 1 / (sum p + 1), finite, with a finite gradient towards p = 0
     logits = torch.zeros(2, 1, 2, 2, requires_grad=True)
     loss = focal_dice_loss(logits, torch.zeros(2, 1, 2, 2), UNetSettings(dice_weight=1.0))
@@ -309,16 +323,21 @@ def test_early_stopping_resumes_the_lr_schedule_from_the_checkpoint(tmp_path):
 
 
 def test_dice_at_half_hand_computed():
-    logits = np.array([
-        [[1.0, -1.0], [0.0, 2.0]],  # pred {(0,0), (1,1)}; a logit of exactly 0 (p = 0.5) is not > 0.5
-        [[-1.0, -1.0], [-1.0, -1.0]],  # pred empty
-        [[3.0, -1.0], [-1.0, -1.0]],  # pred {(0,0)}
-    ])
-    masks = np.array([
-        [[1, 1], [0, 0]],  # inter 1, total 2 + 2 -> 2/4 = 0.5
-        [[0, 0], [0, 0]],  # both empty -> 1
-        [[0, 0], [0, 0]],  # prediction but no truth -> 0
-    ], np.uint8)
+    logits = np.array(
+        [
+            [[1.0, -1.0], [0.0, 2.0]],  # pred {(0,0), (1,1)}; a logit of exactly 0 (p = 0.5) is not > 0.5
+            [[-1.0, -1.0], [-1.0, -1.0]],  # pred empty
+            [[3.0, -1.0], [-1.0, -1.0]],  # pred {(0,0)}
+        ]
+    )
+    masks = np.array(
+        [
+            [[1, 1], [0, 0]],  # inter 1, total 2 + 2 -> 2/4 = 0.5
+            [[0, 0], [0, 0]],  # both empty -> 1
+            [[0, 0], [0, 0]],  # prediction but no truth -> 0
+        ],
+        np.uint8,
+    )
     assert dice_at_half(logits, masks) == pytest.approx((0.5 + 1.0 + 0.0) / 3)
     assert dice_at_half(logits[:1], masks[:1]) == pytest.approx(0.5)
     assert math.isnan(dice_at_half(np.zeros((0, 2, 2)), np.zeros((0, 2, 2))))
@@ -383,8 +402,9 @@ def test_train_unet_is_deterministic_and_reports_sane_metrics(squares):
     va_all = squares.indices("val")
     va = squares.positive_indices("val", "lesion")
     te = squares.positive_indices("test", "lesion")
-    loss = validation_loss(predict_masks(m1, squares.images[va_all], CPU), squares.masks[va_all, 0].astype(np.float32),
-                           FAST)
+    loss = validation_loss(
+        predict_masks(m1, squares.images[va_all], CPU), squares.masks[va_all, 0].astype(np.float32), FAST
+    )
     assert loss == pytest.approx(met1["val_loss"], abs=1e-12)
     logits = predict_masks(m1, squares.images[va], CPU)
     assert _numpy_dice(logits, squares.masks[va, 0]) == pytest.approx(met1["val_dice"], abs=1e-12)
@@ -422,16 +442,16 @@ def test_train_unet_early_stopping_keeps_best_val_loss_weights(squares):
     best = int(history["val_loss"].idxmin())
     assert metrics["best_epoch"] == best + 1 < len(history)
     va = squares.indices("val")
-    loss_now = validation_loss(predict_masks(model, squares.images[va], CPU),
-                               squares.masks[va, 0].astype(np.float32), settings)
+    loss_now = validation_loss(
+        predict_masks(model, squares.images[va], CPU), squares.masks[va, 0].astype(np.float32), settings
+    )
     assert loss_now == pytest.approx(history["val_loss"].iloc[best], abs=1e-12)
     assert loss_now != pytest.approx(history["val_loss"].iloc[-1], abs=1e-6)
 
 
 def test_train_unet_lr_drops_x_lr_factor_after_a_plateau(squares):
     """lr_patience 0: every epoch without a lower validation loss multiplies the learning rate by lr_factor."""
-    settings = UNetSettings(epochs=6, patience=6, lr=0.05, batch_size=8, width=4, depth=2, lr_factor=0.5,
-                            lr_patience=0)
+    settings = UNetSettings(epochs=6, patience=6, lr=0.05, batch_size=8, width=4, depth=2, lr_factor=0.5, lr_patience=0)
     _, history, _ = train_unet(squares, "lesion", settings, seed=0, device=CPU)
     expected, lr, best = [], settings.lr, np.inf
     for v in history["val_loss"]:
@@ -447,8 +467,7 @@ def test_train_unet_lr_drops_x_lr_factor_after_a_plateau(squares):
 def test_train_unet_resumes_from_its_epoch_checkpoint(tmp_path, squares):
     """Killed after epoch 2 (simulated: a run of 2 epochs leaves its checkpoint), training resumes at epoch 3
     and ends with the weights, history and learning rates of an uninterrupted run."""
-    settings = UNetSettings(epochs=5, patience=5, lr=0.05, batch_size=8, width=4, depth=2, lr_factor=0.5,
-                            lr_patience=0)
+    settings = UNetSettings(epochs=5, patience=5, lr=0.05, batch_size=8, width=4, depth=2, lr_factor=0.5, lr_patience=0)
     ref, ref_hist, ref_met = train_unet(squares, "lesion", settings, seed=4, device=CPU)
     assert (ref_hist["lr"].iloc[3:] != settings.lr).any()  # the schedule acts after the resume
     ck = EpochCheckpoint(tmp_path / "model.pt", {"arch": "unet", "test": True})
@@ -470,8 +489,10 @@ def test_two_seeds_give_nearly_the_same_maps_on_easy_data():
     data = _square_dataset(n=100, size=32, seed=1)
     settings = UNetSettings(epochs=12, patience=12, lr=3e-3, batch_size=8, width=4, depth=2, init_prior=0.01)
     te = data.positive_indices("test", "lesion")
-    maps = [logits_to_map(predict_masks(train_unet(data, "lesion", settings, seed, CPU)[0], data.images[te], CPU),
-                          "uint8") for seed in (11, 12)]
+    maps = [
+        logits_to_map(predict_masks(train_unet(data, "lesion", settings, seed, CPU)[0], data.images[te], CPU), "uint8")
+        for seed in (11, 12)
+    ]
     assert ssim(maps[0], maps[1], data_range=1.0).mean() > 0.9
     assert min(np.mean([pr_auc(m, g) for m, g in zip(mm, data.masks[te, 0])]) for mm in maps) > 0.9
 
@@ -492,13 +513,23 @@ def test_run_train_unet_writes_outputs_and_load_unet_round_trips(tmp_path, squar
     from saliency_trust.data.canonical import BOX_COLUMNS, write_dataset
 
     manifest, images = tmp_path / "manifest.csv", tmp_path / "images.h5"
-    write_dataset(squares.manifest, squares.images, squares.masks, pd.DataFrame(columns=BOX_COLUMNS),
-                  ["lesion"], manifest, images, tmp_path / "boxes.csv", "test")
+    write_dataset(
+        squares.manifest,
+        squares.images,
+        squares.masks,
+        pd.DataFrame(columns=BOX_COLUMNS),
+        ["lesion"],
+        manifest,
+        images,
+        tmp_path / "boxes.csv",
+        "test",
+    )
     # the config section as the rule passes it; ``output`` concerns the maps only
     settings = {"epochs": 1, "patience": 2, "lr": 3e-3, "batch_size": 8, "width": 4, "depth": 2, "output": "uint8"}
     out = tmp_path / "unet"
-    run_train_unet(manifest, images, None, settings, 5, "cpu", 1, out / "model.pt", out / "history.csv",
-                   out / "metrics.json")
+    run_train_unet(
+        manifest, images, None, settings, 5, "cpu", 1, out / "model.pt", out / "history.csv", out / "metrics.json"
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["label"] == "lesion" and metrics["epochs_run"] == 1
     assert "output" not in metrics["settings"]
@@ -517,12 +548,23 @@ def test_run_unet_map_writes_the_requested_output(tmp_path, squares, output):
     from saliency_trust.storage.maps import read_maps
 
     manifest, images = tmp_path / "manifest.csv", tmp_path / "images.h5"
-    write_dataset(squares.manifest, squares.images, squares.masks, pd.DataFrame(columns=BOX_COLUMNS),
-                  ["lesion"], manifest, images, tmp_path / "boxes.csv", "test")
+    write_dataset(
+        squares.manifest,
+        squares.images,
+        squares.masks,
+        pd.DataFrame(columns=BOX_COLUMNS),
+        ["lesion"],
+        manifest,
+        images,
+        tmp_path / "boxes.csv",
+        "test",
+    )
     torch.manual_seed(0)
     model = UNet(1, 4, 2)
-    torch.save({"arch": "unet", "settings": {"width": 4, "depth": 2}, "label": "lesion",
-                "state_dict": model.state_dict()}, tmp_path / "model.pt")
+    torch.save(
+        {"arch": "unet", "settings": {"width": 4, "depth": 2}, "label": "lesion", "state_dict": model.state_dict()},
+        tmp_path / "model.pt",
+    )
     run_unet_map(manifest, images, tmp_path / "model.pt", None, "cpu", 1, tmp_path / "UNET-r1.h5", output=output)
     cache = read_maps(tmp_path / "UNET-r1.h5", with_raw=True)
     te = squares.positive_indices("test", "lesion")

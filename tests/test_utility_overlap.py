@@ -240,8 +240,14 @@ def test_overlap_metrics_registered():
 
 def test_utility_table_with_overlap_metrics_and_weights_column():
     score, gt = _two_blob_map(), _gt_top_left()
-    table = utility_table({"a": score, "b": gt.astype(float)}, {"a": gt, "b": gt}, "cnn", "gradcam",
-                          metrics=tuple(OVERLAP), weights="randomized")
+    table = utility_table(
+        {"a": score, "b": gt.astype(float)},
+        {"a": gt, "b": gt},
+        "cnn",
+        "gradcam",
+        metrics=tuple(OVERLAP),
+        weights="randomized",
+    )
     assert list(table.columns) == UTILITY_COLUMNS
     assert len(table) == 2 * len(OVERLAP)
     assert (table["weights"] == "randomized").all()

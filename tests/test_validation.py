@@ -8,9 +8,9 @@ import subprocess
 import pandas as pd
 import pytest
 import yaml
+from conftest import REPO, SNAKEMAKE, TINY
 from snakemake.utils import validate
 
-from conftest import REPO, SNAKEMAKE, TINY
 from saliency_trust.metrics.shortcut import FLAG_CLEAR, FLAG_RAISED, SUMMARY_COLUMNS
 
 PRESET = REPO / "config/presets/validation.yaml"
@@ -43,8 +43,20 @@ def tiny_validation_config() -> dict:
 def snakemake(workdir, configfile, *args, timeout: float = 900) -> subprocess.CompletedProcess:
     """The snakemake command line on the repository's Snakefile and ``configfile`` alone, in ``workdir``."""
     return subprocess.run(
-        [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--replace-workflow-config",
-         "--configfile", str(configfile), *args], capture_output=True, text=True, timeout=timeout,
+        [
+            *SNAKEMAKE,
+            "-s",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(workdir),
+            "--replace-workflow-config",
+            "--configfile",
+            str(configfile),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -55,8 +67,9 @@ def test_validation_preset_is_valid_and_checks_only_the_confounded_dataset(tmp_p
     assert not honest["synthetic"]["shortcut"]["enabled"]
     assert shortcut["synthetic"]["shortcut"] == {"enabled": True, "p_positive": 0.9, "p_negative": 0.1}
     # the same benchmark but for the marker
-    assert {k: v for k, v in honest["synthetic"].items() if k != "shortcut"} == \
-        {k: v for k, v in shortcut["synthetic"].items() if k != "shortcut"}
+    assert {k: v for k, v in honest["synthetic"].items() if k != "shortcut"} == {
+        k: v for k, v in shortcut["synthetic"].items() if k != "shortcut"
+    }
     assert cfg["saliency"]["controls"] == ["EDGE"]
     proc = snakemake(tmp_path, PRESET, "-n", "--cores", "1", timeout=300)
     out = proc.stdout + proc.stderr
@@ -79,8 +92,11 @@ def test_a_confounder_needs_source_generic(tmp_path):
 def test_shortcut_flag_and_edge_control_end_to_end(tmp_path):
     configfile = tmp_path / "tiny_validation.yaml"
     configfile.write_text(yaml.safe_dump(tiny_validation_config()))
-    targets = ["results/shortcut/summary/shortcut.md", "results/unconfounded/summary/shortcut.md",
-               "results/shortcut/summary/randomization_tests.csv"]
+    targets = [
+        "results/shortcut/summary/shortcut.md",
+        "results/unconfounded/summary/shortcut.md",
+        "results/shortcut/summary/randomization_tests.csv",
+    ]
     proc = snakemake(tmp_path, configfile, "--cores", "2", *targets)
     assert proc.returncode == 0, proc.stderr[-4000:]
     for dataset, raised in (("shortcut", True), ("unconfounded", False)):

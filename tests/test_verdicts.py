@@ -44,8 +44,9 @@ def _upper_band(alpha: float, n: int) -> float:
 
 def test_tukey_matches_r_tukeyhsd_on_warpbreaks():
     """TukeyHSD(aov(breaks ~ wool + tension, warpbreaks), "tension"): wool is the block (random intercept)."""
-    data = pd.read_csv(R_DIR / "warpbreaks.csv").rename(columns={"breaks": "value", "tension": "group",
-                                                                  "wool": "image_id"})
+    data = pd.read_csv(R_DIR / "warpbreaks.csv").rename(
+        columns={"breaks": "value", "tension": "group", "wool": "image_id"}
+    )
     fit = fit_group_means_lmm(data, groups=["L", "M", "H"])
     assert fit.df == 50 and fit.converged
     ours = tukey_pairwise(fit).set_index(["group1", "group2"])
@@ -62,8 +63,9 @@ def test_tukey_matches_r_tukeyhsd_on_warpbreaks():
 
 def test_mixed_model_matches_r_lme_on_machines():
     """lme(score ~ Machine, random = ~1 | Worker) = lmer(score ~ Machine + (1 | Worker)), REML."""
-    data = pd.read_csv(R_DIR / "Machines.csv").rename(columns={"score": "value", "Machine": "group",
-                                                                "Worker": "image_id"})
+    data = pd.read_csv(R_DIR / "Machines.csv").rename(
+        columns={"score": "value", "Machine": "group", "Worker": "image_id"}
+    )
     fit = fit_group_means_lmm(data, groups=["A", "B", "C"])
     ref = pd.read_csv(R_DIR / "Machines_lme.csv").set_index("term")
     assert fit.means[0] == pytest.approx(ref.loc["(Intercept)", "value"], abs=1e-5)
@@ -73,8 +75,9 @@ def test_mixed_model_matches_r_lme_on_machines():
         c[k], c[0] = 1, -1
         assert c @ fit.means == pytest.approx(ref.loc[term, "value"], abs=1e-5)
         # balanced design: the worker effects cancel, se = sqrt(2 sigma^2 / 18) with R's residual sd
-        assert np.sqrt(c @ fit.cov @ c) == pytest.approx(np.sqrt(2 * ref.loc["sd_Residual", "value"] ** 2 / 18),
-                                                          abs=1e-6)
+        assert np.sqrt(c @ fit.cov @ c) == pytest.approx(
+            np.sqrt(2 * ref.loc["sd_Residual", "value"] ** 2 / 18), abs=1e-6
+        )
     assert fit.df == ref.loc["MachineB", "df"]
     assert np.sqrt(fit.subject_variance) == pytest.approx(ref.loc["sd_Worker", "value"], abs=1e-5)
     assert np.sqrt(fit.residual_variance) == pytest.approx(ref.loc["sd_Residual", "value"], abs=1e-5)
@@ -85,14 +88,20 @@ def test_mixed_model_matches_r_lme_on_machines():
 
 def test_design_picks_one_model_and_one_pair_like_the_paper():
     primary = ["inception_v3-r1", "inception_v3-r2", "inception_v3-r3"]
-    available = [("inception_v3-r1", "inception_v3-r2"), ("inception_v3-r1", "inception_v3-r3"),
-                 ("inception_v3-r2", "inception_v3-r3"), ("inception_v3-r1", "densenet121-r2"),
-                 ("inception_v3-r1", "densenet121-r1"), ("inception_v3-r2", "densenet121-r1")]
+    available = [
+        ("inception_v3-r1", "inception_v3-r2"),
+        ("inception_v3-r1", "inception_v3-r3"),
+        ("inception_v3-r2", "inception_v3-r3"),
+        ("inception_v3-r1", "densenet121-r2"),
+        ("inception_v3-r1", "densenet121-r1"),
+        ("inception_v3-r2", "densenet121-r1"),
+    ]
     assert design.utility_models(primary, "none") == ["inception_v3-r1"]
     assert design.utility_models(primary, "image_means") == primary
     assert design.similarity_pairs(available, "repeatability", primary, "none") == [available[0]]
     assert design.similarity_pairs(available, "reproducibility", primary, "none") == [
-        ("inception_v3-r1", "densenet121-r1")]
+        ("inception_v3-r1", "densenet121-r1")
+    ]
     assert design.similarity_pairs(available, "repeatability", primary, "image_means") == available[:3]
     assert len(design.similarity_pairs(available, "reproducibility", primary, "image_means")) == 3
     with pytest.raises(ValueError, match="stats.pooling"):
@@ -102,8 +111,13 @@ def test_design_picks_one_model_and_one_pair_like_the_paper():
 
 
 def test_image_means_average_replicates_once_per_image():
-    rows = pd.DataFrame({"image_id": ["a", "a", "b", "b", "a"], "group": ["G", "G", "G", "G", "H"],
-                         "value": [0.2, 0.4, 0.5, np.nan, 0.9]})
+    rows = pd.DataFrame(
+        {
+            "image_id": ["a", "a", "b", "b", "a"],
+            "group": ["G", "G", "G", "G", "H"],
+            "value": [0.2, 0.4, 0.5, np.nan, 0.9],
+        }
+    )
     out = design.image_means(rows).set_index(["image_id", "group"])
     assert out.loc[("a", "G"), "value"] == pytest.approx(0.3) and out.loc[("a", "G"), "n_replicates"] == 2
     assert out.loc[("b", "G"), "value"] == 0.5 and out.loc[("a", "H"), "n_replicates"] == 1
@@ -146,8 +160,9 @@ def _additive_anova_p(data: pd.DataFrame) -> float:
 def test_the_fast_reference_equals_the_mixed_model_on_these_designs():
     data = _replicated_null(np.random.default_rng(1))
     for rows in (data, design.image_means(data)):
-        assert _additive_anova_p(rows) == pytest.approx(_contrast_p(fit_group_means_lmm(rows, groups=["G", AVG])),
-                                                        rel=1e-3)
+        assert _additive_anova_p(rows) == pytest.approx(
+            _contrast_p(fit_group_means_lmm(rows, groups=["G", AVG])), rel=1e-3
+        )
 
 
 def test_pooling_replicates_as_rows_inflates_false_positives_but_image_means_do_not():
@@ -208,8 +223,9 @@ def test_welch_finds_a_planted_degradation_and_reports_power():
 
 def _fit(means, se=0.02, df=100.0):
     k = len(means)
-    return GroupMeansFit(groups=[f"g{i}" for i in range(k)], means=np.asarray(means, float),
-                         cov=se**2 * np.eye(k), df=df, n_subjects=40)
+    return GroupMeansFit(
+        groups=[f"g{i}" for i in range(k)], means=np.asarray(means, float), cov=se**2 * np.eye(k), df=df, n_subjects=40
+    )
 
 
 def test_holm_contrasts_match_r_p_adjust_and_hand_computed_intervals():
@@ -275,8 +291,9 @@ def test_trained_vs_random_labels_its_adjustment():
 
 def test_one_sample_low_test_equals_scipy_and_gives_a_one_sided_bound():
     rng = np.random.default_rng(4)
-    rows = pd.DataFrame({"group": ["A"] * 12 + ["B"] * 12,
-                         "value": np.r_[rng.normal(0.6, 0.05, 12), rng.normal(0.5, 0.3, 12)]})
+    rows = pd.DataFrame(
+        {"group": ["A"] * 12 + ["B"] * 12, "value": np.r_[rng.normal(0.6, 0.05, 12), rng.normal(0.5, 0.3, 12)]}
+    )
     t = above_constant_one_sample(rows, ["A", "B"], 0.5, 0.05, "repeatability", "LOW", "ssim", ["p"])
     t = t.set_index("method")
     for g in ("A", "B"):
@@ -295,9 +312,14 @@ def test_pooled_variance_against_low_inflates_a_noisy_method_but_its_own_varianc
     rng = np.random.default_rng(5)
     n_sim, alpha = 100, 0.05
     own = pooled = 0
-    for s in range(n_sim):
-        rows = pd.DataFrame({"image_id": [f"i{i}" for i in range(20)] * 2, "group": ["noisy"] * 20 + ["calm"] * 20,
-                             "value": np.r_[rng.normal(0.5, 0.25, 20), rng.normal(0.8, 0.02, 20)]})
+    for _ in range(n_sim):
+        rows = pd.DataFrame(
+            {
+                "image_id": [f"i{i}" for i in range(20)] * 2,
+                "group": ["noisy"] * 20 + ["calm"] * 20,
+                "value": np.r_[rng.normal(0.5, 0.25, 20), rng.normal(0.8, 0.02, 20)],
+            }
+        )
         own += above_constant_one_sample(rows, ["noisy"], 0.5, alpha, "r", "LOW", "ssim", []).p_value.iloc[0] < alpha
         fit = fit_group_means_lmm(rows, groups=["noisy", "calm"])
         pooled += above_constant(fit, ["noisy"], 0.5, alpha, "r", "LOW", "ssim", []).p_value.iloc[0] < alpha
@@ -313,18 +335,27 @@ def _similarity_rows(rng, n=30):
     for i in range(n):
         base = 0.03 * rng.standard_normal()
         for method, level in (("same", 0.70), ("above", 0.85)):
-            rows.append((f"i{i}", "repeatability", "a-r1", "a-r2", method, "ssim",
-                         level + base + 0.05 * rng.standard_normal()))
-        rows.append((f"i{i}", "repeatability", "unet-r1", "unet-r2", "UNET", "ssim",
-                     0.70 + base + 0.05 * rng.standard_normal()))
+            rows.append(
+                (f"i{i}", "repeatability", "a-r1", "a-r2", method, "ssim", level + base + 0.05 * rng.standard_normal())
+            )
+        rows.append(
+            (f"i{i}", "repeatability", "unet-r1", "unet-r2", "UNET", "ssim", 0.70 + base + 0.05 * rng.standard_normal())
+        )
     return pd.DataFrame(rows, columns=["image_id", "criterion", "model_a", "model_b", "method", "metric", "value"])
 
 
 def test_similarity_vs_high_defaults_to_the_papers_better_rule():
     sim = _similarity_rows(np.random.default_rng(8))
     strict, _ = similarity_verdicts(sim, "repeatability", ["same", "above"], "UNET", 0.05, ["a-r1", "a-r2"])
-    lenient, _ = similarity_verdicts(sim, "repeatability", ["same", "above"], "UNET", 0.05, ["a-r1", "a-r2"],
-                                     DecisionRules(similarity_vs_high="not_worse"))
+    lenient, _ = similarity_verdicts(
+        sim,
+        "repeatability",
+        ["same", "above"],
+        "UNET",
+        0.05,
+        ["a-r1", "a-r2"],
+        DecisionRules(similarity_vs_high="not_worse"),
+    )
     s = strict[strict.baseline == "UNET"].set_index("method")
     le = lenient[lenient.baseline == "UNET"].set_index("method")
     assert DecisionRules().similarity_vs_high == "better"
@@ -354,16 +385,19 @@ def _utility_long(rng, n=24):
 def test_controls_are_decided_apart_and_marked():
     rng = np.random.default_rng(9)
     utility = _utility_long(rng)
-    q_methods, _, methods_table, note = decide(utility, ["a-r1", "a-r2"], ["GOOD"], "pr_auc", 0.05,
-                                               randomized_model="a-r1", high="UNET")
-    q_controls, _, controls_table, _ = decide(utility, ["a-r1", "a-r2"], ["EDGE"], "pr_auc", 0.05,
-                                              randomized_model="a-r1", high="UNET", control=True)
+    q_methods, _, methods_table, note = decide(
+        utility, ["a-r1", "a-r2"], ["GOOD"], "pr_auc", 0.05, randomized_model="a-r1", high="UNET"
+    )
+    q_controls, _, controls_table, _ = decide(
+        utility, ["a-r1", "a-r2"], ["EDGE"], "pr_auc", 0.05, randomized_model="a-r1", high="UNET", control=True
+    )
     assert not methods_table["control"].any() and controls_table["control"].all()
     assert set(methods_table["models"]) == {"a-r1"}  # the paper's design: the first replicate
     assert "one model and one model pair per criterion" in note
     table = pd.concat([methods_table, controls_table], ignore_index=True)
-    md = pass_fail_markdown(table, pd.DataFrame({"model": ["a-r1"], "val_auc": [0.9], "test_auc": [0.9]}), 0.05,
-                            design_note=note)
+    md = pass_fail_markdown(
+        table, pd.DataFrame({"model": ["a-r1"], "val_auc": [0.9], "test_auc": [0.9]}), 0.05, design_note=note
+    )
     assert "| EDGE (control) |" in md and "model-independent control maps (EDGE" in md
     # the control's trained vs random utility: no difference, so it FAILs (the criterion at work)
     assert q_controls["utility_trained_vs_random"].set_index("method").loc["EDGE", "verdict"] == "FAIL"
@@ -371,15 +405,31 @@ def test_controls_are_decided_apart_and_marked():
 
 
 def test_low_power_fails_are_marked_and_explained():
-    rows = pd.DataFrame({
-        "method": ["G", "G"], "criterion": ["randomization", "utility"], "baseline": ["threshold", "AVG"],
-        "estimate": [-0.02, 0.1], "p_value": [0.3, 0.2], "verdict": ["FAIL", "FAIL"], "se": 0.02,
-        "ci_low": [-np.inf, -0.1], "ci_high": [0.01, 0.3], "metric": "ssim", "models": "m", "n_images": [16, 200],
-        "converged": True, "test": ["Welch two-sample t, one-sided", "mixed model"], "adjustment": "none",
-        "df": 30.0, "mde": [0.06, 0.05], "control": False,
-    })
-    md = pass_fail_markdown(rows, pd.DataFrame(columns=["model", "val_auc", "test_auc"]), 0.05,
-                            options=StatsOptions(small_n=30))
+    rows = pd.DataFrame(
+        {
+            "method": ["G", "G"],
+            "criterion": ["randomization", "utility"],
+            "baseline": ["threshold", "AVG"],
+            "estimate": [-0.02, 0.1],
+            "p_value": [0.3, 0.2],
+            "verdict": ["FAIL", "FAIL"],
+            "se": 0.02,
+            "ci_low": [-np.inf, -0.1],
+            "ci_high": [0.01, 0.3],
+            "metric": "ssim",
+            "models": "m",
+            "n_images": [16, 200],
+            "converged": True,
+            "test": ["Welch two-sample t, one-sided", "mixed model"],
+            "adjustment": "none",
+            "df": 30.0,
+            "mde": [0.06, 0.05],
+            "control": False,
+        }
+    )
+    md = pass_fail_markdown(
+        rows, pd.DataFrame(columns=["model", "val_auc", "test_auc"]), 0.05, options=StatsOptions(small_n=30)
+    )
     assert "FAIL† (-0.020, p=0.300)" in md and "FAIL (+0.100, p=0.200)" in md
     assert "fewer than 30 images (stats.small_n): power is low" in md and "0.060" in md
     assert "n = 16 images" in md and "Welch two-sample t-test" in md

@@ -10,7 +10,6 @@ import subprocess
 import h5py
 import pandas as pd
 import pytest
-
 from conftest import REPO, SNAKEMAKE, TINY
 from conftest import run_snakemake as _snakemake  # the tiny_run fixture (one local run) is in conftest.py
 
@@ -56,10 +55,13 @@ def test_outputs_follow_the_contract(tiny_run):
     assert (tests.n_draws == 3).all() and (tests.n_images == 4).all()
     similarity = pd.read_csv(tiny_run / "metrics/similarity.csv")
     pairs = set(zip(similarity.criterion, similarity.model_a, similarity.model_b))
-    assert pairs == {("repeatability", "simple_cnn-r1", "simple_cnn-r2"),
-                     ("reproducibility", "simple_cnn-r1", "tiny_resnet-r1"),
-                     ("reproducibility", "simple_cnn-r2", "tiny_resnet-r1"),
-                     ("repeatability", "unet-r1", "unet-r2"), ("reproducibility", "unet-r1", "unet-r2")}
+    assert pairs == {
+        ("repeatability", "simple_cnn-r1", "simple_cnn-r2"),
+        ("reproducibility", "simple_cnn-r1", "tiny_resnet-r1"),
+        ("reproducibility", "simple_cnn-r2", "tiny_resnet-r1"),
+        ("repeatability", "unet-r1", "unet-r2"),
+        ("reproducibility", "unet-r1", "unet-r2"),
+    }
     assert set(similarity.metric) == {"ssim", "iou"}
     for name in ("AVG", "UNET-r1", "UNET-r2"):
         with h5py.File(tiny_run / f"saliency/baselines/{name}.h5") as h5:
@@ -70,8 +72,14 @@ def test_outputs_follow_the_contract(tiny_run):
     assert set(pass_fail[pass_fail.control].method) == {"EDGE"}
     assert set(pass_fail.verdict) <= {"PASS", "FAIL"}
     assert set(zip(pass_fail.criterion, pass_fail.baseline)) == {
-        ("utility", "AVG"), ("utility", "UNET"), ("randomization", "threshold"), ("repeatability", "LOW"),
-        ("repeatability", "UNET"), ("reproducibility", "LOW"), ("reproducibility", "UNET")}
+        ("utility", "AVG"),
+        ("utility", "UNET"),
+        ("randomization", "threshold"),
+        ("repeatability", "LOW"),
+        ("repeatability", "UNET"),
+        ("reproducibility", "LOW"),
+        ("reproducibility", "UNET"),
+    }
     assert len(pass_fail) == 7 * 4 and pass_fail.p_value.between(0, 1).all()
     assert "Utility vs AVG" in (tiny_run / "summary/pass_fail.md").read_text()
     constant = pd.read_csv(tiny_run / "summary/constant_maps.csv")
@@ -80,16 +88,27 @@ def test_outputs_follow_the_contract(tiny_run):
     assert r"\begin{tabular}{lccccccc}" in (tiny_run / "summary/pass_fail.tex").read_text()
     assert "Repeatability vs high" in (tiny_run / "summary/pass_fail.html").read_text()
     # one table per question of Arun et al., each keeping the long contract
-    for name, baselines in (("utility_vs_avg", {"AVG"}), ("utility_vs_high", {"UNET"}),
-                            ("utility_trained_vs_random", {"random"}), ("similarity_vs_baselines", {"LOW", "UNET"})):
+    for name, baselines in (
+        ("utility_vs_avg", {"AVG"}),
+        ("utility_vs_high", {"UNET"}),
+        ("utility_trained_vs_random", {"random"}),
+        ("similarity_vs_baselines", {"LOW", "UNET"}),
+    ):
         q = pd.read_csv(tiny_run / f"summary/{name}.csv")
         assert set(q.baseline) == baselines and set(q.method) == {"GRAD", "IG", "GCAM", "EDGE"}, name
         assert list(q.columns[:6]) == list(pass_fail.columns[:6]) and q.p_value.between(0, 1).all(), name
     pairwise = pd.read_csv(tiny_run / "summary/pairwise.csv")
     criteria = {"utility", "utility_trained_vs_random", "repeatability", "reproducibility"}
     assert set(pairwise.criterion) == criteria | {f"{c} (controls)" for c in criteria}
-    for fig in ("utility", "randomization", "randomization_examples", "similarity", "training_curves",
-                "examples/example1", "examples/example2"):
+    for fig in (
+        "utility",
+        "randomization",
+        "randomization_examples",
+        "similarity",
+        "training_curves",
+        "examples/example1",
+        "examples/example2",
+    ):
         assert (tiny_run / f"figures/{fig}.png").read_bytes()[:4] == b"\x89PNG", fig
         assert (tiny_run / f"figures/{fig}.pdf").read_bytes()[:5] == b"%PDF-", fig
     for log in ("data/synthetic_dataset.log", "train/simple_cnn-r1.log", "saliency/simple_cnn-r1/IG.log"):
@@ -119,8 +138,21 @@ def test_detector_baseline_and_independent_mode_plan(tmp_path):
     alt = tmp_path / "detector.yaml"
     alt.write_text(yaml.safe_dump(cfg))
     proc = subprocess.run(
-        [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--configfile", str(alt), "-n",
-         "--cores", "1"], capture_output=True, text=True, timeout=300,
+        [
+            *SNAKEMAKE,
+            "-s",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(alt),
+            "-n",
+            "--cores",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout + proc.stderr
@@ -132,8 +164,20 @@ def test_invalid_config_stops_before_any_job(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(TINY.read_text().replace("methods: [GRAD, IG, GCAM]", "methods: [GRAD, BOGUS]"))
     proc = subprocess.run(
-        [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--configfile", str(bad), "--cores", "1"],
-        capture_output=True, text=True, timeout=300,
+        [
+            *SNAKEMAKE,
+            "-s",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(bad),
+            "--cores",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode != 0
     assert "BOGUS" in proc.stderr + proc.stdout
@@ -145,10 +189,20 @@ def test_two_runs_from_scratch_give_identical_tables(tiny_run, tmp_path):
     proc = _snakemake(tmp_path, "--cores", "2")
     assert proc.returncode == 0, proc.stderr[-4000:]
     again = tmp_path / "results/tiny"
-    for rel in ("data/manifest.csv", "metrics/utility.csv", "summary/pass_fail.csv", "summary/pairwise.csv",
-                "models/simple_cnn-r1/history.csv", "metrics/randomization.csv", "metrics/similarity.csv",
-                "metrics/randomization_threshold.csv", "summary/randomization_tests.csv", "summary/pass_fail.md",
-                "models/tiny_resnet-r1/metrics.json", "summary/constant_maps.csv"):
+    for rel in (
+        "data/manifest.csv",
+        "metrics/utility.csv",
+        "summary/pass_fail.csv",
+        "summary/pairwise.csv",
+        "models/simple_cnn-r1/history.csv",
+        "metrics/randomization.csv",
+        "metrics/similarity.csv",
+        "metrics/randomization_threshold.csv",
+        "summary/randomization_tests.csv",
+        "summary/pass_fail.md",
+        "models/tiny_resnet-r1/metrics.json",
+        "summary/constant_maps.csv",
+    ):
         a, b = (tiny_run / rel).read_text(), (again / rel).read_text()
         if rel.endswith("history.csv"):  # the per-epoch wall time differs; everything else must not
             a, b = (pd.read_csv(io.StringIO(t)).drop(columns="seconds").to_csv() for t in (a, b))
@@ -157,8 +211,11 @@ def test_two_runs_from_scratch_give_identical_tables(tiny_run, tmp_path):
     for rel in ("data/images.h5", "models/simple_cnn-r2/model.pt", "baselines/unet-r1/model.pt"):
         assert (tiny_run / rel).read_bytes() == (again / rel).read_bytes(), rel
     # caches record their creation time: their content checksums are equal
-    for rel in ("saliency/simple_cnn-r1/IG.h5", "saliency/simple_cnn-r1/randomized/cascading/GCAM.h5",
-                "saliency/baselines/UNET-r2.h5"):
+    for rel in (
+        "saliency/simple_cnn-r1/IG.h5",
+        "saliency/simple_cnn-r1/randomized/cascading/GCAM.h5",
+        "saliency/baselines/UNET-r2.h5",
+    ):
         with h5py.File(tiny_run / rel) as a, h5py.File(again / rel) as b:
             assert a.attrs["sha256"] == b.attrs["sha256"], rel
 
@@ -168,7 +225,7 @@ def _planned_jobs(proc: subprocess.CompletedProcess) -> dict[str, int]:
     lines = (proc.stdout + proc.stderr).splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("Job stats"))
     jobs = {}
-    for line in lines[start + 3:]:
+    for line in lines[start + 3 :]:
         parts = line.split()
         if len(parts) != 2 or parts[0] == "total":
             break
@@ -189,15 +246,35 @@ def test_a_plotting_option_reruns_only_plotting(tiny_run, tmp_path):
         path = tmp_path / "changed.yaml"
         path.write_text(yaml.safe_dump({**cfg, **changes}, sort_keys=False))  # params compare in key order
         proc = subprocess.run(
-            [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--configfile", str(path),
-             "-n", "--cores", "2"], capture_output=True, text=True, timeout=300,
+            [
+                *SNAKEMAKE,
+                "-s",
+                str(REPO / "Snakefile"),
+                "--directory",
+                str(workdir),
+                "--configfile",
+                str(path),
+                "-n",
+                "--cores",
+                "2",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
         return _planned_jobs(proc)
 
     plots = plan({"plots": {"dpi": 72}})
-    assert set(plots) == {"all", "plot_utility", "plot_randomization", "plot_randomization_examples",
-                          "plot_similarity", "plot_examples", "plot_training_curves"}, plots
+    assert set(plots) == {
+        "all",
+        "plot_utility",
+        "plot_randomization",
+        "plot_randomization_examples",
+        "plot_similarity",
+        "plot_examples",
+        "plot_training_curves",
+    }, plots
     stats = plan({"stats": {"rules": {"low_ssim": 0.4}}})
     assert set(stats) == {"all", "pass_fail", "plot_similarity"}, stats
 
@@ -225,9 +302,18 @@ def test_report_is_produced_and_opens_in_headless_chromium(tiny_run, tmp_path):
 
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium")
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--window-size=1400,1000", f"--user-data-dir={tmp_path / 'chromium'}"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1400,1000",
+        f"--user-data-dir={tmp_path / 'chromium'}",
+    ):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
@@ -249,8 +335,14 @@ def test_report_is_produced_and_opens_in_headless_chromium(tiny_run, tmp_path):
 
     try:
         driver.get(report.as_uri())
-        for category in ("PASS/FAIL", "Localization utility", "Sensitivity to trained weights",
-                         "Repeatability and reproducibility", "Examples", "Models"):
+        for category in (
+            "PASS/FAIL",
+            "Localization utility",
+            "Sensitivity to trained weights",
+            "Repeatability and reproducibility",
+            "Examples",
+            "Models",
+        ):
             wait_for(f"//span[text()='{category}']")
         show("PASS/FAIL", "summary/pass_fail.html")
         frame = wait_for("//iframe")
@@ -276,8 +368,21 @@ def test_several_datasets_get_a_cross_dataset_summary(tmp_path):
     alt = tmp_path / "two.yaml"
     alt.write_text(yaml.safe_dump(cfg, sort_keys=False))
     proc = subprocess.run(
-        [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--configfile", str(alt), "-n",
-         "--cores", "1"], capture_output=True, text=True, timeout=300,
+        [
+            *SNAKEMAKE,
+            "-s",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(alt),
+            "-n",
+            "--cores",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = _planned_jobs(proc)
@@ -316,8 +421,17 @@ def test_stability_mode_marks_the_cells_on_which_seeds_disagree(tiny_run, tmp_pa
     table = pd.read_csv(results / "summary/pass_fail.csv")
     assert len(table) == len(seeds[7])
     for row in table.itertuples():
-        got = [seeds[s].loc[(seeds[s]["method"] == row.method) & (seeds[s]["criterion"] == row.criterion)
-                            & (seeds[s]["baseline"] == row.baseline), "verdict"].item() for s in STABILITY_SEEDS]
+        got = [
+            seeds[s]
+            .loc[
+                (seeds[s]["method"] == row.method)
+                & (seeds[s]["criterion"] == row.criterion)
+                & (seeds[s]["baseline"] == row.baseline),
+                "verdict",
+            ]
+            .item()
+            for s in STABILITY_SEEDS
+        ]
         assert row.verdicts == ";".join(got)
         assert row.stable == (got[0] == got[1])
         assert row.verdict == (got[0] if got[0] == got[1] else "unstable")

@@ -71,9 +71,9 @@ def test_xrai_on_a_non_square_image_and_a_constant_image():
     masks = segment_masks(felzenszwalb_segments(image))
     assert masks.shape[1] == 40 * 56
     attr = np.random.default_rng(1).standard_normal(image.shape)
-    ref = pair.XRAI().GetMask(image[..., None], None, segments=_reference_masks(masks, image.shape),
-                              base_attribution=attr[..., None])
+    ref = pair.XRAI().GetMask(
+        image[..., None], None, segments=_reference_masks(masks, image.shape), base_attribution=attr[..., None]
+    )
     np.testing.assert_allclose(xrai_full(attr, masks), ref, rtol=1e-9, atol=1e-12)
     flat = felzenszwalb_segments(np.full((32, 32), 0.5))  # no division by zero: one segment per level
     assert np.isfinite(xrai_full(np.ones((32, 32)), segment_masks(flat))).all()
-

@@ -46,8 +46,11 @@ def _allowed(schema: dict) -> str:
         text = f"list of {_allowed(schema['items'])}"
         if "minItems" in schema:
             text += f", at least {schema['minItems']}"
-    bounds = [f"{op} {schema[b]}" for b, op in (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="),
-                                                  ("exclusiveMaximum", "<")) if b in schema]
+    bounds = [
+        f"{op} {schema[b]}"
+        for b, op in (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="), ("exclusiveMaximum", "<"))
+        if b in schema
+    ]
     if bounds:
         text += " " + ", ".join(bounds)
     if "pattern" in schema:

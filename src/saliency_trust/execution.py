@@ -27,8 +27,14 @@ log = logging.getLogger(__name__)
 
 HDF5_LOCKING_ENV = "HDF5_USE_FILE_LOCKING"
 # config value -> value of HDF5_USE_FILE_LOCKING (None: leave the environment as it is)
-HDF5_LOCKING_VALUES = {"auto": None, True: "TRUE", False: "FALSE", "best-effort": "BEST_EFFORT",
-                       "true": "TRUE", "false": "FALSE"}  # strings from --config hdf5_file_locking=false
+HDF5_LOCKING_VALUES = {
+    "auto": None,
+    True: "TRUE",
+    False: "FALSE",
+    "best-effort": "BEST_EFFORT",
+    "true": "TRUE",
+    "false": "FALSE",
+}  # strings from --config hdf5_file_locking=false
 
 
 def gpu_request(device: str) -> int:

@@ -21,8 +21,8 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import h5py
 import numpy as np
@@ -82,8 +82,7 @@ def write_json(obj: object, path: str | os.PathLike) -> None:
 class Progress:
     """Logs ``what: done/total unit (rate unit/s)`` for a long step: at most every ``every`` seconds, and at the end."""
 
-    def __init__(self, what: str, total: int, unit: str = "images", every: float = 10.0,
-                 logger: logging.Logger = log):
+    def __init__(self, what: str, total: int, unit: str = "images", every: float = 10.0, logger: logging.Logger = log):
         import time
 
         self.what, self.total, self.unit, self.every, self.clock = what, total, unit, every, time.perf_counter
@@ -94,8 +93,15 @@ class Progress:
         now = self.clock()
         if done >= self.total or now - self.last >= self.every:
             self.last = now
-            self.logger.info("%s: %d/%d %s (%.1f %s/s)", self.what, done, self.total, self.unit,
-                     done / max(now - self.start, 1e-9), self.unit)
+            self.logger.info(
+                "%s: %d/%d %s (%.1f %s/s)",
+                self.what,
+                done,
+                self.total,
+                self.unit,
+                done / max(now - self.start, 1e-9),
+                self.unit,
+            )
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -168,7 +174,11 @@ def checksum_problem(h5: h5py.File, arrays: dict[str, np.ndarray | list] | None 
     if CHECKSUM_ATTR not in h5.attrs:
         return "it has no content checksum (written by an older version)"
     stored = json.loads(h5.attrs[CHECKSUM_ATTR])
-    names = list(arrays) if arrays is not None else sorted(set(stored) | {n for n, o in h5.items() if isinstance(o, h5py.Dataset)})
+    names = (
+        list(arrays)
+        if arrays is not None
+        else sorted(set(stored) | {n for n, o in h5.items() if isinstance(o, h5py.Dataset)})
+    )
     for name in names:
         actual = array_sha256(arrays[name]) if arrays is not None else dataset_sha256(h5[name])
         if stored.get(name) != actual:
@@ -190,5 +200,6 @@ def verify_h5(path: str | os.PathLike, h5: h5py.File, arrays: dict[str, np.ndarr
         return
     Path(path).unlink(missing_ok=True)
     log.warning("%s: %s: the file is corrupted and has been removed", path, why)
-    raise CorruptFileError(f"{path}: {why}: the file is corrupted. It has been removed; run snakemake again "
-                           "and it is recomputed")
+    raise CorruptFileError(
+        f"{path}: {why}: the file is corrupted. It has been removed; run snakemake again and it is recomputed"
+    )

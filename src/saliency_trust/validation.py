@@ -39,7 +39,9 @@ def _describe(schema: dict) -> str:
     kind = schema.get("type")
     if kind == "array" and isinstance(schema.get("items"), dict):
         items = schema["items"]
-        return f"a list of strings matching {items['pattern']}" if "pattern" in items else f"a list of {_describe(items)}"
+        return (
+            f"a list of strings matching {items['pattern']}" if "pattern" in items else f"a list of {_describe(items)}"
+        )
     if "pattern" in schema:
         return f"a string matching {schema['pattern']}"
     if isinstance(kind, list):
@@ -110,38 +112,58 @@ def check_config(config: dict) -> None:
     archs = [m["arch"] for m in config["models"]]
     for i, arch in enumerate(archs):
         if arch in archs[:i]:
-            raise ConfigError(f"config: models[{i}].arch = '{arch}': listed twice; give each architecture one entry "
-                              "and set its replicates")
+            raise ConfigError(
+                f"config: models[{i}].arch = '{arch}': listed twice; give each architecture one entry "
+                "and set its replicates"
+            )
     stats = config["stats"]
     primary = stats.get("primary_architecture") or archs[0]
     if primary not in archs:
-        raise ConfigError(f"config: stats.primary_architecture = '{primary}': must be one of the configured "
-                          f"architectures {', '.join(archs)}")
+        raise ConfigError(
+            f"config: stats.primary_architecture = '{primary}': must be one of the configured "
+            f"architectures {', '.join(archs)}"
+        )
     choice = config["randomization"]["models"]
     if isinstance(choice, list):
         names = model_names(config)
         for i, name in enumerate(choice):
             if name not in names:
-                raise ConfigError(f"config: randomization.models[{i}] = '{name}': must be one of the configured "
-                                  f"models {', '.join(names)}")
+                raise ConfigError(
+                    f"config: randomization.models[{i}] = '{name}': must be one of the configured "
+                    f"models {', '.join(names)}"
+                )
     criteria = stats.get("criteria", [])
     index = archs.index(primary)
     needs = {
-        "repeatability": (config["models"][index]["replicates"] < 2, f"models[{index}].replicates",
-                          config["models"][index]["replicates"],
-                          f"repeatability needs >= 2 replicates of the primary architecture {primary}"),
+        "repeatability": (
+            config["models"][index]["replicates"] < 2,
+            f"models[{index}].replicates",
+            config["models"][index]["replicates"],
+            f"repeatability needs >= 2 replicates of the primary architecture {primary}",
+        ),
         "reproducibility": (len(archs) < 2, "models", archs, "reproducibility needs >= 2 architectures"),
-        "randomization": ("cascading" not in config["randomization"]["modes"], "randomization.modes",
-                          config["randomization"]["modes"], "randomization needs the cascading mode"),
+        "randomization": (
+            "cascading" not in config["randomization"]["modes"],
+            "randomization.modes",
+            config["randomization"]["modes"],
+            "randomization needs the cascading mode",
+        ),
     }
     for criterion, (impossible, key, value, why) in needs.items():
         if criterion in criteria and impossible:
-            raise ConfigError(f"config: {key} = {_short(value)}: {why}; change it or remove {criterion} from "
-                              "stats.criteria")
+            raise ConfigError(
+                f"config: {key} = {_short(value)}: {why}; change it or remove {criterion} from stats.criteria"
+            )
     baselines = config["baselines"]
-    if baselines["high"] != "none" and baselines["replicates"] < 2 and {"repeatability", "reproducibility"} & set(criteria):
-        raise ConfigError(f"config: baselines.replicates = {baselines['replicates']}: the high baseline of "
-                          "repeatability and reproducibility needs >= 2 replicates; set 2, or baselines.high: none")
+    if (
+        baselines["high"] != "none"
+        and baselines["replicates"] < 2
+        and {"repeatability", "reproducibility"} & set(criteria)
+    ):
+        raise ConfigError(
+            f"config: baselines.replicates = {baselines['replicates']}: the high baseline of "
+            "repeatability and reproducibility needs >= 2 replicates; set 2, or baselines.high: none"
+        )
     from saliency_trust.data.adapters import context
 
     for name, dataset in config["datasets"].items():

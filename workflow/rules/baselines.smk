@@ -6,22 +6,22 @@ rule train_unet:
         model="results/{dataset}/baselines/unet-r{replicate}/model.pt",
         history="results/{dataset}/baselines/unet-r{replicate}/history.csv",
         metrics="results/{dataset}/baselines/unet-r{replicate}/metrics.json",
+    log:
+        "results/{dataset}/logs/baselines/train_unet-r{replicate}.log",
+    priority: 5
+    conda:
+        "../../envs/train.yaml"
+    threads: config["baselines"]["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=120,
+        gpu=gpu_request(config["baselines"]["device"]),
     params:
         target_label=lambda wildcards: run_dataset(config, wildcards.dataset)["target_label"],
         # the map format (output) is the maps rule's: changing it does not retrain
         settings={k: v for k, v in config["baselines"]["unet"].items() if k != "output"},
         seed=lambda wildcards: model_seed(config, wildcards.dataset, f"unet-r{wildcards.replicate}"),
         device=config["baselines"]["device"],
-    threads: config["baselines"]["threads"]
-    priority: 5
-    log:
-        "results/{dataset}/logs/baselines/train_unet-r{replicate}.log",
-    conda:
-        "../../envs/train.yaml"
-    resources:
-        mem_mb=4000,
-        runtime=120,
-        gpu=gpu_request(config["baselines"]["device"]),
     script:
         "../scripts/train_unet.py"
 
@@ -34,19 +34,19 @@ rule unet_maps:
         model="results/{dataset}/baselines/unet-r{replicate}/model.pt",
     output:
         "results/{dataset}/saliency/baselines/UNET-r{replicate}.h5",
-    params:
-        target_label=lambda wildcards: run_dataset(config, wildcards.dataset)["target_label"],
-        output=config["baselines"]["unet"]["output"],
-        device=config["baselines"]["device"],
-    threads: config["baselines"]["threads"]
     log:
         "results/{dataset}/logs/baselines/unet_maps-r{replicate}.log",
     conda:
         "../../envs/saliency.yaml"
+    threads: config["baselines"]["threads"]
     resources:
         mem_mb=4000,
         runtime=30,
         gpu=gpu_request(config["baselines"]["device"]),
+    params:
+        target_label=lambda wildcards: run_dataset(config, wildcards.dataset)["target_label"],
+        output=config["baselines"]["unet"]["output"],
+        device=config["baselines"]["device"],
     script:
         "../scripts/unet_maps.py"
 
@@ -57,16 +57,16 @@ rule avg_map:
         unpack(dataset_files),
     output:
         "results/{dataset}/saliency/baselines/AVG.h5",
-    params:
-        target_label=lambda wildcards: run_dataset(config, wildcards.dataset)["target_label"],
-    threads: 1
     log:
         "results/{dataset}/logs/baselines/avg_map.log",
     conda:
         "../../envs/saliency.yaml"
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        target_label=lambda wildcards: run_dataset(config, wildcards.dataset)["target_label"],
     script:
         "../scripts/avg_map.py"
 
@@ -80,21 +80,21 @@ rule train_detector:
         model="results/{dataset}/baselines/detector-r{replicate}/model.pt",
         history="results/{dataset}/baselines/detector-r{replicate}/history.csv",
         metrics="results/{dataset}/baselines/detector-r{replicate}/metrics.json",
+    log:
+        "results/{dataset}/logs/baselines/train_detector-r{replicate}.log",
+    priority: 5
+    conda:
+        "../../envs/train.yaml"
+    threads: config["baselines"]["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=120,
+        gpu=gpu_request(config["baselines"]["device"]),
     params:
         target_label=lambda wildcards: run_dataset(config, wildcards.dataset)["target_label"],
         settings=config["baselines"]["detector"],
         seed=lambda wildcards: model_seed(config, wildcards.dataset, f"detector-r{wildcards.replicate}"),
         device=config["baselines"]["device"],
-    threads: config["baselines"]["threads"]
-    priority: 5
-    log:
-        "results/{dataset}/logs/baselines/train_detector-r{replicate}.log",
-    conda:
-        "../../envs/train.yaml"
-    resources:
-        mem_mb=4000,
-        runtime=120,
-        gpu=gpu_request(config["baselines"]["device"]),
     script:
         "../scripts/train_detector.py"
 
@@ -106,17 +106,17 @@ rule detector_maps:
         model="results/{dataset}/baselines/detector-r{replicate}/model.pt",
     output:
         "results/{dataset}/saliency/baselines/DETECTOR-r{replicate}.h5",
-    params:
-        target_label=lambda wildcards: run_dataset(config, wildcards.dataset)["target_label"],
-        device=config["baselines"]["device"],
-    threads: config["baselines"]["threads"]
     log:
         "results/{dataset}/logs/baselines/detector_maps-r{replicate}.log",
     conda:
         "../../envs/saliency.yaml"
+    threads: config["baselines"]["threads"]
     resources:
         mem_mb=4000,
         runtime=30,
         gpu=gpu_request(config["baselines"]["device"]),
+    params:
+        target_label=lambda wildcards: run_dataset(config, wildcards.dataset)["target_label"],
+        device=config["baselines"]["device"],
     script:
         "../scripts/detector_maps.py"

@@ -117,8 +117,13 @@ def final_outputs():
         if "cascading" in RANDOMIZATION_MODES:
             files += ["figures/randomization.png", "figures/randomization_examples.png"]
         if has_localization(cfg):
-            files += ["summary/pass_fail.csv", "summary/pass_fail.md", "summary/pass_fail.tex",
-                      "figures/utility.png", "metrics/utility.csv"]
+            files += [
+                "summary/pass_fail.csv",
+                "summary/pass_fail.md",
+                "summary/pass_fail.tex",
+                "figures/utility.png",
+                "metrics/utility.csv",
+            ]
             files += [f"summary/{name}.csv" for name in QUESTION_TABLES]
         if dataset in CONFOUNDED_DATASETS:
             files += ["summary/shortcut.csv", "summary/shortcut.md"]

@@ -9,19 +9,19 @@ rule synthetic_dataset:
         manifest="results/{dataset}/data/manifest.csv",
         images="results/{dataset}/data/images.h5",
         boxes="results/{dataset}/data/boxes.csv",
-    wildcard_constraints:
-        dataset=dataset_regex(config["datasets"], synthetic=True, seeded=bool(STABILITY_SEEDS)),
-    params:
-        dataset=lambda wildcards: run_dataset(config, wildcards.dataset),
-        seed=lambda wildcards: run_seed(config, wildcards.dataset),
-    threads: 1
     log:
         "results/{dataset}/logs/data/synthetic_dataset.log",
+    wildcard_constraints:
+        dataset=dataset_regex(config["datasets"], synthetic=True, seeded=bool(STABILITY_SEEDS)),
     conda:
         "../../envs/data.yaml"
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=15,
+    params:
+        dataset=lambda wildcards: run_dataset(config, wildcards.dataset),
+        seed=lambda wildcards: run_seed(config, wildcards.dataset),
     script:
         "../scripts/prepare_synthetic.py"
 
@@ -39,18 +39,18 @@ rule prepare_dataset:
         images="results/{dataset}/data/images.h5",
         boxes="results/{dataset}/data/boxes.csv",
         skipped="results/{dataset}/data/skipped.csv",
-    wildcard_constraints:
-        dataset=dataset_regex(config["datasets"], synthetic=False, seeded=bool(STABILITY_SEEDS)),
-    params:
-        dataset=lambda wildcards: run_dataset(config, wildcards.dataset),
-        seed=lambda wildcards: run_seed(config, wildcards.dataset),
-    threads: 4
     log:
         "results/{dataset}/logs/data/prepare_dataset.log",
+    wildcard_constraints:
+        dataset=dataset_regex(config["datasets"], synthetic=False, seeded=bool(STABILITY_SEEDS)),
     conda:
         "../../envs/data.yaml"
+    threads: 4
     resources:
         mem_mb=4000,
         runtime=480,
+    params:
+        dataset=lambda wildcards: run_dataset(config, wildcards.dataset),
+        seed=lambda wildcards: run_seed(config, wildcards.dataset),
     script:
         "../scripts/prepare_dataset.py"

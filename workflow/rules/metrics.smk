@@ -5,19 +5,19 @@ rule utility_scores:
         maps=expand("results/{{dataset}}/saliency/{{model}}/{method}.h5", method=METHODS),
     output:
         "results/{dataset}/metrics/utility/{model}.csv",
+    log:
+        "results/{dataset}/logs/metrics/utility/{model}.log",
+    conda:
+        "../../envs/metrics.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
     params:
         target_label=lambda wildcards: run_dataset(config, wildcards.dataset)["target_label"],
         metrics=config["metrics"]["utility"],
         methods=METHODS,
         randomized=False,
-    threads: 1
-    log:
-        "results/{dataset}/logs/metrics/utility/{model}.log",
-    conda:
-        "../../envs/metrics.yaml"
-    resources:
-        mem_mb=2000,
-        runtime=15,
     script:
         "../scripts/utility_scores.py"
 
@@ -28,13 +28,13 @@ use rule utility_scores as utility_scores_randomized with:
         maps=expand("results/{{dataset}}/saliency/{{model}}/randomized/cascading/{method}.h5", method=METHODS),
     output:
         "results/{dataset}/metrics/utility/randomized/{model}.csv",
+    log:
+        "results/{dataset}/logs/metrics/utility/randomized_{model}.log",
     params:
         target_label=lambda wildcards: run_dataset(config, wildcards.dataset)["target_label"],
         metrics=config["metrics"]["utility"],
         methods=METHODS,
         randomized=True,
-    log:
-        "results/{dataset}/logs/metrics/utility/randomized_{model}.log",
 
 
 use rule utility_scores as utility_baselines with:
@@ -44,13 +44,13 @@ use rule utility_scores as utility_baselines with:
         + [f"results/{{dataset}}/saliency/baselines/{b}.h5" for b in HIGH_REPLICATES[:1]],
     output:
         "results/{dataset}/metrics/utility/baselines.csv",
+    log:
+        "results/{dataset}/logs/metrics/utility/baselines.log",
     params:
         target_label=lambda wildcards: run_dataset(config, wildcards.dataset)["target_label"],
         metrics=config["metrics"]["utility"],
         methods=["AVG"] + [b.split("-r")[0] for b in HIGH_REPLICATES[:1]],
         randomized=False,
-    log:
-        "results/{dataset}/logs/metrics/utility/baselines.log",
 
 
 rule utility_table:
@@ -59,11 +59,11 @@ rule utility_table:
         utility_table_inputs,
     output:
         "results/{dataset}/metrics/utility.csv",
-    threads: 1
     log:
         "results/{dataset}/logs/metrics/utility_table.log",
     conda:
         "../../envs/metrics.yaml"
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
@@ -78,18 +78,18 @@ rule randomization_scores:
         randomized=expand("results/{{dataset}}/saliency/{{model}}/randomized/{{mode}}/{method}.h5", method=METHODS),
     output:
         "results/{dataset}/metrics/randomization/{model}/{mode}.csv",
-    params:
-        methods=METHODS,
-        data_range=config["metrics"]["ssim_data_range"],
-        similarity_maps=config["metrics"]["similarity_maps"],
-    threads: 1
     log:
         "results/{dataset}/logs/metrics/randomization/{model}_{mode}.log",
     conda:
         "../../envs/metrics.yaml"
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=15,
+    params:
+        methods=METHODS,
+        data_range=config["metrics"]["ssim_data_range"],
+        similarity_maps=config["metrics"]["similarity_maps"],
     script:
         "../scripts/randomization_scores.py"
 
@@ -104,11 +104,11 @@ rule randomization_table:
         ),
     output:
         "results/{dataset}/metrics/randomization.csv",
-    threads: 1
     log:
         "results/{dataset}/logs/metrics/randomization_table.log",
     conda:
         "../../envs/metrics.yaml"
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
@@ -122,6 +122,14 @@ rule randomization_threshold:
         expand("results/{{dataset}}/saliency/{model}/{method}.h5", model=RANDOMIZED_MODELS, method=METHODS),
     output:
         "results/{dataset}/metrics/randomization_threshold.csv",
+    log:
+        "results/{dataset}/logs/metrics/randomization_threshold.log",
+    conda:
+        "../../envs/metrics.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     params:
         models=[m for m in RANDOMIZED_MODELS for _ in METHODS],
         methods=[me for _ in RANDOMIZED_MODELS for me in METHODS],
@@ -129,14 +137,6 @@ rule randomization_threshold:
         seed=lambda wildcards: run_seed(config, wildcards.dataset),
         data_range=config["metrics"]["ssim_data_range"],
         similarity_maps=config["metrics"]["similarity_maps"],
-    threads: 1
-    log:
-        "results/{dataset}/logs/metrics/randomization_threshold.log",
-    conda:
-        "../../envs/metrics.yaml"
-    resources:
-        mem_mb=2000,
-        runtime=10,
     script:
         "../scripts/randomization_threshold.py"
 
@@ -147,20 +147,20 @@ rule similarity_scores:
         similarity_inputs,
     output:
         "results/{dataset}/metrics/similarity.csv",
+    log:
+        "results/{dataset}/logs/metrics/similarity.log",
+    conda:
+        "../../envs/metrics.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=15,
     params:
         models=[e[0] for e in similarity_entries()],
         methods=[e[1] for e in similarity_entries()],
         pairs=similarity_pairs(),
         data_range=config["metrics"]["ssim_data_range"],
         similarity_maps=config["metrics"]["similarity_maps"],
-    threads: 1
-    log:
-        "results/{dataset}/logs/metrics/similarity.log",
-    conda:
-        "../../envs/metrics.yaml"
-    resources:
-        mem_mb=4000,
-        runtime=15,
     script:
         "../scripts/similarity_scores.py"
 
@@ -173,16 +173,16 @@ rule rater_reference:
     output:
         table="results/{dataset}/metrics/utility/human/RATER.csv",
         per_rater="results/{dataset}/metrics/raters/per_rater.csv",
-    params:
-        target_label=lambda wildcards: run_dataset(config, wildcards.dataset)["target_label"],
-        metrics=config["metrics"]["utility"],
-    threads: 1
     log:
         "results/{dataset}/logs/metrics/rater_reference.log",
     conda:
         "../../envs/metrics.yaml"
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        target_label=lambda wildcards: run_dataset(config, wildcards.dataset)["target_label"],
+        metrics=config["metrics"]["utility"],
     script:
         "../scripts/rater_reference.py"

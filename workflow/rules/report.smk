@@ -8,18 +8,18 @@ rule plot_utility:
         "results/{dataset}/metrics/utility.csv",
     output:
         **figure("results/{dataset}", "utility", "utility", "Localization utility"),
-    params:
-        methods=METHODS,
-        metric=config["stats"]["utility_metric"],
-        style=config["plots"],
-    threads: 1
     log:
         "results/{dataset}/logs/plots/utility.log",
     conda:
         "../../envs/plots.yaml"
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        methods=METHODS,
+        metric=config["stats"]["utility_metric"],
+        style=config["plots"],
     script:
         "../scripts/plot_utility.py"
 
@@ -31,17 +31,17 @@ rule plot_randomization:
         thresholds="results/{dataset}/metrics/randomization_threshold.csv",
     output:
         **figure("results/{dataset}", "randomization", "randomization", "Sensitivity to trained weights"),
-    params:
-        methods=METHODS,
-        style=config["plots"],
-    threads: 1
     log:
         "results/{dataset}/logs/plots/randomization.log",
     conda:
         "../../envs/plots.yaml"
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        methods=METHODS,
+        style=config["plots"],
     script:
         "../scripts/plot_randomization.py"
 
@@ -61,6 +61,14 @@ rule plot_randomization_examples:
         **figure(
             "results/{dataset}", "randomization_examples", "randomization_examples", "Sensitivity to trained weights"
         ),
+    log:
+        "results/{dataset}/logs/plots/randomization_examples.log",
+    conda:
+        "../../envs/plots.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     params:
         methods=METHODS,
         model=RANDOMIZED_MODELS[0] if RANDOMIZED_MODELS else None,
@@ -68,14 +76,6 @@ rule plot_randomization_examples:
         has_masks=lambda wildcards: has_localization(run_dataset(config, wildcards.dataset)),
         seed=lambda wildcards: run_seed(config, wildcards.dataset),
         style=config["plots"],
-    threads: 1
-    log:
-        "results/{dataset}/logs/plots/randomization_examples.log",
-    conda:
-        "../../envs/plots.yaml"
-    resources:
-        mem_mb=2000,
-        runtime=10,
     script:
         "../scripts/plot_randomization_examples.py"
 
@@ -86,18 +86,18 @@ rule plot_similarity:
         "results/{dataset}/metrics/similarity.csv",
     output:
         **figure("results/{dataset}", "similarity", "similarity", "Repeatability and reproducibility"),
-    params:
-        methods=METHODS,
-        low=config["stats"]["rules"]["low_ssim"],
-        style=config["plots"],
-    threads: 1
     log:
         "results/{dataset}/logs/plots/similarity.log",
     conda:
         "../../envs/plots.yaml"
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        methods=METHODS,
+        low=config["stats"]["rules"]["low_ssim"],
+        style=config["plots"],
     script:
         "../scripts/plot_similarity.py"
 
@@ -116,6 +116,14 @@ rule plot_examples:
             for k in range(1, N_EXAMPLES + 1)
         ],
         pdf=[f"results/{{dataset}}/figures/examples/example{k}.pdf" for k in range(1, N_EXAMPLES + 1)],
+    log:
+        "results/{dataset}/logs/plots/examples.log",
+    conda:
+        "../../envs/plots.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     params:
         entries=example_entries,
         target_label=lambda wildcards: run_dataset(config, wildcards.dataset)["target_label"],
@@ -123,14 +131,6 @@ rule plot_examples:
         metric=config["stats"]["utility_metric"],
         seed=lambda wildcards: run_seed(config, wildcards.dataset),
         style=config["plots"],
-    threads: 1
-    log:
-        "results/{dataset}/logs/plots/examples.log",
-    conda:
-        "../../envs/plots.yaml"
-    resources:
-        mem_mb=2000,
-        runtime=10,
     script:
         "../scripts/plot_examples.py"
 
@@ -143,17 +143,17 @@ rule plot_training_curves:
         baselines=expand("results/{{dataset}}/baselines/{baseline}/history.csv", baseline=HIGH_MODEL_DIRS),
     output:
         **figure("results/{dataset}", "training_curves", "training_curves", "Models"),
-    params:
-        models=MODELS,
-        baselines=HIGH_MODEL_DIRS,
-        style=config["plots"],
-    threads: 1
     log:
         "results/{dataset}/logs/plots/training_curves.log",
     conda:
         "../../envs/plots.yaml"
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        models=MODELS,
+        baselines=HIGH_MODEL_DIRS,
+        style=config["plots"],
     script:
         "../scripts/plot_training_curves.py"

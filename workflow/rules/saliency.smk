@@ -4,16 +4,16 @@ rule xrai_segments:
         unpack(dataset_files),
     output:
         "results/{dataset}/saliency/xrai_segments.h5",
-    params:
-        target_label=lambda wildcards: run_dataset(config, wildcards.dataset)["target_label"],
-    threads: 1
     log:
         "results/{dataset}/logs/saliency/xrai_segments.log",
     conda:
         "../../envs/saliency.yaml"
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=30,
+    params:
+        target_label=lambda wildcards: run_dataset(config, wildcards.dataset)["target_label"],
     script:
         "../scripts/xrai_segments.py"
 
@@ -24,6 +24,15 @@ rule saliency_maps:
         unpack(saliency_inputs),
     output:
         maps="results/{dataset}/saliency/{model}/{method}.h5",
+    log:
+        "results/{dataset}/logs/saliency/{model}/{method}.log",
+    conda:
+        "../../envs/saliency.yaml"
+    threads: config["saliency"]["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=120,
+        gpu=gpu_request(config["saliency"]["device"]),
     params:
         method_params=lambda wildcards: config["saliency"]["params"].get(wildcards.method, {}),
         target_label=lambda wildcards: run_dataset(config, wildcards.dataset)["target_label"],
@@ -35,15 +44,6 @@ rule saliency_maps:
         seed=lambda wildcards: run_seed(config, wildcards.dataset),
         control=lambda wildcards: wildcards.method in CONTROLS,
         versions=package_versions(),
-    threads: config["saliency"]["threads"]
-    log:
-        "results/{dataset}/logs/saliency/{model}/{method}.log",
-    conda:
-        "../../envs/saliency.yaml"
-    resources:
-        mem_mb=4000,
-        runtime=120,
-        gpu=gpu_request(config["saliency"]["device"]),
     script:
         "../scripts/saliency_maps.py"
 
@@ -54,6 +54,15 @@ rule randomized_saliency:
         unpack(saliency_inputs),
     output:
         maps="results/{dataset}/saliency/{model}/randomized/{mode}/{method}.h5",
+    log:
+        "results/{dataset}/logs/saliency/{model}/randomized_{mode}_{method}.log",
+    conda:
+        "../../envs/saliency.yaml"
+    threads: config["saliency"]["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=240 * config["randomization"]["draws"],  # minutes; each draw repeats every step
+        gpu=gpu_request(config["saliency"]["device"]),
     params:
         method_params=lambda wildcards: config["saliency"]["params"].get(wildcards.method, {}),
         target_label=lambda wildcards: run_dataset(config, wildcards.dataset)["target_label"],
@@ -68,15 +77,6 @@ rule randomized_saliency:
         draws=config["randomization"]["draws"],
         control=lambda wildcards: wildcards.method in CONTROLS,
         versions=package_versions(),
-    threads: config["saliency"]["threads"]
-    log:
-        "results/{dataset}/logs/saliency/{model}/randomized_{mode}_{method}.log",
-    conda:
-        "../../envs/saliency.yaml"
-    resources:
-        mem_mb=4000,
-        runtime=240 * config["randomization"]["draws"],  # minutes; each draw repeats every step
-        gpu=gpu_request(config["saliency"]["device"]),
     script:
         "../scripts/randomized_saliency.py"
 
@@ -87,11 +87,11 @@ rule constant_maps:
         constant_maps_inputs,
     output:
         "results/{dataset}/summary/constant_maps.csv",
-    threads: 1
     log:
         "results/{dataset}/logs/saliency/constant_maps.log",
     conda:
         "../../envs/saliency.yaml"
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=15,

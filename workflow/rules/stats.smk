@@ -6,6 +6,14 @@ rule pass_fail:
         similarity="results/{dataset}/metrics/similarity.csv",
         randomization_tests="results/{dataset}/summary/randomization_tests.csv",
     output:
+        **{
+            name: report(
+                f"results/{{dataset}}/summary/{name}.csv",
+                caption=f"../report/{name}.rst",
+                category=QUESTION_CATEGORIES[name],
+            )
+            for name in QUESTION_TABLES
+        },
         csv=report(
             "results/{dataset}/summary/pass_fail.csv",
             caption="../report/pass_fail.rst",
@@ -23,14 +31,14 @@ rule pass_fail:
             caption="../report/pairwise.rst",
             category="PASS/FAIL",
         ),
-        **{
-            name: report(
-                f"results/{{dataset}}/summary/{name}.csv",
-                caption=f"../report/{name}.rst",
-                category=QUESTION_CATEGORIES[name],
-            )
-            for name in QUESTION_TABLES
-        },
+    log:
+        "results/{dataset}/logs/stats/pass_fail.log",
+    conda:
+        "../../envs/stats.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
     params:
         models=MODELS,
         primary_models=primary_models(config),
@@ -43,14 +51,6 @@ rule pass_fail:
         questions=QUESTION_TABLES,
         controls=CONTROLS,
         options=stats_options(config),
-    threads: 1
-    log:
-        "results/{dataset}/logs/stats/pass_fail.log",
-    conda:
-        "../../envs/stats.yaml"
-    resources:
-        mem_mb=2000,
-        runtime=15,
     script:
         "../scripts/pass_fail.py"
 
@@ -66,17 +66,17 @@ rule randomization_tests:
             caption="../report/randomization_tests.rst",
             category="Sensitivity to trained weights",
         ),
-    params:
-        alpha=config["stats"]["alpha"],
-        test=config["randomization"]["test"],
-    threads: 1
     log:
         "results/{dataset}/logs/stats/randomization_tests.log",
     conda:
         "../../envs/stats.yaml"
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        alpha=config["stats"]["alpha"],
+        test=config["randomization"]["test"],
     script:
         "../scripts/randomization_tests.py"
 
@@ -88,16 +88,16 @@ rule cross_dataset_summary:
     output:
         csv="results/summary/pass_fail.csv",
         md=report("results/summary/pass_fail.md", caption="../report/cross_dataset.rst", category="PASS/FAIL"),
-    params:
-        datasets=LOCALIZED_DATASETS,
-    threads: 1
     log:
         "results/logs/cross_dataset_summary.log",
     conda:
         "../../envs/stats.yaml"
+    threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
+    params:
+        datasets=LOCALIZED_DATASETS,
     script:
         "../scripts/cross_dataset_summary.py"
 
@@ -122,16 +122,16 @@ if STABILITY_SEEDS:
                 category="PASS/FAIL",
             ),
             seeds="results/{dataset,[A-Za-z0-9_-]+}/summary/pass_fail_seeds.csv",
-        params:
-            seeds=STABILITY_SEEDS,
-            small_n=config["stats"]["small_n"],
-        threads: 1
         log:
             "results/{dataset}/logs/stats/stability_table.log",
         conda:
             "../../envs/stats.yaml"
+        threads: 1
         resources:
             mem_mb=1000,
             runtime=5,
+        params:
+            seeds=STABILITY_SEEDS,
+            small_n=config["stats"]["small_n"],
         script:
             "../scripts/stability_table.py"

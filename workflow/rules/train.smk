@@ -6,20 +6,20 @@ rule train_model:
         model="results/{dataset}/models/{model}/model.pt",
         history="results/{dataset}/models/{model}/history.csv",
         metrics="results/{dataset}/models/{model}/metrics.json",
+    log:
+        "results/{dataset}/logs/train/{model}.log",
+    priority: 10  # train every model first: training is the critical path
+    conda:
+        "../../envs/train.yaml"
+    threads: config["training"]["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=120,
+        gpu=gpu_request(config["training"]["device"]),
     params:
         arch=lambda wildcards: parse_model_name(wildcards.model)[0],
         settings=train_settings,
         seed=lambda wildcards: model_seed(config, wildcards.dataset, wildcards.model),
         device=config["training"]["device"],
-    threads: config["training"]["threads"]
-    priority: 10  # train every model first: training is the critical path
-    log:
-        "results/{dataset}/logs/train/{model}.log",
-    conda:
-        "../../envs/train.yaml"
-    resources:
-        mem_mb=4000,
-        runtime=120,
-        gpu=gpu_request(config["training"]["device"]),
     script:
         "../scripts/train_model.py"

@@ -16,8 +16,16 @@ rule shortcut_check:
         md="results/{dataset}/summary/shortcut.md",
         mass="results/{dataset}/metrics/shortcut_mass.csv",
         regions="results/{dataset}/metrics/confounder_regions.csv",
+    log:
+        "results/{dataset}/logs/validation/shortcut_check.log",
     wildcard_constraints:
         dataset=CONFOUNDED_REGEX,
+    conda:
+        "../../envs/saliency.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
     params:
         dataset_cfg=lambda wildcards: run_dataset(config, wildcards.dataset),
         target_label=lambda wildcards: run_dataset(config, wildcards.dataset)["target_label"],
@@ -30,13 +38,5 @@ rule shortcut_check:
         alpha=config["stats"]["alpha"],
         utility_metric=config["stats"]["utility_metric"],
         device=config["saliency"]["device"],
-    threads: 1
-    log:
-        "results/{dataset}/logs/validation/shortcut_check.log",
-    conda:
-        "../../envs/saliency.yaml"
-    resources:
-        mem_mb=4000,
-        runtime=30,
     script:
         "../scripts/shortcut_check.py"

@@ -1,4 +1,5 @@
 """Snakemake entry: rule avg_map."""
+
 from saliency_trust.config import setup_logging
 from saliency_trust.saliency.baselines import run_avg_map
 

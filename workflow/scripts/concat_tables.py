@@ -1,4 +1,5 @@
 """Snakemake entry: concatenate tidy tables (rule utility_table)."""
+
 from saliency_trust.config import setup_logging
 from saliency_trust.io import concat_csv
 

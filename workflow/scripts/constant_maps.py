@@ -1,4 +1,5 @@
 """Snakemake entry: rule constant_maps."""
+
 from saliency_trust.config import setup_logging
 from saliency_trust.storage.maps import run_constant_maps
 

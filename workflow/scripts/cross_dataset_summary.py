@@ -1,4 +1,5 @@
 """Snakemake entry: rule cross_dataset_summary."""
+
 from saliency_trust.config import setup_logging
 from saliency_trust.stats.pass_fail import run_cross_dataset_summary
 

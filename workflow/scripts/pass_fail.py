@@ -1,4 +1,5 @@
 """Snakemake entry: rule pass_fail."""
+
 from saliency_trust.config import setup_logging
 from saliency_trust.stats.pass_fail import PassFailInputs, run_pass_fail
 

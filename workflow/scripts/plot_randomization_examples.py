@@ -1,4 +1,5 @@
 """Snakemake entry: rule plot_randomization_examples."""
+
 from saliency_trust.config import setup_logging, split_run
 from saliency_trust.plots.examples import run_randomization_panel
 

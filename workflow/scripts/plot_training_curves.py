@@ -1,4 +1,5 @@
 """Snakemake entry: rule plot_training_curves."""
+
 import json
 
 import pandas as pd

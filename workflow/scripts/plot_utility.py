@@ -1,4 +1,5 @@
 """Snakemake entry: rule plot_utility."""
+
 import pandas as pd
 
 from saliency_trust.config import setup_logging

@@ -1,4 +1,5 @@
 """Snakemake entry: rule prepare_dataset."""
+
 from saliency_trust.config import setup_logging, split_run
 from saliency_trust.data.prepare import prepare_dataset
 

@@ -1,4 +1,5 @@
 """Snakemake entry: rule synthetic_dataset."""
+
 from saliency_trust.config import setup_logging
 from saliency_trust.data.prepare import prepare_synthetic
 

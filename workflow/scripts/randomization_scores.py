@@ -1,4 +1,5 @@
 """Snakemake entry: rule randomization_scores."""
+
 from saliency_trust.config import setup_logging
 from saliency_trust.metrics.randomization import run_randomization_scores
 

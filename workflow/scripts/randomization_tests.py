@@ -1,4 +1,5 @@
 """Snakemake entry: rule randomization_tests."""
+
 from saliency_trust.config import setup_logging
 from saliency_trust.stats.randomization import run_randomization_tests
 

@@ -1,4 +1,5 @@
 """Snakemake entry: rule randomization_threshold."""
+
 from saliency_trust.config import setup_logging
 from saliency_trust.metrics.randomization import run_threshold
 

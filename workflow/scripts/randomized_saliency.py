@@ -1,4 +1,5 @@
 """Snakemake entry: rule randomized_saliency."""
+
 from saliency_trust.config import setup_logging
 from saliency_trust.saliency.compute import run_randomized_saliency
 

@@ -1,4 +1,5 @@
 """Snakemake entry: rule rater_reference."""
+
 from saliency_trust.config import setup_logging
 from saliency_trust.metrics.raters import run_rater_reference
 

@@ -1,4 +1,5 @@
 """Snakemake entry: rule saliency_maps."""
+
 from saliency_trust.config import setup_logging
 from saliency_trust.saliency.compute import run_saliency
 

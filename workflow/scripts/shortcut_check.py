@@ -1,4 +1,5 @@
 """Snakemake entry: rule shortcut_check."""
+
 from saliency_trust.config import setup_logging, split_run
 from saliency_trust.metrics.shortcut import run_shortcut_check
 

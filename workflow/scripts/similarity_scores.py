@@ -1,4 +1,5 @@
 """Snakemake entry: rule similarity_scores."""
+
 from saliency_trust.config import setup_logging
 from saliency_trust.metrics.similarity import run_similarity
 

@@ -1,4 +1,5 @@
 """Snakemake entry: rule stability_table."""
+
 from saliency_trust.config import setup_logging
 from saliency_trust.stats.stability import run_stability
 

@@ -1,4 +1,5 @@
 """Snakemake entry: rule train_detector."""
+
 from saliency_trust.config import setup_logging
 from saliency_trust.models.detector import run_train_detector
 

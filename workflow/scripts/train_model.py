@@ -1,4 +1,5 @@
 """Snakemake entry: rule train_model."""
+
 from saliency_trust.config import setup_logging
 from saliency_trust.models.train import run_training
 

@@ -1,4 +1,5 @@
 """Snakemake entry: rule train_unet."""
+
 from saliency_trust.config import setup_logging
 from saliency_trust.models.unet import run_train_unet
 

@@ -1,4 +1,5 @@
 """Snakemake entry: rule unet_maps."""
+
 from saliency_trust.config import setup_logging
 from saliency_trust.saliency.baselines import run_unet_map
 

@@ -1,4 +1,5 @@
 """Snakemake entry: rules utility_scores, utility_scores_randomized and utility_baselines."""
+
 from saliency_trust.config import setup_logging
 from saliency_trust.metrics.utility import run_utility
 

@@ -1,4 +1,5 @@
 """Snakemake entry: rule xrai_segments."""
+
 from saliency_trust.config import setup_logging
 from saliency_trust.saliency.compute import run_segments
 

@@ -72,9 +72,7 @@ def validate_dataset(manifest: pd.DataFrame, images: np.ndarray, masks: np.ndarr
     if images.ndim != 3 or images.shape[0] != n:
         raise ValueError(f"images must be N x H x W with N={n}, got shape {images.shape}")
     if masks.shape != (n, len(label_names), *images.shape[1:]):
-        raise ValueError(
-            f"masks must have shape {(n, len(label_names), *images.shape[1:])}, got {masks.shape}"
-        )
+        raise ValueError(f"masks must have shape {(n, len(label_names), *images.shape[1:])}, got {masks.shape}")
     finite = np.isfinite(images).reshape(n, -1).all(axis=1)
     if not finite.all():
         raise ValueError(f"image '{manifest['image_id'].iloc[int(np.argmin(finite))]}' contains NaN or inf")
@@ -102,9 +100,7 @@ def write_dataset(
             h5.create_dataset(
                 "image", data=images.astype(np.float32), chunks=(1, *images.shape[1:]), compression="gzip"
             )
-            h5.create_dataset(
-                "mask", data=masks.astype(np.uint8), chunks=(1, *masks.shape[1:]), compression="gzip"
-            )
+            h5.create_dataset("mask", data=masks.astype(np.uint8), chunks=(1, *masks.shape[1:]), compression="gzip")
             h5.attrs["label_names"] = json.dumps(label_names)
             h5.attrs["source"] = source
             stamp_checksums(h5)
@@ -135,8 +131,9 @@ def dataset_fingerprint(manifest_path: str | Path, images_path: str | Path) -> d
     return {"manifest": sha256_file(manifest_path), "images": sums}
 
 
-def read_images(images_path: str | Path, image_ids: list[str], label: str | None = None, with_masks: bool = True
-                ) -> tuple[np.ndarray, np.ndarray | None]:
+def read_images(
+    images_path: str | Path, image_ids: list[str], label: str | None = None, with_masks: bool = True
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Only the images ``image_ids`` (in that order) of a canonical image store, and their masks of ``label``
     (the first label when None; no masks unless ``with_masks``); a KeyError names an id or label the store
     lacks."""

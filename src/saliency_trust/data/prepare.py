@@ -20,8 +20,12 @@ def prepare_synthetic(dataset_cfg: dict, seed: int, manifest_path, images_path, 
     manifest.insert(1, "split", assign_splits(manifest["image_id"], seed, **splits))
     check_splits(manifest, spec.label_names)
     counts = manifest.groupby("split")[spec.label_names].agg(["sum", "count"])
-    log.info("synthetic benchmark: %d images of %d px; positives per split:\n%s", len(manifest), spec.image_size, counts)
-    write_dataset(manifest, images, masks, boxes, spec.label_names, manifest_path, images_path, boxes_path, source="synthetic")
+    log.info(
+        "synthetic benchmark: %d images of %d px; positives per split:\n%s", len(manifest), spec.image_size, counts
+    )
+    write_dataset(
+        manifest, images, masks, boxes, spec.label_names, manifest_path, images_path, boxes_path, source="synthetic"
+    )
 
 
 def prepare_dataset(
@@ -34,13 +38,30 @@ def prepare_dataset(
     ctx = context(name, dataset_cfg)
     opts = convert_options(dataset_cfg)
     collection = get_adapter(ctx.source).collect(ctx, adapter_options(name, dataset_cfg))
-    log.info("%s (%s): %d images listed under %s, labels %s", name, ctx.source, len(collection.items), ctx.root,
-             collection.label_names)
+    log.info(
+        "%s (%s): %d images listed under %s, labels %s",
+        name,
+        ctx.source,
+        len(collection.items),
+        ctx.root,
+        collection.label_names,
+    )
     target = dataset_cfg.get("target_label")
     if target and target not in collection.label_names:
         raise ValueError(f"datasets.{name}.target_label '{target}' is not one of the labels {collection.label_names}")
-    convert_collection(collection, opts, ctx.root, seed, dataset_cfg.get("splits", {}), manifest_path, images_path,
-                       boxes_path, skipped_path, source=ctx.source, workers=workers)
+    convert_collection(
+        collection,
+        opts,
+        ctx.root,
+        seed,
+        dataset_cfg.get("splits", {}),
+        manifest_path,
+        images_path,
+        boxes_path,
+        skipped_path,
+        source=ctx.source,
+        workers=workers,
+    )
 
 
 def dataset_regex(datasets: dict, synthetic: bool, seeded: bool = False) -> str:

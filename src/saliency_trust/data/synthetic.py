@@ -95,7 +95,7 @@ class SyntheticSpec:
         return list(self.lesion_kinds) if self.multi_label else ["abnormal"]
 
     @classmethod
-    def from_config(cls, cfg: dict) -> "SyntheticSpec":
+    def from_config(cls, cfg: dict) -> SyntheticSpec:
         cfg = dict(cfg)
         shortcut = ShortcutSpec(**cfg.pop("shortcut", {}))
         if "lesion_kinds" in cfg:
@@ -217,8 +217,9 @@ def jitter_box(box: tuple[int, int, int, int], offsets: np.ndarray, size: int) -
     to enclose at least one pixel.
     """
     x, y, w, h = box
-    x0, y0, x1, y1 = _round_half_up(np.array([x + offsets[0] * w, y + offsets[1] * h,
-                                              x + w + offsets[2] * w, y + h + offsets[3] * h]))
+    x0, y0, x1, y1 = _round_half_up(
+        np.array([x + offsets[0] * w, y + offsets[1] * h, x + w + offsets[2] * w, y + h + offsets[3] * h])
+    )
     x0, x1 = np.clip([x0, x1], 0, size)
     y0, y1 = np.clip([y0, y1], 0, size)
     if x1 <= x0:  # degenerate: keep one pixel column inside the image
@@ -230,8 +231,9 @@ def jitter_box(box: tuple[int, int, int, int], offsets: np.ndarray, size: int) -
     return int(x0), int(y0), int(x1 - x0), int(y1 - y0)
 
 
-def simulate_raters(boxes: list[tuple[str, int, int, int, int]], n_raters: int, jitter: float, size: int, seed: int,
-                    index: int) -> list[tuple[str, str, int, int, int, int]]:
+def simulate_raters(
+    boxes: list[tuple[str, int, int, int, int]], n_raters: int, jitter: float, size: int, seed: int, index: int
+) -> list[tuple[str, str, int, int, int, int]]:
     """Boxes of ``n_raters`` simulated raters: (rater, label, x, y, width, height), rater-major order."""
     out = []
     for r in range(1, n_raters + 1):
@@ -270,7 +272,9 @@ def generate_image(spec: SyntheticSpec, seed: int, index: int, marker: bool | No
         masks[li] |= mask.astype(np.uint8)
         labels[li] = 1
         ys, xs = np.nonzero(mask)
-        boxes.append((labels_[li], int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)))
+        boxes.append(
+            (labels_[li], int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1))
+        )
     img = img + spec.noise_std * rng.standard_normal((size, size))
     positive = bool(labels.any())
     drawn = False
@@ -302,8 +306,12 @@ def generate_dataset(spec: SyntheticSpec, seed: int) -> tuple[pd.DataFrame, np.n
         images.append(item.image)
         masks.append(item.masks)
         for label, x, y, w, h in item.boxes:
-            box_rows.append({"image_id": image_id, "label": label, "rater": "truth", "x": x, "y": y, "width": w, "height": h})
+            box_rows.append(
+                {"image_id": image_id, "label": label, "rater": "truth", "x": x, "y": y, "width": w, "height": h}
+            )
         for rater, label, x, y, w, h in item.rater_boxes:
-            box_rows.append({"image_id": image_id, "label": label, "rater": rater, "x": x, "y": y, "width": w, "height": h})
+            box_rows.append(
+                {"image_id": image_id, "label": label, "rater": rater, "x": x, "y": y, "width": w, "height": h}
+            )
     boxes = pd.DataFrame(box_rows, columns=["image_id", "label", "rater", "x", "y", "width", "height"])
     return pd.DataFrame(rows), np.stack(images), np.stack(masks), boxes

@@ -19,9 +19,17 @@ RANDOMIZATION_COLUMNS = ["image_id", "model", "method", "mode", "draw", "step", 
 THRESHOLD_COLUMNS = ["model", "method", "n_pairs", "threshold", "sd"]
 
 
-def randomization_ssim(trained: dict[str, np.ndarray], image_ids: list[str], steps: list[str], step_maps: np.ndarray,
-                       model: str, method: str, mode: str, data_range: float = 1.0,
-                       kind: str = "processed") -> pd.DataFrame:
+def randomization_ssim(
+    trained: dict[str, np.ndarray],
+    image_ids: list[str],
+    steps: list[str],
+    step_maps: np.ndarray,
+    model: str,
+    method: str,
+    mode: str,
+    data_range: float = 1.0,
+    kind: str = "processed",
+) -> pd.DataFrame:
     """Long table of SSIM(step map, trained map) for every draw, image and step (draws and steps numbered from 1).
 
     ``step_maps``: D x S x N x H x W (re-initialization draws x steps x images), or S x N x H x W for one draw.
@@ -33,22 +41,29 @@ def randomization_ssim(trained: dict[str, np.ndarray], image_ids: list[str], ste
     if step_maps.ndim == ref.ndim + 1:
         step_maps = step_maps[None]
     if step_maps.shape[1:3] != (len(steps), len(image_ids)):
-        raise ValueError(f"{method}/{model}: {step_maps.shape[1:3]} step maps for {len(steps)} steps x "
-                         f"{len(image_ids)} images")
+        raise ValueError(
+            f"{method}/{model}: {step_maps.shape[1:3]} step maps for {len(steps)} steps x {len(image_ids)} images"
+        )
     n_draws, n_steps, n = step_maps.shape[0], len(steps), len(image_ids)
-    values = compare_maps(step_maps.reshape(n_draws * n_steps * n, *ref.shape[1:]),
-                          np.tile(ref, (n_draws * n_steps, 1, 1)), kind, data_range)
-    return pd.DataFrame({
-        "image_id": np.tile(image_ids, n_draws * n_steps),
-        "model": model,
-        "method": method,
-        "mode": mode,
-        "draw": np.repeat(np.arange(1, n_draws + 1), n_steps * n),
-        "step": np.tile(np.repeat(np.arange(1, n_steps + 1), n), n_draws),
-        "block": np.tile(np.repeat(steps, n), n_draws),
-        "metric": "ssim",
-        "value": values,
-    })[RANDOMIZATION_COLUMNS]
+    values = compare_maps(
+        step_maps.reshape(n_draws * n_steps * n, *ref.shape[1:]),
+        np.tile(ref, (n_draws * n_steps, 1, 1)),
+        kind,
+        data_range,
+    )
+    return pd.DataFrame(
+        {
+            "image_id": np.tile(image_ids, n_draws * n_steps),
+            "model": model,
+            "method": method,
+            "mode": mode,
+            "draw": np.repeat(np.arange(1, n_draws + 1), n_steps * n),
+            "step": np.tile(np.repeat(np.arange(1, n_steps + 1), n), n_draws),
+            "block": np.tile(np.repeat(steps, n), n_draws),
+            "metric": "ssim",
+            "value": values,
+        }
+    )[RANDOMIZATION_COLUMNS]
 
 
 def random_pairs(n_images: int, n_pairs: int, seed: int) -> np.ndarray:
@@ -61,27 +76,40 @@ def random_pairs(n_images: int, n_pairs: int, seed: int) -> np.ndarray:
     return np.stack([first, second], axis=1)
 
 
-def degradation_threshold(maps: np.ndarray, n_pairs: int, seed: int, data_range: float = 1.0,
-                          kind: str = "processed") -> tuple[float, float]:
+def degradation_threshold(
+    maps: np.ndarray, n_pairs: int, seed: int, data_range: float = 1.0, kind: str = "processed"
+) -> tuple[float, float]:
     """(mean, sd) SSIM over seeded random pairs of different images' maps (N x H x W)."""
     pairs = random_pairs(len(maps), n_pairs, seed)
     values = compare_maps(maps[pairs[:, 0]], maps[pairs[:, 1]], kind, data_range)
     return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
-def threshold_table(trained_maps: dict[tuple[str, str], np.ndarray], n_pairs: int, seed: int,
-                    data_range: float = 1.0, kind: str = "processed") -> pd.DataFrame:
+def threshold_table(
+    trained_maps: dict[tuple[str, str], np.ndarray],
+    n_pairs: int,
+    seed: int,
+    data_range: float = 1.0,
+    kind: str = "processed",
+) -> pd.DataFrame:
     """Degradation threshold per (model, method) from each one's trained maps."""
     rows = []
     for (model, method), maps in trained_maps.items():
-        mean, sd = degradation_threshold(maps, n_pairs, stable_seed(seed, "threshold", model, method), data_range,
-                                         kind)
+        mean, sd = degradation_threshold(maps, n_pairs, stable_seed(seed, "threshold", model, method), data_range, kind)
         rows.append((model, method, n_pairs, mean, sd))
     return pd.DataFrame(rows, columns=THRESHOLD_COLUMNS)
 
 
-def run_randomization_scores(trained_paths: list[str], randomized_paths: list[str], model: str, methods: list[str],
-                             mode: str, data_range: float, out_path, similarity_maps: str = "processed") -> None:
+def run_randomization_scores(
+    trained_paths: list[str],
+    randomized_paths: list[str],
+    model: str,
+    methods: list[str],
+    mode: str,
+    data_range: float,
+    out_path,
+    similarity_maps: str = "processed",
+) -> None:
     """Stage entry: SSIM of every step's map to the trained map, one row per image x step x method."""
     from saliency_trust.io import write_csv
     from saliency_trust.storage.maps import read_maps, read_randomized_maps
@@ -95,13 +123,24 @@ def run_randomization_scores(trained_paths: list[str], randomized_paths: list[st
         cached = read_maps(trained_path, method=method, with_raw=raw)
         trained = dict(zip(cached.image_ids, signed_raw(cached.raw))) if raw else cached.by_id()
         ids, steps, maps = read_randomized_maps(randomized_path, method=method, dataset="raw" if raw else "map")
-        tables.append(randomization_ssim(trained, ids, steps, signed_raw(maps) if raw else maps, model, method, mode,
-                                         data_range, similarity_maps))
+        tables.append(
+            randomization_ssim(
+                trained, ids, steps, signed_raw(maps) if raw else maps, model, method, mode, data_range, similarity_maps
+            )
+        )
     write_csv(pd.concat(tables, ignore_index=True), out_path)
 
 
-def run_threshold(map_paths: list[str], models: list[str], methods: list[str], n_pairs: int, seed: int,
-                  data_range: float, out_path, similarity_maps: str = "processed") -> None:
+def run_threshold(
+    map_paths: list[str],
+    models: list[str],
+    methods: list[str],
+    n_pairs: int,
+    seed: int,
+    data_range: float,
+    out_path,
+    similarity_maps: str = "processed",
+) -> None:
     """Stage entry: degradation thresholds of every (model, method) in ``map_paths`` (same order)."""
     from saliency_trust.io import write_csv
     from saliency_trust.storage.maps import read_maps

@@ -118,8 +118,9 @@ def expected_topk(rater: np.ndarray, consensus: np.ndarray) -> float:
     return (n_rc + (k - n_r) * (k - n_rc) / n_rest) / k
 
 
-def score_rater(rater: np.ndarray, consensus: np.ndarray, metrics: tuple[str, ...] = RATER_METRICS,
-                image_id: str = "?") -> dict[str, float]:
+def score_rater(
+    rater: np.ndarray, consensus: np.ndarray, metrics: tuple[str, ...] = RATER_METRICS, image_id: str = "?"
+) -> dict[str, float]:
     """Utility metrics of one rater's mask against a (non-empty) consensus mask."""
     r, c = np.asarray(rater, bool), np.asarray(consensus, bool)
     funcs = {
@@ -145,8 +146,9 @@ def image_raters(boxes: pd.DataFrame) -> dict[str, list[str]]:
     return {i: sorted(g["rater"].unique()) for i, g in real.groupby("image_id", sort=True)}
 
 
-def rater_scores(data, boxes: pd.DataFrame, label: str, metrics: tuple[str, ...] = RATER_METRICS,
-                 boxes_name: str = "boxes.csv") -> pd.DataFrame:
+def rater_scores(
+    data, boxes: pd.DataFrame, label: str, metrics: tuple[str, ...] = RATER_METRICS, boxes_name: str = "boxes.csv"
+) -> pd.DataFrame:
     """Per-rater table: each rater of each positive test image with >= 2 raters against the others' consensus."""
     data.label_index(label)  # raises for an unknown label
     idx = data.positive_indices("test", label)
@@ -173,13 +175,16 @@ def rater_scores(data, boxes: pd.DataFrame, label: str, metrics: tuple[str, ...]
             for metric, value in score_rater(masks[r], cons, metrics, image_id).items():
                 rows.append((image_id, HUMAN_MODEL, RATER_METHOD, RATER_WEIGHTS, r, len(raters), metric, value))
     if n_images == 0:
-        raise ValueError(f"{boxes_name}: no positive test image for label '{label}' has boxes from 2 or more raters "
-                         f"(raters other than {list(PSEUDO_RATERS)}); the human reference needs several raters "
-                         f"(synthetic data: set synthetic.raters >= 2)")
+        raise ValueError(
+            f"{boxes_name}: no positive test image for label '{label}' has boxes from 2 or more raters "
+            f"(raters other than {list(PSEUDO_RATERS)}); the human reference needs several raters "
+            f"(synthetic data: set synthetic.raters >= 2)"
+        )
     if not rows:
         raise ValueError(f"{boxes_name}: on every image with several raters, the other raters agree on no pixel")
-    log.info("human reference: %d images with >= 2 raters, %d rater(s) left out for an empty consensus",
-             n_images, skipped)
+    log.info(
+        "human reference: %d images with >= 2 raters, %d rater(s) left out for an empty consensus", n_images, skipped
+    )
     return pd.DataFrame(rows, columns=PER_RATER_COLUMNS)
 
 
@@ -190,8 +195,9 @@ def rater_reference(per_rater: pd.DataFrame) -> pd.DataFrame:
     return out[UTILITY_COLUMNS]
 
 
-def run_rater_reference(manifest_path, images_path, boxes_path, target_label: str | None, metrics: list[str],
-                        out_path, per_rater_path=None) -> None:
+def run_rater_reference(
+    manifest_path, images_path, boxes_path, target_label: str | None, metrics: list[str], out_path, per_rater_path=None
+) -> None:
     """Stage entry: the human reference table (and optionally the per-rater table), written atomically.
 
     Raises ValueError naming ``boxes_path`` when no positive test image has >= 2 raters.

@@ -82,16 +82,20 @@ def ssim(x, y, data_range=1.0, batch_pairs: int = 64) -> np.ndarray:
         raise ValueError(f"SSIM needs maps of at least {SSIM_WINDOW} x {SSIM_WINDOW} pixels, got {tuple(xt.shape[1:])}")
     batch = _ssim_batch_torch if on_gpu else _ssim_batch_numpy
     if ranges.ndim == 0:
-        out = [batch(xt[i : i + batch_pairs], yt[i : i + batch_pairs], float(ranges))
-               for i in range(0, len(xt), batch_pairs)]
+        out = [
+            batch(xt[i : i + batch_pairs], yt[i : i + batch_pairs], float(ranges))
+            for i in range(0, len(xt), batch_pairs)
+        ]
     else:
         if ranges.shape != (len(xt),):
             raise ValueError(f"{ranges.shape} data ranges for {len(xt)} pairs of maps")
         per_pair = ranges[:, None, None]
         if on_gpu:
             per_pair = torch.as_tensor(per_pair, device=xt.device)
-        out = [batch(xt[i : i + batch_pairs], yt[i : i + batch_pairs], per_pair[i : i + batch_pairs])
-               for i in range(0, len(xt), batch_pairs)]
+        out = [
+            batch(xt[i : i + batch_pairs], yt[i : i + batch_pairs], per_pair[i : i + batch_pairs])
+            for i in range(0, len(xt), batch_pairs)
+        ]
     if not out:
         return np.zeros(0)
     return torch.cat(out).cpu().numpy() if on_gpu else np.concatenate(out)
@@ -199,9 +203,17 @@ def signed_raw(raw: np.ndarray) -> np.ndarray:
     return np.asarray(raw, dtype=np.float32).sum(axis=-3)
 
 
-def pair_similarity(maps_a: dict[str, np.ndarray], maps_b: dict[str, np.ndarray], criterion: str, model_a: str,
-                    model_b: str, method: str, data_range: float = 1.0, raw_a: dict[str, np.ndarray] | None = None,
-                    raw_b: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+def pair_similarity(
+    maps_a: dict[str, np.ndarray],
+    maps_b: dict[str, np.ndarray],
+    criterion: str,
+    model_a: str,
+    model_b: str,
+    method: str,
+    data_range: float = 1.0,
+    raw_a: dict[str, np.ndarray] | None = None,
+    raw_b: dict[str, np.ndarray] | None = None,
+) -> pd.DataFrame:
     """SSIM and Otsu IoU per image between two models' maps of the same images (long table). With ``raw_a``
     and ``raw_b`` (signed H x W raw maps by image id) SSIM compares those (``similarity_maps: raw``)."""
     ids = [i for i in maps_a if i in maps_b]
@@ -215,13 +227,32 @@ def pair_similarity(maps_a: dict[str, np.ndarray], maps_b: dict[str, np.ndarray]
     else:
         s = ssim(a, b, data_range)
     values = {"ssim": s, "iou": np.array([otsu_iou(x, y) for x, y in zip(a, b)])}
-    frames = [pd.DataFrame({"image_id": ids, "criterion": criterion, "model_a": model_a, "model_b": model_b,
-                            "method": method, "metric": metric, "value": v}) for metric, v in values.items()]
+    frames = [
+        pd.DataFrame(
+            {
+                "image_id": ids,
+                "criterion": criterion,
+                "model_a": model_a,
+                "model_b": model_b,
+                "method": method,
+                "metric": metric,
+                "value": v,
+            }
+        )
+        for metric, v in values.items()
+    ]
     return pd.concat(frames, ignore_index=True)[SIMILARITY_COLUMNS]
 
 
-def run_similarity(map_paths: list[str], models: list[str], methods: list[str], pairs: list[list[str]],
-                   data_range: float, out_path, similarity_maps: str = "processed") -> None:
+def run_similarity(
+    map_paths: list[str],
+    models: list[str],
+    methods: list[str],
+    pairs: list[list[str]],
+    data_range: float,
+    out_path,
+    similarity_maps: str = "processed",
+) -> None:
     """Stage entry: every (criterion, model_a, model_b) pair x method, from the cache files
     ``map_paths`` (one per (model, method), same order as ``models`` and ``methods``)."""
     from saliency_trust.io import write_csv
@@ -239,9 +270,22 @@ def run_similarity(map_paths: list[str], models: list[str], methods: list[str], 
     for criterion, a, b in pairs:
         for method in dict.fromkeys(methods):
             if (a, method) in maps and (b, method) in maps:
-                frames.append(pair_similarity(maps[a, method], maps[b, method], criterion, a, b, method, data_range,
-                                              raws.get((a, method)), raws.get((b, method))))
+                frames.append(
+                    pair_similarity(
+                        maps[a, method],
+                        maps[b, method],
+                        criterion,
+                        a,
+                        b,
+                        method,
+                        data_range,
+                        raws.get((a, method)),
+                        raws.get((b, method)),
+                    )
+                )
     if not frames:
-        raise ValueError("no pair of models with maps of the same method: repeatability and reproducibility need "
-                         "two replicates or two architectures")
+        raise ValueError(
+            "no pair of models with maps of the same method: repeatability and reproducibility need "
+            "two replicates or two architectures"
+        )
     write_csv(pd.concat(frames, ignore_index=True), out_path)

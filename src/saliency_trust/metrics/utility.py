@@ -139,8 +139,17 @@ def utility_table(
     return pd.DataFrame(rows, columns=UTILITY_COLUMNS)
 
 
-def run_utility(manifest_path, images_path, maps_paths: list[str], model: str, methods: list[str],
-                target_label: str | None, metrics: list[str], out_path, randomized: bool = False) -> None:
+def run_utility(
+    manifest_path,
+    images_path,
+    maps_paths: list[str],
+    model: str,
+    methods: list[str],
+    target_label: str | None,
+    metrics: list[str],
+    out_path,
+    randomized: bool = False,
+) -> None:
     """Stage entry: utility of one model's maps (one cache file per method, same order) on the positive test images.
 
     With ``randomized``, the files are randomized-model caches and the maps of
@@ -169,12 +178,22 @@ def run_utility(manifest_path, images_path, maps_paths: list[str], model: str, m
     write_csv(pd.concat(tables, ignore_index=True), out_path)
 
 
-def randomized_utility(image_ids: list[str], step_maps: np.ndarray, masks: dict[str, np.ndarray], model: str,
-                       method: str, metrics: tuple[str, ...] = UTILITY_METRICS) -> pd.DataFrame:
+def randomized_utility(
+    image_ids: list[str],
+    step_maps: np.ndarray,
+    masks: dict[str, np.ndarray],
+    model: str,
+    method: str,
+    metrics: tuple[str, ...] = UTILITY_METRICS,
+) -> pd.DataFrame:
     """Utility of the fully randomized model's maps (the last step of each draw, ``step_maps``: D x S x N x H x W),
     averaged over the re-initialization draws per image: one row per image and metric, as for trained maps."""
-    per_draw = pd.concat([utility_table(dict(zip(image_ids, draw[-1])), masks, model, method, metrics, "randomized")
-                          for draw in step_maps])
+    per_draw = pd.concat(
+        [
+            utility_table(dict(zip(image_ids, draw[-1])), masks, model, method, metrics, "randomized")
+            for draw in step_maps
+        ]
+    )
     return per_draw.groupby(UTILITY_COLUMNS[:-1], sort=False, as_index=False)["value"].mean()[UTILITY_COLUMNS]
 
 
@@ -186,6 +205,8 @@ def positive_test_masks(data, target_label: str | None) -> dict[str, np.ndarray]
     if "has_mask" in data.manifest:  # positives without localization (e.g. CheXpert) cannot be scored
         idx = idx[data.manifest["has_mask"].to_numpy()[idx] > 0]
     if len(idx) == 0:
-        raise ValueError(f"no positive test image for label '{label}' has a ground-truth mask: utility needs "
-                         f"localization (masks or boxes)")
+        raise ValueError(
+            f"no positive test image for label '{label}' has a ground-truth mask: utility needs "
+            f"localization (masks or boxes)"
+        )
     return {data.manifest["image_id"].iloc[i]: data.masks[i, li] for i in idx}

@@ -59,11 +59,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.metrics import average_precision_score
 from torch import nn
 from torchvision.models.detection import RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
-from sklearn.metrics import average_precision_score
 from torchvision.ops import FeaturePyramidNetwork
 
 from saliency_trust.data.geometry import pixel_span
@@ -149,19 +149,29 @@ class _NoResizeTransform(GeneralizedRCNNTransform):
         return image, target
 
 
-def build_detector(image_shape: tuple[int, int], settings: DetectorSettings, image_mean: float = 0.5,
-                   image_std: float = 0.25) -> RetinaNet:
+def build_detector(
+    image_shape: tuple[int, int], settings: DetectorSettings, image_mean: float = 0.5, image_std: float = 0.25
+) -> RetinaNet:
     """A one-class RetinaNet for 1-channel images of ``image_shape`` (H, W), randomly initialized."""
     s = settings
     backbone = SmallFPNBackbone(1, s.width, s.levels, s.fpn_channels)
     sizes = tuple(tuple(s.anchor_scale * st * 2 ** (i / 3) for i in range(3)) for st in s.strides)
     anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
     h, w = (int(v) for v in image_shape)
-    model = RetinaNet(backbone, num_classes=1, min_size=min(h, w), max_size=max(h, w), image_mean=[float(image_mean)],
-                      image_std=[float(image_std)], anchor_generator=anchors, score_thresh=s.min_score,
-                      detections_per_img=s.detections_per_img)
-    model.transform = _NoResizeTransform(min(h, w), max(h, w), [float(image_mean)], [float(image_std)],
-                                         size_divisible=s.strides[-1])
+    model = RetinaNet(
+        backbone,
+        num_classes=1,
+        min_size=min(h, w),
+        max_size=max(h, w),
+        image_mean=[float(image_mean)],
+        image_std=[float(image_std)],
+        anchor_generator=anchors,
+        score_thresh=s.min_score,
+        detections_per_img=s.detections_per_img,
+    )
+    model.transform = _NoResizeTransform(
+        min(h, w), max(h, w), [float(image_mean)], [float(image_std)], size_divisible=s.strides[-1]
+    )
     return model
 
 
@@ -214,14 +224,17 @@ def detector_targets(boxes: pd.DataFrame, label: str) -> dict[str, np.ndarray]:
 
 
 @torch.no_grad()
-def predict_heatmaps(model: RetinaNet, images: np.ndarray, device: torch.device, min_score: float = MIN_SCORE,
-                     batch_size: int = 32) -> np.ndarray:
+def predict_heatmaps(
+    model: RetinaNet, images: np.ndarray, device: torch.device, min_score: float = MIN_SCORE, batch_size: int = 32
+) -> np.ndarray:
     """Heat maps (N x H x W float32 in [0, 1]) of N x H x W images."""
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
-        batch = [torch.from_numpy(np.ascontiguousarray(im, dtype=np.float32))[None].to(device)
-                 for im in images[start : start + batch_size]]
+        batch = [
+            torch.from_numpy(np.ascontiguousarray(im, dtype=np.float32))[None].to(device)
+            for im in images[start : start + batch_size]
+        ]
         for k, det in enumerate(model(batch)):
             scores = det["scores"].float().cpu().numpy()
             if not np.isfinite(scores).all():
@@ -235,8 +248,11 @@ def mean_pixel_ap(heat: np.ndarray, masks: np.ndarray) -> float:
     ``average_precision_score``, as the utility metric ``ap`` computes it): the model-selection score."""
     if len(masks) == 0:
         return float("nan")
-    return float(np.mean([average_precision_score(m.reshape(-1) > 0, h.reshape(-1).astype(np.float64))
-                          for h, m in zip(heat, masks)]))
+    return float(
+        np.mean(
+            [average_precision_score(m.reshape(-1) > 0, h.reshape(-1).astype(np.float64)) for h, m in zip(heat, masks)]
+        )
+    )
 
 
 # ---------------------------------------------------------------- training
@@ -249,9 +265,15 @@ def _scored_positives(data, split: str, label: str) -> np.ndarray:
     return idx[data.masks[idx, li].reshape(len(idx), -1).any(axis=1)] if len(idx) else idx
 
 
-def train_detector(data, boxes: pd.DataFrame, label: str, settings: DetectorSettings, seed: int,
-                   device: torch.device,
-                   checkpoint: EpochCheckpoint | None = None) -> tuple[RetinaNet, pd.DataFrame, dict]:
+def train_detector(
+    data,
+    boxes: pd.DataFrame,
+    label: str,
+    settings: DetectorSettings,
+    seed: int,
+    device: torch.device,
+    checkpoint: EpochCheckpoint | None = None,
+) -> tuple[RetinaNet, pd.DataFrame, dict]:
     """Train one RetinaNet on the boxes of ``label`` (resuming ``checkpoint`` when given); return (best model,
     history, metrics)."""
     torch.manual_seed(seed)
@@ -261,8 +283,11 @@ def train_detector(data, boxes: pd.DataFrame, label: str, settings: DetectorSett
     pos = data.positive_indices("train", label)
     pos_boxed = np.array([i for i in pos if ids[i] in targets], dtype=int)
     if len(pos_boxed) < len(pos):
-        log.warning("detector: %d positive training image(s) have no '%s' boxes and are not used",
-                    len(pos) - len(pos_boxed), label)
+        log.warning(
+            "detector: %d positive training image(s) have no '%s' boxes and are not used",
+            len(pos) - len(pos_boxed),
+            label,
+        )
     if len(pos_boxed) == 0:
         raise ValueError(f"no positive training image has boxes of label '{label}' (detector high baseline)")
     tr = pos_boxed
@@ -287,9 +312,13 @@ def train_detector(data, boxes: pd.DataFrame, label: str, settings: DetectorSett
         sums, seen = {"classification": 0.0, "bbox_regression": 0.0}, 0
         for batch in torch.randperm(len(tr), generator=gen).split(settings.batch_size):
             x = [images[k][None].to(device) for k in batch.tolist()]
-            y = [{"boxes": torch.from_numpy(targets.get(ids[tr[k]], empty)).to(device),
-                  "labels": torch.zeros(len(targets.get(ids[tr[k]], empty)), dtype=torch.int64, device=device)}
-                 for k in batch.tolist()]
+            y = [
+                {
+                    "boxes": torch.from_numpy(targets.get(ids[tr[k]], empty)).to(device),
+                    "labels": torch.zeros(len(targets.get(ids[tr[k]], empty)), dtype=torch.int64, device=device),
+                }
+                for k in batch.tolist()
+            ]
             opt.zero_grad(set_to_none=True)
             losses = model(x, y)
             loss = sum(losses.values())
@@ -303,22 +332,43 @@ def train_detector(data, boxes: pd.DataFrame, label: str, settings: DetectorSett
             seen += len(x)
         val_heat = predict_heatmaps(model, data.images[va], device, settings.min_score)
         val_ap = mean_pixel_ap(val_heat, masks[va])
-        row = {"epoch": epoch, "train_loss": (sums["classification"] + sums["bbox_regression"]) / seen,
-               "train_cls_loss": sums["classification"] / seen, "train_box_loss": sums["bbox_regression"] / seen,
-               "val_ap": val_ap, "seconds": time.perf_counter() - t0}
-        log.info("detector epoch %d/%d train_loss %.4f val_ap %.4f (%.1f images/s)", epoch, settings.epochs,
-                 row["train_loss"], val_ap, seen / row["seconds"])
+        row = {
+            "epoch": epoch,
+            "train_loss": (sums["classification"] + sums["bbox_regression"]) / seen,
+            "train_cls_loss": sums["classification"] / seen,
+            "train_box_loss": sums["bbox_regression"] / seen,
+            "val_ap": val_ap,
+            "seconds": time.perf_counter() - t0,
+        }
+        log.info(
+            "detector epoch %d/%d train_loss %.4f val_ap %.4f (%.1f images/s)",
+            epoch,
+            settings.epochs,
+            row["train_loss"],
+            val_ap,
+            seen / row["seconds"],
+        )
         return row
 
     history = fit_epochs(model, opt, stopper, settings.epochs, run_epoch, "val_ap", [gen], checkpoint)
     best, best_epoch = stopper.best, stopper.best_epoch
-    test_ap = (mean_pixel_ap(predict_heatmaps(model, data.images[te], device, settings.min_score), masks[te])
-               if len(te) else float("nan"))
+    test_ap = (
+        mean_pixel_ap(predict_heatmaps(model, data.images[te], device, settings.min_score), masks[te])
+        if len(te)
+        else float("nan")
+    )
     metrics = {
-        "seed": seed, "label": label, "best_epoch": best_epoch, "epochs_run": len(history), "val_ap": best,
-        "test_ap": test_ap, "n_train_images": int(len(tr)),
+        "seed": seed,
+        "label": label,
+        "best_epoch": best_epoch,
+        "epochs_run": len(history),
+        "val_ap": best,
+        "test_ap": test_ap,
+        "n_train_images": int(len(tr)),
         "n_train_boxes": int(sum(len(targets.get(ids[i], empty)) for i in tr)),
-        "image_mean": mean, "image_std": max(std, 1e-6), "settings": asdict(settings),
+        "image_mean": mean,
+        "image_std": max(std, 1e-6),
+        "settings": asdict(settings),
     }
     return model, pd.DataFrame(history), metrics
 
@@ -326,8 +376,19 @@ def train_detector(data, boxes: pd.DataFrame, label: str, settings: DetectorSett
 # ---------------------------------------------------------------- stage entries
 
 
-def run_train_detector(manifest_path, images_path, boxes_path, target_label: str | None, settings: dict, seed: int,
-                       device: str, threads: int, model_path, history_path, metrics_path) -> None:
+def run_train_detector(
+    manifest_path,
+    images_path,
+    boxes_path,
+    target_label: str | None,
+    settings: dict,
+    seed: int,
+    device: str,
+    threads: int,
+    model_path,
+    history_path,
+    metrics_path,
+) -> None:
     """Stage entry: train one detector replicate; write model.pt, history.csv, metrics.json atomically."""
     from saliency_trust.data.canonical import dataset_fingerprint, load_dataset
     from saliency_trust.io import sha256_file
@@ -338,16 +399,36 @@ def run_train_detector(manifest_path, images_path, boxes_path, target_label: str
     label = target_label or data.label_names[0]
     boxes = pd.read_csv(boxes_path, dtype={"image_id": str, "label": str, "rater": str})
     ds = DetectorSettings(**settings)
-    checkpoint = EpochCheckpoint(model_path, {"arch": "retinanet", "settings": asdict(ds), "seed": seed,
-                                              "label": label, "boxes": sha256_file(boxes_path),
-                                              "data": dataset_fingerprint(manifest_path, images_path)})
+    checkpoint = EpochCheckpoint(
+        model_path,
+        {
+            "arch": "retinanet",
+            "settings": asdict(ds),
+            "seed": seed,
+            "label": label,
+            "boxes": sha256_file(boxes_path),
+            "data": dataset_fingerprint(manifest_path, images_path),
+        },
+    )
     model, history, metrics = train_detector(data, boxes, label, ds, seed, select_device(device), checkpoint)
-    log.info("detector: best epoch %d, val AP %.4f, test AP %.4f", metrics["best_epoch"], metrics["val_ap"],
-             metrics["test_ap"])
-    save_torch({"arch": "retinanet", "settings": asdict(ds), "label": label,
-                "image_shape": list(data.images.shape[1:]), "image_mean": metrics["image_mean"],
-                "image_std": metrics["image_std"], "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}},
-               model_path)
+    log.info(
+        "detector: best epoch %d, val AP %.4f, test AP %.4f",
+        metrics["best_epoch"],
+        metrics["val_ap"],
+        metrics["test_ap"],
+    )
+    save_torch(
+        {
+            "arch": "retinanet",
+            "settings": asdict(ds),
+            "label": label,
+            "image_shape": list(data.images.shape[1:]),
+            "image_mean": metrics["image_mean"],
+            "image_std": metrics["image_std"],
+            "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+        },
+        model_path,
+    )
     write_csv(history, history_path)
     write_json(metrics, metrics_path)
     checkpoint.remove()

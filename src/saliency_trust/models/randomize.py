@@ -27,16 +27,42 @@ INITS = ("default", "truncated_normal")
 MODES = ("cascading", "independent")
 TRUNCATED_NORMAL_SD = 0.01
 
-_INCEPTION = ("fc", "Mixed_7c", "Mixed_7b", "Mixed_7a", "Mixed_6e", "Mixed_6d", "Mixed_6c", "Mixed_6b", "Mixed_6a",
-              "Mixed_5d", "Mixed_5c", "Mixed_5b", "Conv2d_4a_3x3", "Conv2d_3b_1x1", "Conv2d_2b_3x3", "Conv2d_2a_3x3",
-              "Conv2d_1a_3x3")
-_DENSENET = ("classifier", "features.norm5", "features.denseblock4", "features.transition3", "features.denseblock3",
-             "features.transition2", "features.denseblock2", "features.transition1", "features.denseblock1")
+_INCEPTION = (
+    "fc",
+    "Mixed_7c",
+    "Mixed_7b",
+    "Mixed_7a",
+    "Mixed_6e",
+    "Mixed_6d",
+    "Mixed_6c",
+    "Mixed_6b",
+    "Mixed_6a",
+    "Mixed_5d",
+    "Mixed_5c",
+    "Mixed_5b",
+    "Conv2d_4a_3x3",
+    "Conv2d_3b_1x1",
+    "Conv2d_2b_3x3",
+    "Conv2d_2a_3x3",
+    "Conv2d_1a_3x3",
+)
+_DENSENET = (
+    "classifier",
+    "features.norm5",
+    "features.denseblock4",
+    "features.transition3",
+    "features.denseblock3",
+    "features.transition2",
+    "features.denseblock2",
+    "features.transition1",
+    "features.denseblock1",
+)
 
 # block name -> module paths, output first
 RANDOMIZATION_BLOCKS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
-    "simple_cnn": tuple((b, (b,)) for b in ("fc", "features.block4", "features.block3", "features.block2",
-                                               "features.block1")),
+    "simple_cnn": tuple(
+        (b, (b,)) for b in ("fc", "features.block4", "features.block3", "features.block2", "features.block1")
+    ),
     "tiny_resnet": tuple((b, (b,)) for b in ("fc", "layer4", "layer3", "layer2", "layer1", "stem")),
     "inception_v3": tuple((b, (f"net.{b}",)) for b in _INCEPTION),
     "densenet121": tuple((b.split(".")[-1], (f"net.{b}",)) for b in _DENSENET)
@@ -66,8 +92,9 @@ def _reset_module(module: nn.Module, init: str) -> None:
         if isinstance(sub, nn.modules.batchnorm._BatchNorm):
             sub.reset_parameters()  # weight 1, bias 0, running mean 0 / var 1
         elif init == "truncated_normal" and isinstance(sub, (nn.Conv2d, nn.Linear)):
-            nn.init.trunc_normal_(sub.weight, std=TRUNCATED_NORMAL_SD, a=-2 * TRUNCATED_NORMAL_SD,
-                                  b=2 * TRUNCATED_NORMAL_SD)
+            nn.init.trunc_normal_(
+                sub.weight, std=TRUNCATED_NORMAL_SD, a=-2 * TRUNCATED_NORMAL_SD, b=2 * TRUNCATED_NORMAL_SD
+            )
             if sub.bias is not None:
                 nn.init.zeros_(sub.bias)
         elif hasattr(sub, "reset_parameters") and list(sub.parameters(recurse=False)):

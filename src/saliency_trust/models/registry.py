@@ -19,9 +19,9 @@ never guess.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -116,7 +116,9 @@ class GrayscaleAdapter(nn.Module):
 def _inception_v3(num_classes: int, input_size: int | None) -> nn.Module:
     from torchvision.models import inception_v3
 
-    net = inception_v3(weights=None, aux_logits=False, init_weights=True, num_classes=num_classes, transform_input=False)
+    net = inception_v3(
+        weights=None, aux_logits=False, init_weights=True, num_classes=num_classes, transform_input=False
+    )
     return GrayscaleAdapter(net, input_size)
 
 
@@ -176,14 +178,12 @@ def load_backbone_weights(model: nn.Module, spec: Architecture, path: str | Path
     state = torch.load(path, map_location="cpu", weights_only=True)
     target = model.net if isinstance(model, GrayscaleAdapter) else model
     prefix_strip = "net." if isinstance(model, GrayscaleAdapter) else ""
-    heads = tuple(h[len(prefix_strip):] for h in spec.head_prefixes)
+    heads = tuple(h[len(prefix_strip) :] for h in spec.head_prefixes)
     state = {k: v for k, v in state.items() if not k.startswith(heads) and not k.startswith("AuxLogits.")}
     missing, unexpected = target.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith(heads)]
     if missing or unexpected:
-        raise ValueError(
-            f"{path}: not a '{spec.name}' state dict (missing {missing[:3]}, unexpected {unexpected[:3]})"
-        )
+        raise ValueError(f"{path}: not a '{spec.name}' state dict (missing {missing[:3]}, unexpected {unexpected[:3]})")
 
 
 def get_submodule(model: nn.Module, dotted: str) -> nn.Module:

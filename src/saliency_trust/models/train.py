@@ -18,9 +18,9 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass, asdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -31,8 +31,8 @@ from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
 
 from saliency_trust.data.canonical import CanonicalDataset
 from saliency_trust.io import write_csv, write_json
-from saliency_trust.models.serialization import save_torch
 from saliency_trust.models.registry import build_model
+from saliency_trust.models.serialization import save_torch
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class TrainSettings:
     pretrained_weights: str | None = None
 
     @classmethod
-    def from_config(cls, training: dict, model_entry: dict) -> "TrainSettings":
+    def from_config(cls, training: dict, model_entry: dict) -> TrainSettings:
         fields = cls.__dataclass_fields__
         merged = {k: v for k, v in training.items() if k in fields}
         merged.update({k: v for k, v in model_entry.items() if k in fields})
@@ -69,8 +69,14 @@ def select_device(requested: str = "auto") -> torch.device:
         device = torch.device("cpu")
     else:
         device = torch.device(requested)
-    log.info("device %s (requested %s; CUDA available: %s; CUDA_VISIBLE_DEVICES=%s; torch threads %d)", device,
-             requested, available, os.environ.get("CUDA_VISIBLE_DEVICES", "unset"), torch.get_num_threads())
+    log.info(
+        "device %s (requested %s; CUDA available: %s; CUDA_VISIBLE_DEVICES=%s; torch threads %d)",
+        device,
+        requested,
+        available,
+        os.environ.get("CUDA_VISIBLE_DEVICES", "unset"),
+        torch.get_num_threads(),
+    )
     return device
 
 
@@ -93,8 +99,13 @@ class EarlyStopping:
             return False
         self.stale += 1
         if self.stale >= self.patience:
-            log.info("early stopping at epoch %d (best epoch %d, %s %.4f)", epoch, self.best_epoch, self.score_name,
-                     self.best)
+            log.info(
+                "early stopping at epoch %d (best epoch %d, %s %.4f)",
+                epoch,
+                self.best_epoch,
+                self.score_name,
+                self.best,
+            )
             return True
         return False
 
@@ -105,8 +116,9 @@ class EarlyStopping:
         return {"best": self.best, "best_epoch": self.best_epoch, "best_state": self.best_state, "stale": self.stale}
 
     def load_state_dict(self, state: dict) -> None:
-        self.best, self.best_epoch, self.best_state, self.stale = (state[k] for k in ("best", "best_epoch",
-                                                                                      "best_state", "stale"))
+        self.best, self.best_epoch, self.best_state, self.stale = (
+            state[k] for k in ("best", "best_epoch", "best_state", "stale")
+        )
 
 
 def _numpy_rng_state() -> tuple:
@@ -131,19 +143,34 @@ class EpochCheckpoint:
         self.path = Path(model_path).with_suffix(".resume.pt")
         self.fingerprint = fingerprint
 
-    def save(self, epoch: int, model: nn.Module, opt: torch.optim.Optimizer, stopper: EarlyStopping,
-             history: list[dict], generators: list[torch.Generator], stopped: bool) -> None:
+    def save(
+        self,
+        epoch: int,
+        model: nn.Module,
+        opt: torch.optim.Optimizer,
+        stopper: EarlyStopping,
+        history: list[dict],
+        generators: list[torch.Generator],
+        stopped: bool,
+    ) -> None:
         state = {
-            "fingerprint": self.fingerprint, "epoch": epoch, "stopped": stopped, "history": history,
-            "model": model.state_dict(), "optimizer": opt.state_dict(), "stopper": stopper.state_dict(),
-            "torch_rng": torch.get_rng_state(), "numpy_rng": _numpy_rng_state(),
+            "fingerprint": self.fingerprint,
+            "epoch": epoch,
+            "stopped": stopped,
+            "history": history,
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "stopper": stopper.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "numpy_rng": _numpy_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "generators": [g.get_state() for g in generators],
         }
         save_torch(state, self.path)
 
-    def restore(self, model: nn.Module, opt: torch.optim.Optimizer, stopper: EarlyStopping,
-                generators: list[torch.Generator]) -> tuple[int, list[dict], bool]:
+    def restore(
+        self, model: nn.Module, opt: torch.optim.Optimizer, stopper: EarlyStopping, generators: list[torch.Generator]
+    ) -> tuple[int, list[dict], bool]:
         """(next epoch, history, stopped) from the checkpoint, or (1, [], False) when there is none to resume."""
         if not self.path.exists():
             return 1, [], False
@@ -164,17 +191,28 @@ class EpochCheckpoint:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         for gen, gen_state in zip(generators, state["generators"]):
             gen.set_state(gen_state)
-        log.info("resuming from %s: epoch %d finished%s", self.path, state["epoch"],
-                 ", early stopping reached" if state["stopped"] else "")
+        log.info(
+            "resuming from %s: epoch %d finished%s",
+            self.path,
+            state["epoch"],
+            ", early stopping reached" if state["stopped"] else "",
+        )
         return state["epoch"] + 1, state["history"], state["stopped"]
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
 
 
-def fit_epochs(model: nn.Module, opt: torch.optim.Optimizer, stopper: EarlyStopping, epochs: int,
-               run_epoch: Callable[[int], dict], score: str, generators: list[torch.Generator],
-               checkpoint: EpochCheckpoint | None = None) -> list[dict]:
+def fit_epochs(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    stopper: EarlyStopping,
+    epochs: int,
+    run_epoch: Callable[[int], dict],
+    score: str,
+    generators: list[torch.Generator],
+    checkpoint: EpochCheckpoint | None = None,
+) -> list[dict]:
     """The epoch loop of every trainer: ``run_epoch(epoch)`` trains one epoch and returns its history row
     (with the validation ``score``); early stopping; the state is checkpointed after each epoch and a
     checkpoint is resumed. ``generators`` are every random generator training draws from besides torch's
@@ -225,7 +263,9 @@ def balanced_sampler(labels: np.ndarray, seed: int) -> WeightedRandomSampler:
     n_pos, n_neg = positive.sum(), (~positive).sum()
     weights = np.where(positive, 0.5 / max(n_pos, 1), 0.5 / max(n_neg, 1))
     gen = torch.Generator().manual_seed(seed)
-    return WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), len(labels), replacement=True, generator=gen)
+    return WeightedRandomSampler(
+        torch.as_tensor(weights, dtype=torch.double), len(labels), replacement=True, generator=gen
+    )
 
 
 def train_classifier(
@@ -267,7 +307,12 @@ def train_classifier(
             total += loss.item() * len(x)
             n_seen += len(x)
         p_tr, p_va = predict(model, data.images[tr], device), predict(model, data.images[va], device)
-        val_loss = float(loss_fn(torch.logit(torch.from_numpy(p_va).double().clamp(1e-7, 1 - 1e-7)), torch.from_numpy(labels[va]).double()))
+        val_loss = float(
+            loss_fn(
+                torch.logit(torch.from_numpy(p_va).double().clamp(1e-7, 1 - 1e-7)),
+                torch.from_numpy(labels[va]).double(),
+            )
+        )
         row = {
             "epoch": epoch,
             "train_loss": total / n_seen,
@@ -278,12 +323,19 @@ def train_classifier(
         }
         log.info(
             "%s epoch %d/%d train_loss %.4f val_loss %.4f val_auc %.4f (%.1f images/s)",
-            arch, epoch, settings.epochs, row["train_loss"], val_loss, row["val_auc"], n_seen / row["seconds"],
+            arch,
+            epoch,
+            settings.epochs,
+            row["train_loss"],
+            val_loss,
+            row["val_auc"],
+            n_seen / row["seconds"],
         )
         return row
 
-    history = fit_epochs(model, opt, stopper, settings.epochs, run_epoch, "val_auc", [sampler.generator, flip_gen],
-                         checkpoint)
+    history = fit_epochs(
+        model, opt, stopper, settings.epochs, run_epoch, "val_auc", [sampler.generator, flip_gen], checkpoint
+    )
     best_auc, best_epoch = stopper.best, stopper.best_epoch
     p_te = predict(model, data.images[te], device)
     metrics = {
@@ -305,7 +357,9 @@ def train_classifier(
     return model, pd.DataFrame(history), metrics
 
 
-def save_checkpoint(model: nn.Module, arch: str, label_names: list[str], settings: TrainSettings, path: str | Path) -> None:
+def save_checkpoint(
+    model: nn.Module, arch: str, label_names: list[str], settings: TrainSettings, path: str | Path
+) -> None:
     """Save weights plus everything needed to rebuild the model, atomically."""
     payload = {
         "arch": arch,
@@ -324,23 +378,43 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
     return model.to(device).eval(), payload
 
 
-def write_training_outputs(model, history, metrics, arch, label_names, settings, model_path, history_path, metrics_path) -> None:
+def write_training_outputs(
+    model, history, metrics, arch, label_names, settings, model_path, history_path, metrics_path
+) -> None:
     save_checkpoint(model, arch, label_names, settings, model_path)
     write_csv(history, history_path)
     write_json(metrics, metrics_path)
 
 
-def run_training(manifest_path, images_path, arch: str, settings: dict, seed: int, device: str, threads: int,
-                 model_path, history_path, metrics_path) -> None:
+def run_training(
+    manifest_path,
+    images_path,
+    arch: str,
+    settings: dict,
+    seed: int,
+    device: str,
+    threads: int,
+    model_path,
+    history_path,
+    metrics_path,
+) -> None:
     """Stage entry: train one (architecture, replicate) and write model.pt, history.csv, metrics.json."""
     from saliency_trust.data.canonical import dataset_fingerprint, load_dataset
 
     torch.set_num_threads(max(int(threads), 1))
     data = load_dataset(manifest_path, images_path)
     ts = TrainSettings(**settings)
-    checkpoint = EpochCheckpoint(model_path, {"arch": arch, "settings": asdict(ts), "seed": seed,
-                                              "data": dataset_fingerprint(manifest_path, images_path)})
+    checkpoint = EpochCheckpoint(
+        model_path,
+        {"arch": arch, "settings": asdict(ts), "seed": seed, "data": dataset_fingerprint(manifest_path, images_path)},
+    )
     model, history, metrics = train_classifier(data, arch, ts, seed, select_device(device), checkpoint)
-    log.info("%s: best epoch %d, val AUC %.4f, test AUC %.4f", arch, metrics["best_epoch"], metrics["val_auc"], metrics["test_auc"])
+    log.info(
+        "%s: best epoch %d, val AUC %.4f, test AUC %.4f",
+        arch,
+        metrics["best_epoch"],
+        metrics["val_auc"],
+        metrics["test_auc"],
+    )
     write_training_outputs(model, history, metrics, arch, data.label_names, ts, model_path, history_path, metrics_path)
     checkpoint.remove()

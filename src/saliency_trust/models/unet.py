@@ -49,8 +49,12 @@ MAP_OUTPUTS = ("probability", "uint8")
 
 def _double_conv(c_in: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
-        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(),
+        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(),
     )
 
 
@@ -61,9 +65,12 @@ class UNet(nn.Module):
         super().__init__()
         self.depth = depth
         chans = [width * 2**k for k in range(depth + 1)]
-        self.down = nn.ModuleList([_double_conv(in_channels, chans[0])]
-                                  + [_double_conv(chans[k], chans[k + 1]) for k in range(depth)])
-        self.up = nn.ModuleList([nn.ConvTranspose2d(chans[k + 1], chans[k], 2, stride=2) for k in reversed(range(depth))])
+        self.down = nn.ModuleList(
+            [_double_conv(in_channels, chans[0])] + [_double_conv(chans[k], chans[k + 1]) for k in range(depth)]
+        )
+        self.up = nn.ModuleList(
+            [nn.ConvTranspose2d(chans[k + 1], chans[k], 2, stride=2) for k in reversed(range(depth))]
+        )
         self.merge = nn.ModuleList([_double_conv(2 * chans[k], chans[k]) for k in reversed(range(depth))])
         self.head = nn.Conv2d(chans[0], 1, 1)
 
@@ -114,8 +121,7 @@ def focal_dice_loss(logits: torch.Tensor, target: torch.Tensor, settings: UNetSe
     """The paper's "mix of focal and dice loss": torchvision's sigmoid focal loss (mean over pixels) plus
     ``dice_weight`` x the batch-level soft Dice loss (one Dice over the whole batch, so batches of negatives,
     whose masks are empty, give a finite loss that pushes their predictions to zero)."""
-    focal = sigmoid_focal_loss(logits, target, alpha=settings.focal_alpha, gamma=settings.focal_gamma,
-                               reduction="mean")
+    focal = sigmoid_focal_loss(logits, target, alpha=settings.focal_alpha, gamma=settings.focal_gamma, reduction="mean")
     return focal + settings.dice_weight * soft_dice_loss(logits, target, batch=True)
 
 
@@ -129,8 +135,9 @@ class PlateauStopping(EarlyStopping):
 
     def __init__(self, patience: int, opt: torch.optim.Optimizer, lr_factor: float, lr_patience: int):
         super().__init__(patience, "-val loss")
-        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=lr_factor,
-                                                                    patience=lr_patience)
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, mode="min", factor=lr_factor, patience=lr_patience
+        )
 
     def update(self, model: nn.Module, epoch: int, score: float) -> bool:
         """``score`` is the epoch's validation loss."""
@@ -184,8 +191,9 @@ def validation_loss(logits: np.ndarray, masks: np.ndarray, settings: UNetSetting
     return float(focal_dice_loss(lg, torch.from_numpy(masks).double().unsqueeze(1), settings))
 
 
-def balanced_loader(images: np.ndarray, masks: np.ndarray, positive: np.ndarray, batch_size: int,
-                    seed: int) -> DataLoader:
+def balanced_loader(
+    images: np.ndarray, masks: np.ndarray, positive: np.ndarray, batch_size: int, seed: int
+) -> DataLoader:
     """Training batches of (image, mask), N x 1 x H x W each: an epoch of ``len(images)`` draws with replacement,
     positive and negative images with equal probability (Arun et al., "U-Net": balanced sampling), seeded
     (the generator is ``loader.sampler.generator``)."""
@@ -194,8 +202,9 @@ def balanced_loader(images: np.ndarray, masks: np.ndarray, positive: np.ndarray,
     return DataLoader(data, batch_size=batch_size, sampler=sampler)
 
 
-def train_unet(data, label: str, settings: UNetSettings, seed: int, device: torch.device,
-               checkpoint: EpochCheckpoint | None = None) -> tuple[UNet, pd.DataFrame, dict]:
+def train_unet(
+    data, label: str, settings: UNetSettings, seed: int, device: torch.device, checkpoint: EpochCheckpoint | None = None
+) -> tuple[UNet, pd.DataFrame, dict]:
     """Train one U-Net on the masks of ``label`` (resuming ``checkpoint`` when given); return (best model,
     history, metrics). Trains on balanced positive and negative training images (or the positives only) and
     validates on the same population of the validation split."""
@@ -237,26 +246,57 @@ def train_unet(data, label: str, settings: UNetSettings, seed: int, device: torc
         val_logits = predict_masks(model, data.images[va], device)
         val_loss = validation_loss(val_logits, masks[va], settings)
         val_dice = dice_at_half(val_logits[np.isin(va, va_pos)], masks[va_pos])
-        row = {"epoch": epoch, "train_loss": total / seen, "val_dice": val_dice, "val_loss": val_loss, "lr": lr,
-               "seconds": time.perf_counter() - t0}
-        log.info("unet epoch %d/%d lr %.1e train_loss %.4f val_loss %.4f val_dice %.4f (%.1f images/s)", epoch,
-                 settings.epochs, lr, row["train_loss"], val_loss, val_dice, seen / row["seconds"])
+        row = {
+            "epoch": epoch,
+            "train_loss": total / seen,
+            "val_dice": val_dice,
+            "val_loss": val_loss,
+            "lr": lr,
+            "seconds": time.perf_counter() - t0,
+        }
+        log.info(
+            "unet epoch %d/%d lr %.1e train_loss %.4f val_loss %.4f val_dice %.4f (%.1f images/s)",
+            epoch,
+            settings.epochs,
+            lr,
+            row["train_loss"],
+            val_loss,
+            val_dice,
+            seen / row["seconds"],
+        )
         return row
 
-    history = fit_epochs(model, opt, stopper, settings.epochs, run_epoch, "val_loss", [loader.sampler.generator],
-                         checkpoint)
+    history = fit_epochs(
+        model, opt, stopper, settings.epochs, run_epoch, "val_loss", [loader.sampler.generator], checkpoint
+    )
     best_epoch = stopper.best_epoch
     metrics = {
-        "seed": seed, "label": label, "best_epoch": best_epoch, "epochs_run": len(history),
-        "val_loss": -stopper.best, "val_dice": history[best_epoch - 1]["val_dice"],
+        "seed": seed,
+        "label": label,
+        "best_epoch": best_epoch,
+        "epochs_run": len(history),
+        "val_loss": -stopper.best,
+        "val_dice": history[best_epoch - 1]["val_dice"],
         "test_dice": dice_at_half(predict_masks(model, data.images[te], device), masks[te]),
-        "n_train": int(len(tr)), "n_train_positive": int(positive[tr].sum()), "settings": asdict(settings),
+        "n_train": int(len(tr)),
+        "n_train_positive": int(positive[tr].sum()),
+        "settings": asdict(settings),
     }
     return model, pd.DataFrame(history), metrics
 
 
-def run_train_unet(manifest_path, images_path, target_label: str | None, settings: dict, seed: int, device: str,
-                   threads: int, model_path, history_path, metrics_path) -> None:
+def run_train_unet(
+    manifest_path,
+    images_path,
+    target_label: str | None,
+    settings: dict,
+    seed: int,
+    device: str,
+    threads: int,
+    model_path,
+    history_path,
+    metrics_path,
+) -> None:
     """Stage entry: train one U-Net replicate; write model.pt, history.csv, metrics.json. ``settings`` is config
     ``baselines.unet``; its ``output`` (the map format) does not concern training and is ignored here."""
     from saliency_trust.data.canonical import dataset_fingerprint, load_dataset
@@ -266,13 +306,33 @@ def run_train_unet(manifest_path, images_path, target_label: str | None, setting
     data = load_dataset(manifest_path, images_path)
     label = target_label or data.label_names[0]
     us = UNetSettings(**{k: v for k, v in settings.items() if k != "output"})
-    checkpoint = EpochCheckpoint(model_path, {"arch": "unet", "settings": asdict(us), "seed": seed, "label": label,
-                                              "data": dataset_fingerprint(manifest_path, images_path)})
+    checkpoint = EpochCheckpoint(
+        model_path,
+        {
+            "arch": "unet",
+            "settings": asdict(us),
+            "seed": seed,
+            "label": label,
+            "data": dataset_fingerprint(manifest_path, images_path),
+        },
+    )
     model, history, metrics = train_unet(data, label, us, seed, select_device(device), checkpoint)
-    log.info("unet: best epoch %d, val loss %.4f, val Dice %.4f, test Dice %.4f", metrics["best_epoch"],
-             metrics["val_loss"], metrics["val_dice"], metrics["test_dice"])
-    save_torch({"arch": "unet", "settings": asdict(us), "label": label,
-                "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}, model_path)
+    log.info(
+        "unet: best epoch %d, val loss %.4f, val Dice %.4f, test Dice %.4f",
+        metrics["best_epoch"],
+        metrics["val_loss"],
+        metrics["val_dice"],
+        metrics["test_dice"],
+    )
+    save_torch(
+        {
+            "arch": "unet",
+            "settings": asdict(us),
+            "label": label,
+            "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+        },
+        model_path,
+    )
     write_csv(history, history_path)
     write_json(metrics, metrics_path)
     checkpoint.remove()

@@ -9,8 +9,15 @@ import pandas as pd
 from saliency_trust.plots.style import DPI, color, save_figure
 
 
-def plot_randomization(scores: pd.DataFrame, thresholds: pd.DataFrame, methods: list[str], paths,
-                       mode: str = "cascading", title: str = "", dpi: int = DPI) -> None:
+def plot_randomization(
+    scores: pd.DataFrame,
+    thresholds: pd.DataFrame,
+    methods: list[str],
+    paths,
+    mode: str = "cascading",
+    title: str = "",
+    dpi: int = DPI,
+) -> None:
     """Mean SSIM to the trained map (95 % CI) at each randomization step, one line per method, with each
     method's degradation threshold dashed in its colour (Fig. 3). One panel per randomized model."""
     sel = scores[(scores["mode"] == mode) & (scores["metric"] == "ssim")]
@@ -27,8 +34,17 @@ def plot_randomization(scores: pd.DataFrame, thresholds: pd.DataFrame, methods: 
             if not len(g):
                 continue
             mean, sem = g.mean(), g.sem().fillna(0.0)
-            ax.errorbar(mean.index, mean.to_numpy(), yerr=1.96 * sem.to_numpy(), color=color(method), marker="o",
-                        ms=3, lw=1.5, capsize=2, label=method)
+            ax.errorbar(
+                mean.index,
+                mean.to_numpy(),
+                yerr=1.96 * sem.to_numpy(),
+                color=color(method),
+                marker="o",
+                ms=3,
+                lw=1.5,
+                capsize=2,
+                label=method,
+            )
             thr = thresholds[(thresholds["model"] == model) & (thresholds["method"] == method)]["threshold"]
             if len(thr):
                 ax.axhline(float(thr.iloc[0]), color=color(method), ls="--", lw=0.8, alpha=0.8)
@@ -43,8 +59,15 @@ def plot_randomization(scores: pd.DataFrame, thresholds: pd.DataFrame, methods: 
     save_figure(fig, paths, dpi)
 
 
-def plot_similarity(similarity: pd.DataFrame, methods: list[str], paths, metric: str = "ssim",
-                    low: float = 0.5, title: str = "", dpi: int = DPI) -> None:
+def plot_similarity(
+    similarity: pd.DataFrame,
+    methods: list[str],
+    paths,
+    metric: str = "ssim",
+    low: float = 0.5,
+    title: str = "",
+    dpi: int = DPI,
+) -> None:
     """Box plots of per-image SSIM per method for repeatability and reproducibility, with the high baseline
     pair and the LOW baseline (0.5) dashed (Fig. 4)."""
     sel = similarity[similarity["metric"] == metric]
@@ -57,9 +80,14 @@ def plot_similarity(similarity: pd.DataFrame, methods: list[str], paths, metric:
         groups = [m for m in methods if (c["method"] == m).any()]
         groups += [b for b in ("UNET", "DETECTOR") if (c["method"] == b).any()]
         data = [c.loc[c["method"] == g, "value"].to_numpy() for g in groups]
-        box = ax.boxplot(data, patch_artist=True, showmeans=True, widths=0.6,
-                         meanprops={"marker": "D", "markerfacecolor": "white", "markeredgecolor": "black"},
-                         medianprops={"color": "black"})
+        box = ax.boxplot(
+            data,
+            patch_artist=True,
+            showmeans=True,
+            widths=0.6,
+            meanprops={"marker": "D", "markerfacecolor": "white", "markeredgecolor": "black"},
+            medianprops={"color": "black"},
+        )
         for patch, g in zip(box["boxes"], groups):
             patch.set_facecolor(color(g))
             patch.set_alpha(0.8)

@@ -3,9 +3,9 @@ one image's maps degrading under cascading randomization."""
 
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import matplotlib.pyplot as plt
 
 from saliency_trust.io import stable_seed
 from saliency_trust.plots.style import DPI, check_colormap, save_figure
@@ -39,17 +39,31 @@ def _score_label(scores: pd.DataFrame | None, image_id: str, model: str, method:
     """``metric value`` of one map from the utility table (trained weights), or '' when absent."""
     if scores is None or scores.empty:
         return ""
-    hit = scores[(scores["image_id"] == image_id) & (scores["model"] == model) & (scores["method"] == method)
-                 & (scores["metric"] == metric) & (scores["weights"] != "randomized")]
+    hit = scores[
+        (scores["image_id"] == image_id)
+        & (scores["model"] == model)
+        & (scores["method"] == method)
+        & (scores["metric"] == metric)
+        & (scores["weights"] != "randomized")
+    ]
     return f"\n{metric} {hit['value'].iloc[0]:.2f}" if len(hit) else ""
 
 
 BASELINES_ROW = "baselines"
 
 
-def plot_example_panel(image: np.ndarray, mask: np.ndarray | None, maps: dict[tuple[str, str], np.ndarray],
-                       image_id: str, paths, utility: pd.DataFrame | None = None, metric: str = "pr_auc",
-                       colormap: str = "inferno", dpi: int = DPI, title: str = "") -> None:
+def plot_example_panel(
+    image: np.ndarray,
+    mask: np.ndarray | None,
+    maps: dict[tuple[str, str], np.ndarray],
+    image_id: str,
+    paths,
+    utility: pd.DataFrame | None = None,
+    metric: str = "pr_auc",
+    colormap: str = "inferno",
+    dpi: int = DPI,
+    title: str = "",
+) -> None:
     """One image with its ground-truth outline, then every method's map per model (rows = models, e.g.
     replicates and architectures; columns = methods), each titled with its utility score.
 
@@ -72,8 +86,12 @@ def plot_example_panel(image: np.ndarray, mask: np.ndarray | None, maps: dict[tu
             if method is None:
                 axes[i][j].set_axis_off()
                 continue
-            _show_map(axes[i][j], maps[(row, method)], colormap,
-                      method + _score_label(utility, image_id, score_model, score_method, metric))
+            _show_map(
+                axes[i][j],
+                maps[(row, method)],
+                colormap,
+                method + _score_label(utility, image_id, score_model, score_method, metric),
+            )
     fig.suptitle(title or f"Saliency maps of {image_id} (outline: ground truth)", fontsize=10)
     save_figure(fig, paths, dpi)
 
@@ -85,10 +103,20 @@ def steps_to_show(n_steps: int, max_shown: int) -> list[int]:
     return sorted({int(round(k)) for k in np.linspace(0, n_steps - 1, max_shown)})
 
 
-def plot_randomization_panel(image: np.ndarray, mask: np.ndarray | None, trained: dict[str, np.ndarray],
-                             randomized: dict[str, np.ndarray], steps: list[str], image_id: str, paths,
-                             ssim: pd.DataFrame | None = None, max_steps_shown: int = 6,
-                             colormap: str = "inferno", dpi: int = DPI, title: str = "") -> None:
+def plot_randomization_panel(
+    image: np.ndarray,
+    mask: np.ndarray | None,
+    trained: dict[str, np.ndarray],
+    randomized: dict[str, np.ndarray],
+    steps: list[str],
+    image_id: str,
+    paths,
+    ssim: pd.DataFrame | None = None,
+    max_steps_shown: int = 6,
+    colormap: str = "inferno",
+    dpi: int = DPI,
+    title: str = "",
+) -> None:
     """One image's maps as the model's blocks are re-initialized from the output (rows = methods; columns =
     image, trained map, then the steps), each step titled with its SSIM to the trained map (Fig. 3 panel).
 
@@ -96,8 +124,9 @@ def plot_randomization_panel(image: np.ndarray, mask: np.ndarray | None, trained
     check_colormap(colormap)
     methods = [m for m in trained if m in randomized]
     shown = steps_to_show(len(steps), max_steps_shown)
-    fig, axes = plt.subplots(len(methods), len(shown) + 2, figsize=(1.6 * (len(shown) + 2), 1.75 * len(methods)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(methods), len(shown) + 2, figsize=(1.6 * (len(shown) + 2), 1.75 * len(methods)), squeeze=False
+    )
     for i, method in enumerate(methods):
         _show_image(axes[i][0], image, mask, image_id if i == 0 else "")
         _show_map(axes[i][1], trained[method], colormap, f"{method}\ntrained")
@@ -108,14 +137,23 @@ def plot_randomization_panel(image: np.ndarray, mask: np.ndarray | None, trained
                 if len(hit):
                     label += f"\nSSIM {hit['value'].iloc[0]:.2f}"
             _show_map(axes[i][j], randomized[method][s], colormap, label)
-    fig.suptitle(title or f"Cascading randomization of {image_id} (blocks re-initialized from the output)",
-                 fontsize=10)
+    fig.suptitle(title or f"Cascading randomization of {image_id} (blocks re-initialized from the output)", fontsize=10)
     save_figure(fig, paths, dpi)
 
 
-def run_example_panels(images_path: str, maps: dict[tuple[str, str], str], paths: list[list[str]], label: str | None,
-                       seed: int, dataset: str, utility_path: str | None = None, metric: str = "pr_auc",
-                       colormap: str = "inferno", dpi: int = DPI, has_masks: bool = True) -> None:
+def run_example_panels(
+    images_path: str,
+    maps: dict[tuple[str, str], str],
+    paths: list[list[str]],
+    label: str | None,
+    seed: int,
+    dataset: str,
+    utility_path: str | None = None,
+    metric: str = "pr_auc",
+    colormap: str = "inferno",
+    dpi: int = DPI,
+    has_masks: bool = True,
+) -> None:
     """Stage entry: ``len(paths)`` example panels of seeded positive test images explained by every model.
 
     ``maps`` maps (row, method) to a cache file; ``paths[k]`` are the files (png, pdf) of example ``k``."""
@@ -131,14 +169,34 @@ def run_example_panels(images_path: str, maps: dict[tuple[str, str], str], paths
     loaded = {key: read_maps_of(path, chosen) for key, path in maps.items()}
     utility = pd.read_csv(utility_path, dtype={"image_id": str}) if utility_path else None
     for k, (image_id, out) in enumerate(zip(chosen, paths)):
-        plot_example_panel(images[k], masks[k] if has_masks else None, {key: m[k] for key, m in loaded.items()},
-                           image_id, out, utility=utility, metric=metric, colormap=colormap, dpi=dpi)
+        plot_example_panel(
+            images[k],
+            masks[k] if has_masks else None,
+            {key: m[k] for key, m in loaded.items()},
+            image_id,
+            out,
+            utility=utility,
+            metric=metric,
+            colormap=colormap,
+            dpi=dpi,
+        )
 
 
-def run_randomization_panel(images_path: str, trained: dict[str, str], randomized: dict[str, str], paths: list[str],
-                            label: str | None, seed: int, dataset: str, scores_path: str | None = None, model: str = "",
-                            max_steps_shown: int = 6, colormap: str = "inferno", dpi: int = DPI,
-                            has_masks: bool = True) -> None:
+def run_randomization_panel(
+    images_path: str,
+    trained: dict[str, str],
+    randomized: dict[str, str],
+    paths: list[str],
+    label: str | None,
+    seed: int,
+    dataset: str,
+    scores_path: str | None = None,
+    model: str = "",
+    max_steps_shown: int = 6,
+    colormap: str = "inferno",
+    dpi: int = DPI,
+    has_masks: bool = True,
+) -> None:
     """Stage entry: the degradation panel of one seeded image of the randomized model's explained subset."""
     from saliency_trust.data.canonical import read_images
     from saliency_trust.storage.maps import read_cached_ids, read_maps_of, read_steps
@@ -152,9 +210,23 @@ def run_randomization_panel(images_path: str, trained: dict[str, str], randomize
     scores = None
     if scores_path:
         scores = pd.read_csv(scores_path, dtype={"image_id": str})
-        scores = scores[(scores["model"] == model) & (scores["mode"] == "cascading") & (scores["metric"] == "ssim")
-                        & (scores["draw"] == 1 if "draw" in scores else True)]
-    plot_randomization_panel(images[0], masks[0] if has_masks else None, trained_maps, random_maps, steps, image_id,
-                             paths, ssim=scores, max_steps_shown=max_steps_shown, colormap=colormap, dpi=dpi,
-                             title=f"Cascading randomization of {model}: {image_id} (blocks re-initialized from "
-                                   "the output)")
+        scores = scores[
+            (scores["model"] == model)
+            & (scores["mode"] == "cascading")
+            & (scores["metric"] == "ssim")
+            & (scores["draw"] == 1 if "draw" in scores else True)
+        ]
+    plot_randomization_panel(
+        images[0],
+        masks[0] if has_masks else None,
+        trained_maps,
+        random_maps,
+        steps,
+        image_id,
+        paths,
+        ssim=scores,
+        max_steps_shown=max_steps_shown,
+        colormap=colormap,
+        dpi=dpi,
+        title=f"Cascading randomization of {model}: {image_id} (blocks re-initialized from the output)",
+    )

@@ -8,9 +8,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
 import logging  # noqa: E402
+
+import matplotlib.pyplot as plt  # noqa: E402
 
 from saliency_trust.io import atomic_path  # noqa: E402
 
@@ -58,6 +58,7 @@ def save_figure(fig, paths: str | Path | Sequence[str | Path], dpi: int = DPI) -
 def check_colormap(name: str) -> str:
     """The colormap name, or a ValueError naming the config key and a few valid names."""
     if name not in matplotlib.colormaps:
-        raise ValueError(f"plots.colormap: unknown matplotlib colormap '{name}' (for example inferno, viridis, "
-                         "magma, jet, gray)")
+        raise ValueError(
+            f"plots.colormap: unknown matplotlib colormap '{name}' (for example inferno, viridis, magma, jet, gray)"
+        )
     return name

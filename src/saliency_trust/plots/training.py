@@ -8,8 +8,14 @@ import pandas as pd
 from saliency_trust.plots.style import DPI, save_figure
 
 
-def plot_training_curves(histories: dict[str, pd.DataFrame], paths, best_epochs: dict[str, int] | None = None,
-                         baselines: dict[str, pd.DataFrame] | None = None, dpi: int = DPI, title: str = "") -> None:
+def plot_training_curves(
+    histories: dict[str, pd.DataFrame],
+    paths,
+    best_epochs: dict[str, int] | None = None,
+    baselines: dict[str, pd.DataFrame] | None = None,
+    dpi: int = DPI,
+    title: str = "",
+) -> None:
     """Per-epoch train (solid) and validation (dashed) loss, and validation AUC with the kept epoch marked,
     one colour per model; a third panel shows the baselines' validation score (U-Net Dice, detector AP)."""
     if not histories:
@@ -40,8 +46,14 @@ def plot_training_curves(histories: dict[str, pd.DataFrame], paths, best_epochs:
             score = next((c for c in h.columns if c.startswith("val_")), None)
             if score is None:
                 raise ValueError(f"baseline history {name} has no validation column (val_*)")
-            ax.plot(h["epoch"], h[score], color=palette((len(histories) + k) % 10), marker="o", ms=3,
-                    label=f"{name} ({score})")
+            ax.plot(
+                h["epoch"],
+                h[score],
+                color=palette((len(histories) + k) % 10),
+                marker="o",
+                ms=3,
+                label=f"{name} ({score})",
+            )
         ax.set(xlabel="epoch", ylabel="validation score", title="High baseline")
         ax.legend(fontsize=7, frameon=False)
     fig.suptitle(title or "Training curves")

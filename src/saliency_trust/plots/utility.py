@@ -7,14 +7,21 @@ import pandas as pd
 
 from saliency_trust.plots.style import DPI, color, save_figure
 
-METRIC_LABELS = {"pr_auc": "AUPRC (trapezoidal)", "ap": "Average precision", "iou": "IoU (Otsu)",
-                 "dice": "Dice (Otsu)", "iou_box": "IoU (Otsu boxes)", "dice_box": "Dice (Otsu boxes)",
-                 "topk": "Top-k overlap"}
+METRIC_LABELS = {
+    "pr_auc": "AUPRC (trapezoidal)",
+    "ap": "Average precision",
+    "iou": "IoU (Otsu)",
+    "dice": "Dice (Otsu)",
+    "iou_box": "IoU (Otsu boxes)",
+    "dice_box": "Dice (Otsu boxes)",
+    "topk": "Top-k overlap",
+}
 BASELINE_GROUPS = ("AVG", "UNET", "DETECTOR", "RATER")
 
 
-def plot_utility(utility: pd.DataFrame, metric: str, methods: list[str], paths, title: str = "",
-                 dpi: int = DPI) -> None:
+def plot_utility(
+    utility: pd.DataFrame, metric: str, methods: list[str], paths, title: str = "", dpi: int = DPI
+) -> None:
     """Box plot (median line, mean marker) of per-image utility of trained maps for each method and baseline."""
     sel = utility[utility["metric"] == metric]
     if "weights" in sel:  # the randomized models' maps are not part of this figure
@@ -23,9 +30,14 @@ def plot_utility(utility: pd.DataFrame, metric: str, methods: list[str], paths, 
     groups += [b for b in BASELINE_GROUPS if (sel["method"] == b).any()]
     data = [sel.loc[sel["method"] == g, "value"].to_numpy() for g in groups]
     fig, ax = plt.subplots(figsize=(1.1 * len(groups) + 2, 4))
-    box = ax.boxplot(data, patch_artist=True, showmeans=True, widths=0.6,
-                     meanprops={"marker": "D", "markerfacecolor": "white", "markeredgecolor": "black"},
-                     medianprops={"color": "black"})
+    box = ax.boxplot(
+        data,
+        patch_artist=True,
+        showmeans=True,
+        widths=0.6,
+        meanprops={"marker": "D", "markerfacecolor": "white", "markeredgecolor": "black"},
+        medianprops={"color": "black"},
+    )
     ax.set_xticks(range(1, len(groups) + 1), groups)
     for patch, g in zip(box["boxes"], groups):
         patch.set_facecolor(color(g))

@@ -42,12 +42,28 @@ def run_avg_map(manifest_path, images_path, target_label: str | None, out_path) 
     avg = mean_mask(data.masks[fit_idx, li])
     ids, _ = explained_images(data, label)
     maps = np.repeat(avg[None], len(ids), axis=0)
-    write_maps(out_path, ids, maps, maps[:, None], "AVG", {"fit_splits": ["train", "val"]}, sha256_file(images_path),
-               {"label": label})
+    write_maps(
+        out_path,
+        ids,
+        maps,
+        maps[:, None],
+        "AVG",
+        {"fit_splits": ["train", "val"]},
+        sha256_file(images_path),
+        {"label": label},
+    )
 
 
-def run_unet_map(manifest_path, images_path, model_path, target_label: str | None, device: str, threads: int,
-                 out_path, output: str = "uint8") -> None:
+def run_unet_map(
+    manifest_path,
+    images_path,
+    model_path,
+    target_label: str | None,
+    device: str,
+    threads: int,
+    out_path,
+    output: str = "uint8",
+) -> None:
     """Stage entry: U-Net heat maps (``output``: uint8 or probability) of every positive test image."""
     from saliency_trust.data.canonical import load_dataset
     from saliency_trust.io import sha256_file
@@ -62,12 +78,21 @@ def run_unet_map(manifest_path, images_path, model_path, target_label: str | Non
     ids, images = explained_images(data, label)
     payload = torch.load(model_path, map_location="cpu", weights_only=True)
     logits = predict_masks(load_unet(model_path, dev), images, dev)
-    write_maps(out_path, ids, logits_to_map(logits, output), logits[:, None], "UNET", payload["settings"],
-               sha256_file(model_path), {"label": label, "output": output})
+    write_maps(
+        out_path,
+        ids,
+        logits_to_map(logits, output),
+        logits[:, None],
+        "UNET",
+        payload["settings"],
+        sha256_file(model_path),
+        {"label": label, "output": output},
+    )
 
 
-def run_detector_map(manifest_path, images_path, model_path, target_label: str | None, device: str, threads: int,
-                     out_path) -> None:
+def run_detector_map(
+    manifest_path, images_path, model_path, target_label: str | None, device: str, threads: int, out_path
+) -> None:
     """Stage entry: detector heat maps (method ``DETECTOR``) of every positive test image."""
     from dataclasses import asdict
 
@@ -84,9 +109,19 @@ def run_detector_map(manifest_path, images_path, model_path, target_label: str |
     model, settings = load_detector(model_path, dev)
     trained_shape = tuple(torch.load(model_path, map_location="cpu", weights_only=True)["image_shape"])
     if trained_shape != tuple(data.images.shape[1:]):
-        raise ValueError(f"{model_path}: detector trained on {trained_shape} images, the dataset's are "
-                         f"{tuple(data.images.shape[1:])}")
+        raise ValueError(
+            f"{model_path}: detector trained on {trained_shape} images, the dataset's are "
+            f"{tuple(data.images.shape[1:])}"
+        )
     ids, images = explained_images(data, label)
     heat = predict_heatmaps(model, images, dev, settings.min_score)
-    write_maps(out_path, ids, heat, heat[:, None], DETECTOR_METHOD, asdict(settings), sha256_file(model_path),
-               {"label": label, "output": "max box score"})
+    write_maps(
+        out_path,
+        ids,
+        heat,
+        heat[:, None],
+        DETECTOR_METHOD,
+        asdict(settings),
+        sha256_file(model_path),
+        {"label": label, "output": "max box score"},
+    )

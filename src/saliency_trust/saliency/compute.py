@@ -48,21 +48,51 @@ def compute_saliency(
     for p in trainable:
         p.requires_grad_(False)
     try:
-        raw = _attribute_batches(model, arch, images, method_key, params, target, output, batch_size, device,
-                                 image_ids, segments, seed, max_batch_inputs, amp)
+        raw = _attribute_batches(
+            model,
+            arch,
+            images,
+            method_key,
+            params,
+            target,
+            output,
+            batch_size,
+            device,
+            image_ids,
+            segments,
+            seed,
+            max_batch_inputs,
+            amp,
+        )
     finally:
         for p in trainable:
             p.requires_grad_(True)
     return raw, POSTPROCESSORS[method.postprocess](raw)
 
 
-def _attribute_batches(model, arch, images, method_key, params, target, output, batch_size, device,
-                       image_ids, segments, seed, max_batch_inputs, amp) -> np.ndarray:
+def _attribute_batches(
+    model,
+    arch,
+    images,
+    method_key,
+    params,
+    target,
+    output,
+    batch_size,
+    device,
+    image_ids,
+    segments,
+    seed,
+    max_batch_inputs,
+    amp,
+) -> np.ndarray:
     method = get_method(method_key)
     ids = list(image_ids) if image_ids is not None else [str(i) for i in range(len(images))]
     raws = []
     progress = Progress(method_key, len(images), every=0.0, logger=log)  # a line per batch
-    autocast = torch.autocast("cuda", dtype=torch.float16) if amp and device.type == "cuda" else contextlib.nullcontext()
+    autocast = (
+        torch.autocast("cuda", dtype=torch.float16) if amp and device.type == "cuda" else contextlib.nullcontext()
+    )
     for start in range(0, len(images), batch_size):
         stop = min(start + batch_size, len(images))
         ctx = ExplainContext(
@@ -80,14 +110,17 @@ def _attribute_batches(model, arch, images, method_key, params, target, output, 
         except NonFiniteOutputError:
             with torch.no_grad():
                 finite = torch.isfinite(model(x.detach())).flatten(1).all(dim=1).cpu().numpy()
-            raise FloatingPointError(f"{method_key}: the model outputs NaN/inf for image "
-                                     f"'{ids[start + int(np.argmin(finite))]}'; its checkpoint is broken: retrain it "
-                                     "(delete its model.pt)") from None
+            raise FloatingPointError(
+                f"{method_key}: the model outputs NaN/inf for image "
+                f"'{ids[start + int(np.argmin(finite))]}'; its checkpoint is broken: retrain it "
+                "(delete its model.pt)"
+            ) from None
         raw = raw.detach().float().cpu().numpy()
         bad = ~np.isfinite(raw.reshape(len(raw), -1)).all(axis=1)
         if bad.any():
-            raise FloatingPointError(f"{method_key}: the attribution of image '{ids[start + int(np.argmax(bad))]}' "
-                                     "is NaN/inf")
+            raise FloatingPointError(
+                f"{method_key}: the attribution of image '{ids[start + int(np.argmax(bad))]}' is NaN/inf"
+            )
         raws.append(raw)
         progress.update(stop)
     return np.concatenate(raws) if raws else np.zeros((0, 1, *images.shape[1:]), np.float32)
@@ -115,8 +148,8 @@ def method_segments(method_key: str, segments_path, image_ids: list[str]) -> np.
 def run_segments(manifest_path, images_path, target_label: str | None, out_path) -> None:
     """Stage entry: XRAI Felzenszwalb segments of every explained image, once per dataset."""
     from saliency_trust.data.canonical import load_dataset
-    from saliency_trust.storage.maps import write_segments
     from saliency_trust.saliency.xrai import felzenszwalb_segments, segment_params
+    from saliency_trust.storage.maps import write_segments
 
     data = load_dataset(manifest_path, images_path)
     ids, images = explained_images(data, target_label or data.label_names[0])
@@ -128,9 +161,24 @@ def run_segments(manifest_path, images_path, target_label: str | None, out_path)
     write_segments(out_path, ids, np.stack(labels), segment_params())
 
 
-def run_saliency(manifest_path, images_path, model_path, method_key: str, params: dict, target_label: str | None,
-                 output: str, batch_size: int, device: str, threads: int, out_path, seed: int = 0,
-                 max_batch_inputs: int = 64, amp: bool = False, segments_path=None, control: bool = False) -> None:
+def run_saliency(
+    manifest_path,
+    images_path,
+    model_path,
+    method_key: str,
+    params: dict,
+    target_label: str | None,
+    output: str,
+    batch_size: int,
+    device: str,
+    threads: int,
+    out_path,
+    seed: int = 0,
+    max_batch_inputs: int = 64,
+    amp: bool = False,
+    segments_path=None,
+    control: bool = False,
+) -> None:
     """Stage entry: maps of one model and method for every positive test image, cached in HDF5.
 
     ``control``: the method is configured as a control map (``saliency.controls``) and must be one.
@@ -138,8 +186,8 @@ def run_saliency(manifest_path, images_path, model_path, method_key: str, params
     from saliency_trust.data.canonical import load_dataset
     from saliency_trust.io import sha256_file
     from saliency_trust.models.train import load_checkpoint, select_device
-    from saliency_trust.storage.maps import load_or_compute_maps
     from saliency_trust.saliency.methods import check_control, resolve_params
+    from saliency_trust.storage.maps import load_or_compute_maps
 
     if control:
         check_control(method_key)
@@ -155,8 +203,22 @@ def run_saliency(manifest_path, images_path, model_path, method_key: str, params
     def compute() -> tuple[list[str], np.ndarray, np.ndarray]:
         segments = method_segments(method_key, segments_path, ids)
         model, payload = load_checkpoint(model_path, dev)
-        raw, maps = compute_saliency(model, payload["arch"], images, method_key, params, data.label_index(label), output,
-                                     batch_size, dev, ids, segments, seed, max_batch_inputs, amp)
+        raw, maps = compute_saliency(
+            model,
+            payload["arch"],
+            images,
+            method_key,
+            params,
+            data.label_index(label),
+            output,
+            batch_size,
+            dev,
+            ids,
+            segments,
+            seed,
+            max_batch_inputs,
+            amp,
+        )
         return ids, maps, raw
 
     load_or_compute_maps(out_path, method_key, params, model_sha, target, compute)
@@ -171,10 +233,28 @@ def randomization_subset(image_ids: list[str], n_images: int, seed: int) -> list
     return [image_ids[k] for k in keep]
 
 
-def run_randomized_saliency(manifest_path, images_path, model_path, method_key: str, params: dict,
-                            target_label: str | None, output: str, batch_size: int, device: str, threads: int,
-                            out_path, mode: str, init: str, n_images: int, seed: int = 0, max_batch_inputs: int = 64,
-                            amp: bool = False, segments_path=None, control: bool = False, draws: int = 1) -> None:
+def run_randomized_saliency(
+    manifest_path,
+    images_path,
+    model_path,
+    method_key: str,
+    params: dict,
+    target_label: str | None,
+    output: str,
+    batch_size: int,
+    device: str,
+    threads: int,
+    out_path,
+    mode: str,
+    init: str,
+    n_images: int,
+    seed: int = 0,
+    max_batch_inputs: int = 64,
+    amp: bool = False,
+    segments_path=None,
+    control: bool = False,
+    draws: int = 1,
+) -> None:
     """Stage entry: maps of one method at every randomization step of one model (docs/criteria.md), one cache file.
 
     Step k re-initializes the blocks :func:`saliency_trust.models.randomize.blocks_of_step` gives
@@ -186,8 +266,8 @@ def run_randomized_saliency(manifest_path, images_path, model_path, method_key: 
     from saliency_trust.io import sha256_file
     from saliency_trust.models.randomize import blocks_of_step, randomization_blocks, randomized_model
     from saliency_trust.models.train import load_checkpoint, select_device
-    from saliency_trust.storage.maps import load_or_compute_randomized
     from saliency_trust.saliency.methods import check_control, resolve_params
+    from saliency_trust.storage.maps import load_or_compute_randomized
 
     if control:
         check_control(method_key)
@@ -202,8 +282,12 @@ def run_randomized_saliency(manifest_path, images_path, model_path, method_key: 
     model, payload = load_checkpoint(model_path, dev)
     arch = payload["arch"]
     steps = randomization_blocks(arch)
-    target = {"label": label, "output": output, "seed": seed,
-              "randomization": {"mode": mode, "init": init, "n_images": n_images}}
+    target = {
+        "label": label,
+        "output": output,
+        "seed": seed,
+        "randomization": {"mode": mode, "init": init, "n_images": n_images},
+    }
     segments = method_segments(method_key, segments_path, ids)
     seeds = draw_seeds(seed, draws)
     t0 = time.perf_counter()
@@ -211,14 +295,39 @@ def run_randomized_saliency(manifest_path, images_path, model_path, method_key: 
     def compute_step(d: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         blocks = blocks_of_step(arch, mode, k + 1)
         random_model = randomized_model(model, arch, blocks, seeds[d], init)
-        raw, maps = compute_saliency(random_model, arch, images, method_key, params, data.label_index(label), output,
-                                     batch_size, dev, ids, segments, seed, max_batch_inputs, amp)
-        log.info("%s %s draw %d/%d step %d/%d (%s re-initialized): %d maps, %.1f s so far", method_key, mode, d + 1,
-                 len(seeds), k + 1, len(steps), ", ".join(blocks), len(ids), time.perf_counter() - t0)
+        raw, maps = compute_saliency(
+            random_model,
+            arch,
+            images,
+            method_key,
+            params,
+            data.label_index(label),
+            output,
+            batch_size,
+            dev,
+            ids,
+            segments,
+            seed,
+            max_batch_inputs,
+            amp,
+        )
+        log.info(
+            "%s %s draw %d/%d step %d/%d (%s re-initialized): %d maps, %.1f s so far",
+            method_key,
+            mode,
+            d + 1,
+            len(seeds),
+            k + 1,
+            len(steps),
+            ", ".join(blocks),
+            len(ids),
+            time.perf_counter() - t0,
+        )
         return maps, raw
 
-    load_or_compute_randomized(out_path, method_key, params, sha256_file(model_path), target, ids, steps,
-                               compute_step, draws=seeds)
+    load_or_compute_randomized(
+        out_path, method_key, params, sha256_file(model_path), target, ids, steps, compute_step, draws=seeds
+    )
 
 
 def draw_seeds(seed: int, draws: int) -> list[int]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -52,7 +52,12 @@ def _guided_unary(input: torch.Tensor) -> torch.Tensor:  # noqa: A002
 @contextlib.contextmanager
 def guided_relus() -> Iterator[None]:
     """Within the block, every ReLU (module or functional) backpropagates the guided way."""
-    patches = [(F, "relu", _guided), (F, "relu_", _guided_unary), (torch, "relu", _guided_unary), (torch, "relu_", _guided_unary)]
+    patches = [
+        (F, "relu", _guided),
+        (F, "relu_", _guided_unary),
+        (torch, "relu", _guided_unary),
+        (torch, "relu_", _guided_unary),
+    ]
     with _LOCK:
         saved = [(mod, name, getattr(mod, name)) for mod, name, _ in patches]
         try:

@@ -26,8 +26,8 @@ defaults given here.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -107,7 +107,9 @@ def grad(ctx: ExplainContext, x: torch.Tensor, target: int, params: dict) -> tor
     return Saliency(ctx.forward).attribute(x, target=target, abs=False)
 
 
-def _ig(ctx: ExplainContext, x: torch.Tensor, target: int, n_steps: int, baseline: str, integration: str) -> torch.Tensor:
+def _ig(
+    ctx: ExplainContext, x: torch.Tensor, target: int, n_steps: int, baseline: str, integration: str
+) -> torch.Tensor:
     """Captum IG with at most ``ctx.max_batch_inputs`` model inputs per forward pass.
 
     Images are taken ``cap // n_steps`` at a time so each pass holds all their steps; with more
@@ -118,14 +120,16 @@ def _ig(ctx: ExplainContext, x: torch.Tensor, target: int, n_steps: int, baselin
     per_chunk = max(cap // n_steps, 1)
     out = []
     for part in torch.split(x, per_chunk):
-        out.append(ig.attribute(
-            part,
-            baselines=_baseline(part, baseline),
-            target=target,
-            n_steps=n_steps,
-            method=integration,
-            internal_batch_size=min(len(part) * n_steps, cap) if n_steps <= cap else cap,
-        ))
+        out.append(
+            ig.attribute(
+                part,
+                baselines=_baseline(part, baseline),
+                target=target,
+                n_steps=n_steps,
+                method=integration,
+                internal_batch_size=min(len(part) * n_steps, cap) if n_steps <= cap else cap,
+            )
+        )
     return torch.cat(out)
 
 
@@ -192,8 +196,16 @@ def input_x_gradient(ctx: ExplainContext, x: torch.Tensor, target: int, params: 
 # linear, convolution, pooling and batch-norm layers, relevance passed through unchanged for the activations;
 # it raises on any other leaf. Owned here rather than read from Captum's private module; a test checks the
 # list against Captum's behaviour.
-LRP_RULE_LAYERS: tuple[type[nn.Module], ...] = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.Conv2d, nn.AvgPool2d,
-                                                nn.AdaptiveAvgPool2d, nn.Linear, nn.BatchNorm2d)
+LRP_RULE_LAYERS: tuple[type[nn.Module], ...] = (
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.Conv2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.Linear,
+    nn.BatchNorm2d,
+)
 LRP_PASS_LAYERS: tuple[type[nn.Module], ...] = (nn.ReLU, nn.Dropout, nn.Tanh)
 
 
@@ -225,8 +237,10 @@ def lrp(ctx: ExplainContext, x: torch.Tensor, target: int, params: dict) -> torc
 
 def xrai(ctx: ExplainContext, x: torch.Tensor, target: int, params: dict) -> torch.Tensor:
     """XRAI (Kapishnikov et al. 2019): IG with black and white baselines, averaged, over segments."""
-    ig = (_ig(ctx, x, target, params["n_steps"], "black", params["integration"])
-          + _ig(ctx, x, target, params["n_steps"], "white", params["integration"])) / 2
+    ig = (
+        _ig(ctx, x, target, params["n_steps"], "black", params["integration"])
+        + _ig(ctx, x, target, params["n_steps"], "white", params["integration"])
+    ) / 2
     attr = ig.amax(dim=1).detach().cpu().numpy()  # channels reduced by max
     images = x.detach().cpu().numpy()
     segments = ctx.segments or [felzenszwalb_segments(img.max(axis=0)) for img in images]
@@ -276,7 +290,13 @@ METHODS: dict[str, SaliencyMethod] = {
             "XRAI",
             "XRAI",
             xrai,
-            {"n_steps": 25, "integration": "gausslegendre", "algorithm": "full", "min_pixel_diff": 50, "area_threshold": 1.0},
+            {
+                "n_steps": 25,
+                "integration": "gausslegendre",
+                "algorithm": "full",
+                "min_pixel_diff": 50,
+                "area_threshold": 1.0,
+            },
             postprocess="min_max",
             uses_segments=True,
         ),
@@ -305,8 +325,9 @@ def check_control(key: str) -> SaliencyMethod:
         raise KeyError(f"saliency.controls: {err.args[0]}") from None
     if not method.control:
         controls = sorted(k for k, m in METHODS.items() if m.control)
-        raise ValueError(f"saliency.controls: '{key}' is not a control map (it explains the model); "
-                         f"controls: {controls}")
+        raise ValueError(
+            f"saliency.controls: '{key}' is not a control map (it explains the model); controls: {controls}"
+        )
     return method
 
 

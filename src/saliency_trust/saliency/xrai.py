@@ -39,8 +39,12 @@ MIN_PIXEL_DIFF = 50
 
 def segment_params() -> dict:
     """The segmentation's settings, recorded with the segments (storage.maps.write_segments)."""
-    return {"scales": list(FELZENSZWALB_SCALES), "sigma": FELZENSZWALB_SIGMA, "min_size": FELZENSZWALB_MIN_SIZE,
-            "resize": list(SEGMENT_RESIZE)}
+    return {
+        "scales": list(FELZENSZWALB_SCALES),
+        "sigma": FELZENSZWALB_SIGMA,
+        "min_size": FELZENSZWALB_MIN_SIZE,
+        "resize": list(SEGMENT_RESIZE),
+    }
 
 
 def felzenszwalb_segments(image: np.ndarray) -> np.ndarray:
@@ -97,8 +101,9 @@ def _column_rows(csc: sparse.csc_matrix, cols: np.ndarray) -> tuple[np.ndarray, 
     return csc.indices[starts[owner] + offsets], owner
 
 
-def xrai_full(attr: np.ndarray, masks: sparse.csr_matrix, min_pixel_diff: int = MIN_PIXEL_DIFF,
-              area_threshold: float = 1.0) -> np.ndarray:
+def xrai_full(
+    attr: np.ndarray, masks: sparse.csr_matrix, min_pixel_diff: int = MIN_PIXEL_DIFF, area_threshold: float = 1.0
+) -> np.ndarray:
     """Greedy XRAI map (H x W) from a 2-D attribution and the mask incidence matrix.
 
     Each region's count and sum of not-yet-covered pixels are kept up to date:

@@ -40,8 +40,9 @@ def utility_models(primary_models: list[str], pooling: str) -> list[str]:
     return list(primary_models[:1] if pooling == "none" else primary_models)
 
 
-def similarity_pairs(available: list[tuple[str, str]], criterion: str, primary_models: list[str],
-                     pooling: str) -> list[tuple[str, str]]:
+def similarity_pairs(
+    available: list[tuple[str, str]], criterion: str, primary_models: list[str], pooling: str
+) -> list[tuple[str, str]]:
     """Model pairs whose SSIM decides ``criterion``, from the pairs ``available`` (in config order).
 
     Repeatability: pairs of primary replicates; reproducibility: pairs of a primary replicate with a model of
@@ -64,6 +65,7 @@ def similarity_pairs(available: list[tuple[str, str]], criterion: str, primary_m
     if criterion == "repeatability":
         second = [p for p in with_first if primary_models[1] in p] if len(primary_models) > 1 else []
         return (second or with_first or keep)[:1]
+
     # reproducibility: the first primary replicate with the first replicate of the other architecture
     def other_replicate(pair):
         other = pair[1] if pair[0] == first else pair[0]
@@ -72,8 +74,9 @@ def similarity_pairs(available: list[tuple[str, str]], criterion: str, primary_m
     return sorted(with_first, key=other_replicate)[:1] if with_first else keep[:1]
 
 
-def image_means(rows: pd.DataFrame, value: str = "value", group: str = "group",
-                subject: str = "image_id") -> pd.DataFrame:
+def image_means(
+    rows: pd.DataFrame, value: str = "value", group: str = "group", subject: str = "image_id"
+) -> pd.DataFrame:
     """One row per (subject, group): the mean of ``value`` over replicates, with ``n_replicates``.
 
     With one replicate per image and group this returns the rows unchanged (as a new frame)."""
@@ -89,7 +92,13 @@ def describe(pooling: str, utility_models_used: list[str], pairs: dict[str, str]
     parts = [f"utility: {', '.join(utility_models_used)}"]
     parts += [f"{c}: {p.replace('~', ' vs ').replace(';', '; ')}" for c, p in pairs.items() if p]
     if pooling == "none":
-        return ("Design: one model and one model pair per criterion, as in Arun et al. (" + "; ".join(parts)
-                + "); each image counted once.")
-    return ("Design: replicates pooled by per-image means (stats.pooling: image_means; " + "; ".join(parts)
-            + "); each image enters each group once, so the degrees of freedom are those of the images.")
+        return (
+            "Design: one model and one model pair per criterion, as in Arun et al. ("
+            + "; ".join(parts)
+            + "); each image counted once."
+        )
+    return (
+        "Design: replicates pooled by per-image means (stats.pooling: image_means; "
+        + "; ".join(parts)
+        + "); each image enters each group once, so the degrees of freedom are those of the images."
+    )

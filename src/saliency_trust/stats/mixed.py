@@ -80,11 +80,15 @@ def fit_group_means_lmm(
             except (np.linalg.LinAlgError, ValueError) as err:
                 attempts.append(f"{opt}: {err}")
                 continue
-        msgs = sorted({f"{w.category.__name__}: {w.message}" for w in caught if BOUNDARY_HEURISTIC not in str(w.message)})
+        msgs = sorted(
+            {f"{w.category.__name__}: {w.message}" for w in caught if BOUNDARY_HEURISTIC not in str(w.message)}
+        )
         finite = np.all(np.isfinite(res.fe_params)) and np.all(np.isfinite(res.cov_params())) and np.isfinite(res.llf)
         clean = bool(res.converged) and finite and not msgs
         if not clean:
-            attempts.append(f"{opt}: " + ("; ".join(msgs) or ("not converged" if not res.converged else "non-finite estimates")))
+            attempts.append(
+                f"{opt}: " + ("; ".join(msgs) or ("not converged" if not res.converged else "non-finite estimates"))
+            )
         fits.append((clean, float(res.llf) if np.isfinite(res.llf) else -np.inf, opt, res))
     if not fits:
         raise RuntimeError("mixed model could not be fitted: " + " | ".join(attempts))

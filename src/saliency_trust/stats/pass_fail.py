@@ -59,15 +59,30 @@ from saliency_trust.stats.mixed import (
     tukey_critical,
     tukey_pairwise,
 )
-from saliency_trust.stats.randomization import POWER, min_detectable_effect
+from saliency_trust.stats.randomization import min_detectable_effect
 
 log = logging.getLogger(__name__)
 
 AVG = "AVG"
 PASS_FAIL_COLUMNS = [
-    "method", "criterion", "baseline", "estimate", "p_value", "verdict",
-    "se", "ci_low", "ci_high", "metric", "models", "n_images", "converged",
-    "test", "adjustment", "df", "mde", "control",
+    "method",
+    "criterion",
+    "baseline",
+    "estimate",
+    "p_value",
+    "verdict",
+    "se",
+    "ci_low",
+    "ci_high",
+    "metric",
+    "models",
+    "n_images",
+    "converged",
+    "test",
+    "adjustment",
+    "df",
+    "mde",
+    "control",
 ]
 LOW = "LOW"  # SSIM 0.5, the low baseline of repeatability and reproducibility
 LOW_SSIM = 0.5
@@ -109,7 +124,7 @@ class DecisionRules:
             raise ValueError(f"stats.rules.low_ssim: {self.low_ssim} is outside the SSIM range [-1, 1]")
 
     @classmethod
-    def from_config(cls, rules: dict | None) -> "DecisionRules":
+    def from_config(cls, rules: dict | None) -> DecisionRules:
         return cls(**(rules or {}))
 
 
@@ -134,11 +149,12 @@ class StatsOptions:
         if self.low_test not in LOW_TESTS:
             raise ValueError(f"stats.low_test: '{self.low_test}' is not one of {list(LOW_TESTS)}")
         if self.trained_vs_random_adjust not in ADJUSTMENTS:
-            raise ValueError(f"stats.trained_vs_random_adjust: '{self.trained_vs_random_adjust}' is not one of "
-                             f"{list(ADJUSTMENTS)}")
+            raise ValueError(
+                f"stats.trained_vs_random_adjust: '{self.trained_vs_random_adjust}' is not one of {list(ADJUSTMENTS)}"
+            )
 
     @classmethod
-    def from_config(cls, options: dict | None) -> "StatsOptions":
+    def from_config(cls, options: dict | None) -> StatsOptions:
         return cls(**(options or {}))
 
 
@@ -161,8 +177,9 @@ def _verdict(estimate: float, significant: bool, rule: str) -> str:
     return "PASS" if passed else "FAIL"
 
 
-def utility_groups(utility: pd.DataFrame, models: list[str], methods: list[str], metric: str,
-                   high: str | None = None) -> pd.DataFrame:
+def utility_groups(
+    utility: pd.DataFrame, models: list[str], methods: list[str], metric: str, high: str | None = None
+) -> pd.DataFrame:
     """Rows of one utility metric for the methods of ``models``, the AVG baseline and (when given) the
     high baseline, with a ``group`` column; trained maps only."""
     sel = utility[utility["metric"] == metric]
@@ -184,8 +201,9 @@ def utility_groups(utility: pd.DataFrame, models: list[str], methods: list[str],
     return pd.concat(parts, ignore_index=True)
 
 
-def versus_baseline(fit: GroupMeansFit, reference: str, alpha: float, criterion: str, rule: str, metric: str,
-                    models: list[str]) -> pd.DataFrame:
+def versus_baseline(
+    fit: GroupMeansFit, reference: str, alpha: float, criterion: str, rule: str, metric: str, models: list[str]
+) -> pd.DataFrame:
     """PASS/FAIL rows of every group of ``fit`` against the group ``reference`` (Tukey-adjusted, two-sided).
 
     ``rule`` is ``better`` (PASS when significantly higher) or ``not_worse`` (PASS unless
@@ -194,15 +212,35 @@ def versus_baseline(fit: GroupMeansFit, reference: str, alpha: float, criterion:
     comp = compare_to_reference(fit, reference, alpha)
     k = len(fit.groups)
     crit = tukey_critical(k, fit.df, alpha) if k > 1 else np.nan
-    rows = [(r.group, criterion, reference, r.estimate, r.p_adj, _verdict(r.estimate, r.p_adj < alpha, rule), r.se,
-             r.ci_low, r.ci_high, metric, ";".join(models), fit.n_subjects, fit.converged, "mixed model",
-             f"tukey ({k} groups)", fit.df, min_detectable_effect(r.se, fit.df, crit), False)
-            for r in comp.itertuples()]
+    rows = [
+        (
+            r.group,
+            criterion,
+            reference,
+            r.estimate,
+            r.p_adj,
+            _verdict(r.estimate, r.p_adj < alpha, rule),
+            r.se,
+            r.ci_low,
+            r.ci_high,
+            metric,
+            ";".join(models),
+            fit.n_subjects,
+            fit.converged,
+            "mixed model",
+            f"tukey ({k} groups)",
+            fit.df,
+            min_detectable_effect(r.se, fit.df, crit),
+            False,
+        )
+        for r in comp.itertuples()
+    ]
     return pd.DataFrame(rows, columns=PASS_FAIL_COLUMNS)
 
 
-def utility_vs_avg(fit: GroupMeansFit, alpha: float, metric: str, models: list[str],
-                   rule: str = "better") -> pd.DataFrame:
+def utility_vs_avg(
+    fit: GroupMeansFit, alpha: float, metric: str, models: list[str], rule: str = "better"
+) -> pd.DataFrame:
     """PASS/FAIL rows "Utility vs AVG" from a fitted mixed model whose groups include AVG."""
     return versus_baseline(fit, AVG, alpha, "utility", rule, metric, models)
 
@@ -237,12 +275,31 @@ def holm_contrasts(fit: GroupMeansFit, contrasts: dict[str, tuple[str, str]], al
         level[idx] = step if stopped is None else stopped
     half = scipy_stats.t.ppf(1 - level / 2, fit.df) * se
     mde = [min_detectable_effect(s, fit.df, scipy_stats.t.ppf(1 - alpha / (2 * m), fit.df)) for s in se]
-    return pd.DataFrame({"contrast": names, "estimate": est, "se": se, "t": t, "p": p, "p_adj": p_adj,
-                         "reject": reject, "ci_low": est - half, "ci_high": est + half, "mde": mde})
+    return pd.DataFrame(
+        {
+            "contrast": names,
+            "estimate": est,
+            "se": se,
+            "t": t,
+            "p": p,
+            "p_adj": p_adj,
+            "reject": reject,
+            "ci_low": est - half,
+            "ci_high": est + half,
+            "mde": mde,
+        }
+    )
 
 
-def trained_vs_random(utility: pd.DataFrame, model: str, methods: list[str], metric: str, alpha: float,
-                      rule: str = "better", adjust: str = "holm") -> tuple[pd.DataFrame, GroupMeansFit]:
+def trained_vs_random(
+    utility: pd.DataFrame,
+    model: str,
+    methods: list[str],
+    metric: str,
+    alpha: float,
+    rule: str = "better",
+    adjust: str = "holm",
+) -> tuple[pd.DataFrame, GroupMeansFit]:
     """Utility of ``model``'s trained maps against its fully randomized maps, per method (Arun et al.'s
     third question). One mixed model of the groups ``{method}|trained`` and ``{method}|random`` on the
     images explained at full randomization, random intercept per image; each method's planned contrast
@@ -258,8 +315,10 @@ def trained_vs_random(utility: pd.DataFrame, model: str, methods: list[str], met
         raise ValueError(f"utility table lacks trained or randomized rows of model {model} for method(s) {absent}")
     if adjust not in ADJUSTMENTS:
         raise ValueError(f"stats.trained_vs_random_adjust: '{adjust}' is not one of {list(ADJUSTMENTS)}")
-    rows = pd.concat([trained.assign(group=trained["method"] + "|trained"),
-                      random.assign(group=random["method"] + "|" + RANDOM)], ignore_index=True)
+    rows = pd.concat(
+        [trained.assign(group=trained["method"] + "|trained"), random.assign(group=random["method"] + "|" + RANDOM)],
+        ignore_index=True,
+    )
     groups = [f"{m}|{w}" for m in methods for w in ("trained", RANDOM)]
     fit = fit_group_means_lmm(rows, groups=groups)
     out = []
@@ -267,22 +326,68 @@ def trained_vs_random(utility: pd.DataFrame, model: str, methods: list[str], met
         res = holm_contrasts(fit, {m: (f"{m}|trained", f"{m}|{RANDOM}") for m in methods}, alpha).set_index("contrast")
         for m in methods:
             r = res.loc[m]
-            out.append((m, "utility", RANDOM, r.estimate, r.p_adj, _verdict(r.estimate, bool(r.reject), rule), r.se,
-                        r.ci_low, r.ci_high, metric, model, fit.n_subjects, fit.converged, "mixed model",
-                        f"holm ({len(methods)} planned contrasts)", fit.df, r.mde, False))
+            out.append(
+                (
+                    m,
+                    "utility",
+                    RANDOM,
+                    r.estimate,
+                    r.p_adj,
+                    _verdict(r.estimate, bool(r.reject), rule),
+                    r.se,
+                    r.ci_low,
+                    r.ci_high,
+                    metric,
+                    model,
+                    fit.n_subjects,
+                    fit.converged,
+                    "mixed model",
+                    f"holm ({len(methods)} planned contrasts)",
+                    fit.df,
+                    r.mde,
+                    False,
+                )
+            )
     else:
         pairs = tukey_pairwise(fit, alpha).set_index(["group1", "group2"])
         crit = tukey_critical(len(groups), fit.df, alpha)
         for m in methods:
             r = pairs.loc[(f"{m}|trained", f"{m}|{RANDOM}")]
-            out.append((m, "utility", RANDOM, r.estimate, r.p_adj, _verdict(r.estimate, r.p_adj < alpha, rule), r.se,
-                        r.ci_low, r.ci_high, metric, model, fit.n_subjects, fit.converged, "mixed model",
-                        f"tukey ({len(groups)} groups)", fit.df, min_detectable_effect(r.se, fit.df, crit), False))
+            out.append(
+                (
+                    m,
+                    "utility",
+                    RANDOM,
+                    r.estimate,
+                    r.p_adj,
+                    _verdict(r.estimate, r.p_adj < alpha, rule),
+                    r.se,
+                    r.ci_low,
+                    r.ci_high,
+                    metric,
+                    model,
+                    fit.n_subjects,
+                    fit.converged,
+                    "mixed model",
+                    f"tukey ({len(groups)} groups)",
+                    fit.df,
+                    min_detectable_effect(r.se, fit.df, crit),
+                    False,
+                )
+            )
     return pd.DataFrame(out, columns=PASS_FAIL_COLUMNS), fit
 
 
-def above_constant(fit: GroupMeansFit, groups: list[str], constant: float, alpha: float, criterion: str,
-                   baseline: str, metric: str, models: list[str]) -> pd.DataFrame:
+def above_constant(
+    fit: GroupMeansFit,
+    groups: list[str],
+    constant: float,
+    alpha: float,
+    criterion: str,
+    baseline: str,
+    metric: str,
+    models: list[str],
+) -> pd.DataFrame:
     """``low_test: mixed``: PASS when a group's mean is significantly above ``constant``: one-sided
     t = (mean - c) / se from the mixed model, on its error degrees of freedom; the interval is the matching
     one-sided (1 - alpha) lower bound (upper bound +inf)."""
@@ -293,14 +398,41 @@ def above_constant(fit: GroupMeansFit, groups: list[str], constant: float, alpha
         est = float(fit.means[k] - constant)
         se = float(np.sqrt(max(fit.cov[k, k], 0.0)))
         p = float(scipy_stats.t.sf(est / se, fit.df)) if se > 0 else (0.0 if est > 0 else 1.0)
-        rows.append((g, criterion, baseline, est, p, "PASS" if p < alpha else "FAIL", se, est - t_crit * se, np.inf,
-                     metric, ";".join(models), fit.n_subjects, fit.converged, "mixed model, one-sided", "none",
-                     fit.df, min_detectable_effect(se, fit.df, t_crit), False))
+        rows.append(
+            (
+                g,
+                criterion,
+                baseline,
+                est,
+                p,
+                "PASS" if p < alpha else "FAIL",
+                se,
+                est - t_crit * se,
+                np.inf,
+                metric,
+                ";".join(models),
+                fit.n_subjects,
+                fit.converged,
+                "mixed model, one-sided",
+                "none",
+                fit.df,
+                min_detectable_effect(se, fit.df, t_crit),
+                False,
+            )
+        )
     return pd.DataFrame(rows, columns=PASS_FAIL_COLUMNS)
 
 
-def above_constant_one_sample(rows: pd.DataFrame, groups: list[str], constant: float, alpha: float, criterion: str,
-                              baseline: str, metric: str, models: list[str]) -> pd.DataFrame:
+def above_constant_one_sample(
+    rows: pd.DataFrame,
+    groups: list[str],
+    constant: float,
+    alpha: float,
+    criterion: str,
+    baseline: str,
+    metric: str,
+    models: list[str],
+) -> pd.DataFrame:
     """``low_test: one_sample`` (default): per group, a one-sided one-sample t-test of the per-image values
     against ``constant`` (H1: mean > constant; scipy ``ttest_1samp``) on that group's own variance and
     n - 1 degrees of freedom, with the matching one-sided lower confidence bound."""
@@ -316,15 +448,41 @@ def above_constant_one_sample(rows: pd.DataFrame, groups: list[str], constant: f
         else:  # no spread: the sign decides, with certainty
             p = 0.0 if est > 0 else 1.0
         t_crit = float(scipy_stats.t.ppf(1 - alpha, df))
-        out.append((g, criterion, baseline, est, p, "PASS" if p < alpha else "FAIL", se, est - t_crit * se, np.inf,
-                    metric, ";".join(models), n, True, "one-sample t, one-sided", "none", df,
-                    min_detectable_effect(se, df, t_crit), False))
+        out.append(
+            (
+                g,
+                criterion,
+                baseline,
+                est,
+                p,
+                "PASS" if p < alpha else "FAIL",
+                se,
+                est - t_crit * se,
+                np.inf,
+                metric,
+                ";".join(models),
+                n,
+                True,
+                "one-sample t, one-sided",
+                "none",
+                df,
+                min_detectable_effect(se, df, t_crit),
+                False,
+            )
+        )
     return pd.DataFrame(out, columns=PASS_FAIL_COLUMNS)
 
 
-def similarity_verdicts(similarity: pd.DataFrame, criterion: str, methods: list[str], high: str | None,
-                        alpha: float, models: list[str], rules: DecisionRules = DecisionRules(),
-                        options: StatsOptions = StatsOptions()) -> tuple[pd.DataFrame, GroupMeansFit]:
+def similarity_verdicts(
+    similarity: pd.DataFrame,
+    criterion: str,
+    methods: list[str],
+    high: str | None,
+    alpha: float,
+    models: list[str],
+    rules: DecisionRules = DecisionRules(),
+    options: StatsOptions = StatsOptions(),
+) -> tuple[pd.DataFrame, GroupMeansFit]:
     """Repeatability or reproducibility vs LOW (SSIM ``rules.low_ssim``) and vs the high baseline pair, from
     per-image SSIM.
 
@@ -341,8 +499,7 @@ def similarity_verdicts(similarity: pd.DataFrame, criterion: str, methods: list[
     maps = candidates[chosen]
     absent = sorted(set(methods) - set(maps["method"]))
     if absent:
-        raise ValueError(f"similarity table has no {criterion} SSIM rows for method(s) {absent} of model pairs "
-                         f"{pairs}")
+        raise ValueError(f"similarity table has no {criterion} SSIM rows for method(s) {absent} of model pairs {pairs}")
     rows = pd.concat([maps, sel[is_high]], ignore_index=True).assign(group=lambda d: d["method"])
     rows = design.image_means(rows)
     groups = [*methods, *([high] if high and is_high.any() else [])]
@@ -371,10 +528,28 @@ def randomization_verdicts(tests: pd.DataFrame, model: str, methods: list[str], 
         draws = int(last["n_draws"]) if "n_draws" in last and pd.notna(last["n_draws"]) else 1
         if draws > 1:  # the images x draws table as crossed random effects (stats/randomization.py)
             test += f", images x {draws} re-initialization draws crossed"
-        rows.append((method, "randomization", THRESHOLD, float(last["estimate"]), float(last["p_value"]),
-                     "PASS" if last["p_value"] < alpha else "FAIL", float(last["se"]), -np.inf,
-                     float(last["ci_high"]), "ssim", model, int(last["n_images"]), True, test, "none",
-                     float(last["df"]), float(last["mde"]), False))
+        rows.append(
+            (
+                method,
+                "randomization",
+                THRESHOLD,
+                float(last["estimate"]),
+                float(last["p_value"]),
+                "PASS" if last["p_value"] < alpha else "FAIL",
+                float(last["se"]),
+                -np.inf,
+                float(last["ci_high"]),
+                "ssim",
+                model,
+                int(last["n_images"]),
+                True,
+                test,
+                "none",
+                float(last["df"]),
+                float(last["mde"]),
+                False,
+            )
+        )
     return pd.DataFrame(rows, columns=PASS_FAIL_COLUMNS)
 
 
@@ -434,75 +609,113 @@ def _first(table: pd.DataFrame, criterion: str, column: str, role: str | None = 
     return sel[column].iloc[0] if len(sel) else None
 
 
-def table_notes(table: pd.DataFrame, alpha: float, rules: DecisionRules = DecisionRules(),
-                options: StatsOptions = StatsOptions(), design_note: str = "") -> list[str]:
+def table_notes(
+    table: pd.DataFrame,
+    alpha: float,
+    rules: DecisionRules = DecisionRules(),
+    options: StatsOptions = StatsOptions(),
+    design_note: str = "",
+) -> list[str]:
     """Sentences naming every rule that decided the table (generated from the rules and options in use)."""
     notes = [f"Cells: verdict (estimated difference to the baseline, p-value); alpha = {alpha}."]
     if design_note:
         notes.append(design_note)
     if (table["criterion"] == "utility").any():
         adj = _first(table, "utility", "adjustment") or "tukey"
-        notes.append(f"Utility: {_first(table, 'utility', 'metric')} per positive test image; linear mixed model "
-                     f"score ~ group + (1 | image) of the methods and baselines, {adj}-adjusted two-sided comparisons "
-                     f"(Arun et al.); vs AVG: {describe_rule(rules.utility_vs_avg)} (stats.rules.utility_vs_avg), "
-                     f"vs high: {describe_rule(rules.utility_vs_high)} (stats.rules.utility_vs_high).")
+        notes.append(
+            f"Utility: {_first(table, 'utility', 'metric')} per positive test image; linear mixed model "
+            f"score ~ group + (1 | image) of the methods and baselines, {adj}-adjusted two-sided comparisons "
+            f"(Arun et al.); vs AVG: {describe_rule(rules.utility_vs_avg)} (stats.rules.utility_vs_avg), "
+            f"vs high: {describe_rule(rules.utility_vs_high)} (stats.rules.utility_vs_high)."
+        )
     if (table["criterion"] == "randomization").any():
         test = _first(table, "randomization", "test") or "Welch"
         n = _first(table, "randomization", "n_images")
         draws = options.randomization_draws
-        how = ("Welch two-sample t-test of the per-image SSIMs against the SSIMs of the threshold's random image "
-               "pairs, so the threshold's own uncertainty is carried (randomization.test: welch)"
-               if test.startswith("Welch") else
-               "one-sample t-test against the threshold taken as a known constant (randomization.test: one_sample; "
-               "ignores the threshold's uncertainty)")
+        how = (
+            "Welch two-sample t-test of the per-image SSIMs against the SSIMs of the threshold's random image "
+            "pairs, so the threshold's own uncertainty is carried (randomization.test: welch)"
+            if test.startswith("Welch")
+            else "one-sample t-test against the threshold taken as a known constant (randomization.test: one_sample; "
+            "ignores the threshold's uncertainty)"
+        )
         if draws > 1:
-            how += (f", over {draws} seeded re-initializations (randomization.draws) with images and draws as "
-                    "crossed random effects, so a drop must hold across re-initializations (Satterthwaite df)")
+            how += (
+                f", over {draws} seeded re-initializations (randomization.draws) with images and draws as "
+                "crossed random effects, so a drop must hold across re-initializations (Satterthwaite df)"
+            )
         else:
             how += ", one re-initialization as in the papers (randomization.draws: 1)"
-        init = ("truncated-normal re-initialization as in the papers" if options.randomization_init == "truncated_normal"
-                else f"{options.randomization_init} re-initialization (randomization.init; the papers used "
-                     "truncated_normal)")
-        notes.append(f"Randomization: SSIM of the fully randomized model's map (cascading, {init}) to the trained "
-                     f"map minus the degradation "
-                     f"threshold (mean SSIM of random pairs of different images' trained maps); PASS when "
-                     f"significantly below: {how}, one-sided; n = {n} images.")
+        init = (
+            "truncated-normal re-initialization as in the papers"
+            if options.randomization_init == "truncated_normal"
+            else f"{options.randomization_init} re-initialization (randomization.init; the papers used "
+            "truncated_normal)"
+        )
+        notes.append(
+            f"Randomization: SSIM of the fully randomized model's map (cascading, {init}) to the trained "
+            f"map minus the degradation "
+            f"threshold (mean SSIM of random pairs of different images' trained maps); PASS when "
+            f"significantly below: {how}, one-sided; n = {n} images."
+        )
     if table["criterion"].isin(["repeatability", "reproducibility"]).any():
         crit = "repeatability" if (table["criterion"] == "repeatability").any() else "reproducibility"
-        low_how = ("one-sided one-sample t-test per method on its own variance (stats.low_test: one_sample)"
-                   if options.low_test == "one_sample" else
-                   "one-sided t from the pooled mixed model (stats.low_test: mixed)")
-        maps = ("post-processed maps in [0, 1] (metrics.similarity_maps: processed)"
-                if options.similarity_maps == "processed" else
-                "raw signed maps, data range per pair (metrics.similarity_maps: raw)")
+        low_how = (
+            "one-sided one-sample t-test per method on its own variance (stats.low_test: one_sample)"
+            if options.low_test == "one_sample"
+            else "one-sided t from the pooled mixed model (stats.low_test: mixed)"
+        )
+        maps = (
+            "post-processed maps in [0, 1] (metrics.similarity_maps: processed)"
+            if options.similarity_maps == "processed"
+            else "raw signed maps, data range per pair (metrics.similarity_maps: raw)"
+        )
         high_adj = _first(table, crit, "adjustment", HIGH) or (
-            "tukey" if (table.loc[table["criterion"] == crit, "baseline"].map(baseline_role) == HIGH).any() else None)
-        notes.append(f"Repeatability/Reproducibility: SSIM of {maps}, data range {options.ssim_data_range:g} "
-                     f"(the LOW cut-off depends on it); vs LOW: mean minus {rules.low_ssim} "
-                     f"(stats.rules.low_ssim), PASS when significantly above, {low_how}"
-                     + (f"; vs high: difference to the high baseline pair, {describe_rule(rules.similarity_vs_high)} "
-                        f"(stats.rules.similarity_vs_high; {high_adj}-adjusted)." if high_adj else "."))
+            "tukey" if (table.loc[table["criterion"] == crit, "baseline"].map(baseline_role) == HIGH).any() else None
+        )
+        notes.append(
+            f"Repeatability/Reproducibility: SSIM of {maps}, data range {options.ssim_data_range:g} "
+            f"(the LOW cut-off depends on it); vs LOW: mean minus {rules.low_ssim} "
+            f"(stats.rules.low_ssim), PASS when significantly above, {low_how}"
+            + (
+                f"; vs high: difference to the high baseline pair, {describe_rule(rules.similarity_vs_high)} "
+                f"(stats.rules.similarity_vs_high; {high_adj}-adjusted)."
+                if high_adj
+                else "."
+            )
+        )
     weak = table[[low_power(r, options.small_n) for r in table.itertuples()]] if len(table) else table
     if len(weak):
         mde = weak["mde"].dropna() if "mde" in weak else pd.Series(dtype=float)
         span = f" (smallest effect detectable with 80 % power: {mde.min():.3f}-{mde.max():.3f})" if len(mde) else ""
-        notes.append(f"{LOW_POWER_MARK} FAIL on fewer than {options.small_n} images (stats.small_n): power is low, "
-                     f"so the FAIL means the effect was not shown, not that it is absent{span}; see columns n_images "
-                     "and mde of pass_fail.csv.")
+        notes.append(
+            f"{LOW_POWER_MARK} FAIL on fewer than {options.small_n} images (stats.small_n): power is low, "
+            f"so the FAIL means the effect was not shown, not that it is absent{span}; see columns n_images "
+            "and mde of pass_fail.csv."
+        )
     if "control" in table and table["control"].any():
         controls = ", ".join(dict.fromkeys(table.loc[table["control"], "method"]))
-        notes.append(f"Rows marked (control) are model-independent control maps ({controls}; Adebayo et al. 2018): "
-                     "they must FAIL randomization and reach SSIM 1 in repeatability, showing the criteria at work; "
-                     "they are decided by fits of their own, outside the methods' multiplicity family.")
+        notes.append(
+            f"Rows marked (control) are model-independent control maps ({controls}; Adebayo et al. 2018): "
+            "they must FAIL randomization and reach SSIM 1 in repeatability, showing the criteria at work; "
+            "they are decided by fits of their own, outside the methods' multiplicity family."
+        )
     if not table["converged"].all():
-        notes.append("WARNING: a mixed model did not converge; see the 'converged' column of pass_fail.csv and "
-                     "the log before trusting these verdicts.")
+        notes.append(
+            "WARNING: a mixed model did not converge; see the 'converged' column of pass_fail.csv and "
+            "the log before trusting these verdicts."
+        )
     return notes
 
 
-def pass_fail_markdown(table: pd.DataFrame, model_aucs: pd.DataFrame, alpha: float,
-                       rules: DecisionRules = DecisionRules(), options: StatsOptions = StatsOptions(),
-                       design_note: str = "") -> str:
+def pass_fail_markdown(
+    table: pd.DataFrame,
+    model_aucs: pd.DataFrame,
+    alpha: float,
+    rules: DecisionRules = DecisionRules(),
+    options: StatsOptions = StatsOptions(),
+    design_note: str = "",
+) -> str:
     """Table 2 layout in Markdown (the columns the table has), followed by the models' test AUCs."""
     header, rows = _table2_cells(table, options.small_n)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -513,9 +726,21 @@ def pass_fail_markdown(table: pd.DataFrame, model_aucs: pd.DataFrame, alpha: flo
     return "\n".join(lines + [""] + notes + auc_lines) + "\n"
 
 
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                  "<": r"\textless{}", ">": r"\textgreater{}", LOW_POWER_MARK: r"\textsuperscript{\dag}"}
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+    LOW_POWER_MARK: r"\textsuperscript{\dag}",
+}
 
 
 def latex_escape(text: str) -> str:
@@ -523,9 +748,15 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
 
 
-def pass_fail_latex(table: pd.DataFrame, model_aucs: pd.DataFrame, alpha: float,
-                    rules: DecisionRules = DecisionRules(), caption: str = "",
-                    options: StatsOptions = StatsOptions(), design_note: str = "") -> str:
+def pass_fail_latex(
+    table: pd.DataFrame,
+    model_aucs: pd.DataFrame,
+    alpha: float,
+    rules: DecisionRules = DecisionRules(),
+    caption: str = "",
+    options: StatsOptions = StatsOptions(),
+    design_note: str = "",
+) -> str:
     """Table 2 layout as a LaTeX ``table`` (booktabs), with the rules as a note and the models' AUCs."""
     header, rows = _table2_cells(table, options.small_n)
     notes = table_notes(table, alpha, rules, options, design_note)
@@ -535,12 +766,20 @@ def pass_fail_latex(table: pd.DataFrame, model_aucs: pd.DataFrame, alpha: float,
     return latex_table(header, rows, caption or "Saliency map trustworthiness (PASS/FAIL).", notes, "tab:pass_fail")
 
 
-def latex_table(header: list[str], rows: list[list[str]], caption: str, notes: list[str], label: str,
-                cell=latex_escape) -> str:
+def latex_table(
+    header: list[str], rows: list[list[str]], caption: str, notes: list[str], label: str, cell=latex_escape
+) -> str:
     """A booktabs ``table`` of the Table 2 layout, the notes in the caption; ``cell`` formats a verdict cell."""
     spec = "l" + "c" * (len(header) - 1)
-    out = [r"\begin{table}[ht]", r"\centering", r"\small", f"\\begin{{tabular}}{{{spec}}}", r"\toprule",
-           " & ".join(latex_escape(h) for h in header) + r" \\", r"\midrule"]
+    out = [
+        r"\begin{table}[ht]",
+        r"\centering",
+        r"\small",
+        f"\\begin{{tabular}}{{{spec}}}",
+        r"\toprule",
+        " & ".join(latex_escape(h) for h in header) + r" \\",
+        r"\midrule",
+    ]
     out += [" & ".join([latex_escape(cells[0]), *map(cell, cells[1:])]) + r" \\" for cells in rows]
     out += [r"\bottomrule", r"\end{tabular}"]
     out.append(f"\\caption{{{latex_escape(caption)} " + " ".join(latex_escape(n) for n in notes) + "}")
@@ -553,12 +792,18 @@ def html_head(title: str, header: list[str]) -> list[str]:
     cells take the classes pass, fail, unstable and na."""
     from html import escape
 
-    return ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{escape(title)}</title>",
-            "<style>body{font-family:sans-serif;font-size:14px;margin:1em}table{border-collapse:collapse;"
-            "margin:0.5em 0 1.5em}th,td{border:1px solid #bbb;padding:3px 8px;text-align:center}"
-            "td:first-child,th:first-child{text-align:left}.pass{background:#c8f0c8}.fail{background:#f6cccc}"
-            ".unstable{background:#ffe08a;font-style:italic}.na{color:#888}</style></head><body>",
-            f"<h2>{escape(title)}</h2>", "<table>", "<tr>" + "".join(f"<th>{escape(h)}</th>" for h in header) + "</tr>"]
+    return [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{escape(title)}</title>",
+        "<style>body{font-family:sans-serif;font-size:14px;margin:1em}table{border-collapse:collapse;"
+        "margin:0.5em 0 1.5em}th,td{border:1px solid #bbb;padding:3px 8px;text-align:center}"
+        "td:first-child,th:first-child{text-align:left}.pass{background:#c8f0c8}.fail{background:#f6cccc}"
+        ".unstable{background:#ffe08a;font-style:italic}.na{color:#888}</style></head><body>",
+        f"<h2>{escape(title)}</h2>",
+        "<table>",
+        "<tr>" + "".join(f"<th>{escape(h)}</th>" for h in header) + "</tr>",
+    ]
 
 
 def _model_aucs(model_metrics: dict[str, str]) -> pd.DataFrame:
@@ -585,16 +830,31 @@ def _check_fit(fit: GroupMeansFit, what: str) -> None:
     if not fit.converged:
         log.warning("%s mixed model did not converge: %s", what, " | ".join(fit.messages))
     else:
-        log.info("%s mixed model: REML fit by %s, %d observations of %d images, image variance %.4g, residual "
-                 "variance %.4g", what, fit.optimizer, fit.n_obs, fit.n_subjects, fit.subject_variance,
-                 fit.residual_variance)
+        log.info(
+            "%s mixed model: REML fit by %s, %d observations of %d images, image variance %.4g, residual variance %.4g",
+            what,
+            fit.optimizer,
+            fit.n_obs,
+            fit.n_subjects,
+            fit.subject_variance,
+            fit.residual_variance,
+        )
 
 
-def decide(utility: pd.DataFrame, primary_models: list[str], methods: list[str], metric: str, alpha: float,
-           similarity: pd.DataFrame | None = None, tests: pd.DataFrame | None = None,
-           randomized_model: str | None = None, high: str | None = None, rules: DecisionRules = DecisionRules(),
-           options: StatsOptions = StatsOptions(), control: bool = False,
-           ) -> tuple[dict[str, pd.DataFrame], list[pd.DataFrame], pd.DataFrame, str]:
+def decide(
+    utility: pd.DataFrame,
+    primary_models: list[str],
+    methods: list[str],
+    metric: str,
+    alpha: float,
+    similarity: pd.DataFrame | None = None,
+    tests: pd.DataFrame | None = None,
+    randomized_model: str | None = None,
+    high: str | None = None,
+    rules: DecisionRules = DecisionRules(),
+    options: StatsOptions = StatsOptions(),
+    control: bool = False,
+) -> tuple[dict[str, pd.DataFrame], list[pd.DataFrame], pd.DataFrame, str]:
     """Every verdict of ``methods``: (question tables, pairwise tables, Table 2 rows, design note).
 
     One family of fits per call: the methods and the controls are decided by separate calls."""
@@ -604,12 +864,14 @@ def decide(utility: pd.DataFrame, primary_models: list[str], methods: list[str],
     _check_fit(fit, "utility")
     questions = {"utility_vs_avg": utility_vs_avg(fit, alpha, metric, models, rules.utility_vs_avg)}
     if high:
-        questions["utility_vs_high"] = versus_baseline(fit, high, alpha, "utility", rules.utility_vs_high, metric,
-                                                       models)
+        questions["utility_vs_high"] = versus_baseline(
+            fit, high, alpha, "utility", rules.utility_vs_high, metric, models
+        )
     pairwise = [_pairwise_rows(fit, alpha, "utility", metric)]
     if randomized_model and "weights" in utility and (utility["weights"] == "randomized").any():
-        random_table, random_fit = trained_vs_random(utility, randomized_model, methods, metric, alpha,
-                                                     rules.trained_vs_random, options.trained_vs_random_adjust)
+        random_table, random_fit = trained_vs_random(
+            utility, randomized_model, methods, metric, alpha, rules.trained_vs_random, options.trained_vs_random_adjust
+        )
         _check_fit(random_fit, "trained vs random utility")
         questions["utility_trained_vs_random"] = random_table
         pairwise.append(_pairwise_rows(random_fit, alpha, "utility_trained_vs_random", metric))
@@ -622,8 +884,9 @@ def decide(utility: pd.DataFrame, primary_models: list[str], methods: list[str],
             if not (similarity["criterion"] == criterion).any():
                 log.warning("no %s pairs (needs two replicates / two architectures); column left out", criterion)
                 continue
-            table, sim_fit = similarity_verdicts(similarity, criterion, methods, high, alpha, primary_models, rules,
-                                                 options)
+            table, sim_fit = similarity_verdicts(
+                similarity, criterion, methods, high, alpha, primary_models, rules, options
+            )
             _check_fit(sim_fit, criterion)
             similarity_tables.append(table)
             pairs_used[criterion] = table["models"].iloc[0]
@@ -631,8 +894,10 @@ def decide(utility: pd.DataFrame, primary_models: list[str], methods: list[str],
     tables += similarity_tables
     if similarity_tables:
         questions["similarity_vs_baselines"] = pd.concat(similarity_tables, ignore_index=True)
-    questions = {name: q[q["method"].isin(methods)].assign(control=control).reset_index(drop=True)
-                 for name, q in questions.items()}
+    questions = {
+        name: q[q["method"].isin(methods)].assign(control=control).reset_index(drop=True)
+        for name, q in questions.items()
+    }
     table = pd.concat(tables, ignore_index=True)
     table = table[table["method"].isin(methods)].assign(control=control).reset_index(drop=True)
     if control:
@@ -660,28 +925,55 @@ class PassFailResult:
         """Raise ValueError naming the requested question tables this result has no data for."""
         unknown = set(names) - set(self.questions)
         if unknown:
-            raise ValueError(f"no data for the question table(s) {sorted(unknown)}: check the randomization, "
-                             "baselines and models of the config")
+            raise ValueError(
+                f"no data for the question table(s) {sorted(unknown)}: check the randomization, "
+                "baselines and models of the config"
+            )
 
     def markdown(self) -> str:
         return pass_fail_markdown(self.table, self.model_aucs, self.alpha, self.rules, self.options, self.design_note)
 
     def latex(self) -> str:
-        return pass_fail_latex(self.table, self.model_aucs, self.alpha, self.rules,
-                               caption=f"Saliency map trustworthiness on {self.dataset}." if self.dataset else "",
-                               options=self.options, design_note=self.design_note)
+        return pass_fail_latex(
+            self.table,
+            self.model_aucs,
+            self.alpha,
+            self.rules,
+            caption=f"Saliency map trustworthiness on {self.dataset}." if self.dataset else "",
+            options=self.options,
+            design_note=self.design_note,
+        )
 
     def html(self) -> str:
-        return pass_fail_html(self.table, self.model_aucs, self.alpha, self.rules, self.questions,
-                              title=f"PASS/FAIL - {self.dataset}" if self.dataset else "PASS/FAIL",
-                              options=self.options, design_note=self.design_note)
+        return pass_fail_html(
+            self.table,
+            self.model_aucs,
+            self.alpha,
+            self.rules,
+            self.questions,
+            title=f"PASS/FAIL - {self.dataset}" if self.dataset else "PASS/FAIL",
+            options=self.options,
+            design_note=self.design_note,
+        )
 
 
-def pass_fail_tables(utility: pd.DataFrame, model_aucs: pd.DataFrame, primary_models: list[str], methods: list[str],
-                     metric: str, alpha: float, *, similarity: pd.DataFrame | None = None,
-                     tests: pd.DataFrame | None = None, randomized_model: str | None = None, high: str | None = None,
-                     rules: DecisionRules | dict | None = None, options: StatsOptions | dict | None = None,
-                     controls: list[str] | None = None, dataset: str = "") -> PassFailResult:
+def pass_fail_tables(
+    utility: pd.DataFrame,
+    model_aucs: pd.DataFrame,
+    primary_models: list[str],
+    methods: list[str],
+    metric: str,
+    alpha: float,
+    *,
+    similarity: pd.DataFrame | None = None,
+    tests: pd.DataFrame | None = None,
+    randomized_model: str | None = None,
+    high: str | None = None,
+    rules: DecisionRules | dict | None = None,
+    options: StatsOptions | dict | None = None,
+    controls: list[str] | None = None,
+    dataset: str = "",
+) -> PassFailResult:
     """Every verdict of one dataset from its tables, no file I/O (docs/criteria.md). ``controls`` (a subset of
     ``methods``) are decided by fits of their own (:func:`decide` with ``control=True``) and their rows follow
     the methods' rows in every table."""
@@ -689,23 +981,43 @@ def pass_fail_tables(utility: pd.DataFrame, model_aucs: pd.DataFrame, primary_mo
     options = options if isinstance(options, StatsOptions) else StatsOptions.from_config(options)
     controls = [c for c in (controls or []) if c in methods]
     studied = [m for m in methods if m not in controls]
-    args = dict(similarity=similarity, tests=tests, randomized_model=randomized_model, high=high, rules=rules,
-                options=options)
+    args = dict(
+        similarity=similarity, tests=tests, randomized_model=randomized_model, high=high, rules=rules, options=options
+    )
     questions, pairwise, table, design_note = decide(utility, primary_models, studied, metric, alpha, **args)
     if controls:
-        c_questions, c_pairwise, c_table, _ = decide(utility, primary_models, controls, metric, alpha, **args,
-                                                     control=True)
-        questions = {name: pd.concat([q, c_questions[name]], ignore_index=True) if name in c_questions else q
-                     for name, q in questions.items()}
+        c_questions, c_pairwise, c_table, _ = decide(
+            utility, primary_models, controls, metric, alpha, **args, control=True
+        )
+        questions = {
+            name: pd.concat([q, c_questions[name]], ignore_index=True) if name in c_questions else q
+            for name, q in questions.items()
+        }
         pairwise += c_pairwise
         table = pd.concat([table, c_table], ignore_index=True)
-    return PassFailResult(table=table, questions=questions, pairwise=pd.concat(pairwise, ignore_index=True),
-                          model_aucs=model_aucs, design_note=design_note, alpha=alpha, rules=rules, options=options,
-                          dataset=dataset)
+    return PassFailResult(
+        table=table,
+        questions=questions,
+        pairwise=pd.concat(pairwise, ignore_index=True),
+        model_aucs=model_aucs,
+        design_note=design_note,
+        alpha=alpha,
+        rules=rules,
+        options=options,
+        dataset=dataset,
+    )
 
 
-def write_pass_fail(result: PassFailResult, *, csv_path, md_path, pairwise_path, tex_path=None, html_path=None,
-                    question_paths: dict[str, str] | None = None) -> None:
+def write_pass_fail(
+    result: PassFailResult,
+    *,
+    csv_path,
+    md_path,
+    pairwise_path,
+    tex_path=None,
+    html_path=None,
+    question_paths: dict[str, str] | None = None,
+) -> None:
     """Write the PASS/FAIL table (CSV, Markdown, optional LaTeX and HTML), the pairwise comparisons and the
     question tables named in ``question_paths`` (utility_vs_avg, utility_vs_high, utility_trained_vs_random,
     similarity_vs_baselines). Everything is checked and rendered before the first file is written; the CSV
@@ -739,18 +1051,42 @@ class PassFailInputs:
     randomization_tests: str | None = None
 
 
-def run_pass_fail(inputs: PassFailInputs, outputs: dict, *, primary_models: list[str], methods: list[str],
-                  metric: str, alpha: float, randomized_model: str | None = None, high: str | None = None,
-                  rules: DecisionRules | dict | None = None, options: StatsOptions | dict | None = None,
-                  controls: list[str] | None = None, dataset: str = "") -> PassFailResult:
+def run_pass_fail(
+    inputs: PassFailInputs,
+    outputs: dict,
+    *,
+    primary_models: list[str],
+    methods: list[str],
+    metric: str,
+    alpha: float,
+    randomized_model: str | None = None,
+    high: str | None = None,
+    rules: DecisionRules | dict | None = None,
+    options: StatsOptions | dict | None = None,
+    controls: list[str] | None = None,
+    dataset: str = "",
+) -> PassFailResult:
     """Stage entry: read ``inputs``, decide (:func:`pass_fail_tables`, same keywords) and write (``outputs``: the
     keywords of :func:`write_pass_fail`)."""
     utility = pd.read_csv(inputs.utility, dtype={"image_id": str})
     similarity = pd.read_csv(inputs.similarity, dtype={"image_id": str}) if inputs.similarity else None
     tests = pd.read_csv(inputs.randomization_tests) if inputs.randomization_tests else None
-    result = pass_fail_tables(utility, _model_aucs(inputs.model_metrics), primary_models, methods, metric, alpha,
-                              similarity=similarity, tests=tests, randomized_model=randomized_model, high=high,
-                              rules=rules, options=options, controls=controls, dataset=dataset)
+    result = pass_fail_tables(
+        utility,
+        _model_aucs(inputs.model_metrics),
+        primary_models,
+        methods,
+        metric,
+        alpha,
+        similarity=similarity,
+        tests=tests,
+        randomized_model=randomized_model,
+        high=high,
+        rules=rules,
+        options=options,
+        controls=controls,
+        dataset=dataset,
+    )
     write_pass_fail(result, **outputs)
     return result
 
@@ -779,8 +1115,10 @@ def cross_dataset_summary(tables: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame
                 decided += verdict != "n/a"
                 cells.append(verdict)
             lines.append("| " + " | ".join([method, dataset, *cells, f"{passed}/{decided}"]) + " |")
-    note = ("\nOne row per method and dataset; the verdicts follow each dataset's own PASS/FAIL table "
-            "(summary/pass_fail.md of that dataset), whose cells give the estimates and p-values.")
+    note = (
+        "\nOne row per method and dataset; the verdicts follow each dataset's own PASS/FAIL table "
+        "(summary/pass_fail.md of that dataset), whose cells give the estimates and p-values."
+    )
     return long, "\n".join(lines) + "\n" + note + "\n"
 
 
@@ -801,9 +1139,16 @@ QUESTION_TITLES = {
 }
 
 
-def pass_fail_html(table: pd.DataFrame, model_aucs: pd.DataFrame, alpha: float,
-                   rules: DecisionRules = DecisionRules(), questions: dict[str, pd.DataFrame] | None = None,
-                   title: str = "PASS/FAIL", options: StatsOptions = StatsOptions(), design_note: str = "") -> str:
+def pass_fail_html(
+    table: pd.DataFrame,
+    model_aucs: pd.DataFrame,
+    alpha: float,
+    rules: DecisionRules = DecisionRules(),
+    questions: dict[str, pd.DataFrame] | None = None,
+    title: str = "PASS/FAIL",
+    options: StatsOptions = StatsOptions(),
+    design_note: str = "",
+) -> str:
     """A self-contained HTML page (no script, inline style) for the report: the Table 2 layout with coloured
     verdicts, how each column was decided, the models' AUCs, and one table per question of Arun et al."""
     from html import escape
@@ -816,20 +1161,29 @@ def pass_fail_html(table: pd.DataFrame, model_aucs: pd.DataFrame, alpha: float,
     out = html_head(title, header)
     for cells in rows:
         out.append(f"<tr><td>{escape(cells[0])}</td>" + "".join(verdict_cell(c) for c in cells[1:]) + "</tr>")
-    out.append("</table><ul>" + "".join(f"<li>{escape(n)}</li>" for n in table_notes(table, alpha, rules, options, design_note))
-               + "</ul>")
+    out.append(
+        "</table><ul>"
+        + "".join(f"<li>{escape(n)}</li>" for n in table_notes(table, alpha, rules, options, design_note))
+        + "</ul>"
+    )
     out.append("<h3>Models</h3><table><tr><th>Model</th><th>Val AUC</th><th>Test AUC</th></tr>")
-    out += [f"<tr><td>{escape(r.model)}</td><td>{r.val_auc:.3f}</td><td>{r.test_auc:.3f}</td></tr>"
-            for r in model_aucs.itertuples()]
+    out += [
+        f"<tr><td>{escape(r.model)}</td><td>{r.val_auc:.3f}</td><td>{r.test_auc:.3f}</td></tr>"
+        for r in model_aucs.itertuples()
+    ]
     out.append("</table>")
     for name, q in (questions or {}).items():
-        out.append(f"<h3>{escape(QUESTION_TITLES.get(name, name))}</h3><table><tr><th>Method</th><th>Criterion</th>"
-                   "<th>Baseline</th><th>Estimate</th><th>CI (as tested)</th><th>p</th><th>Verdict</th></tr>")
+        out.append(
+            f"<h3>{escape(QUESTION_TITLES.get(name, name))}</h3><table><tr><th>Method</th><th>Criterion</th>"
+            "<th>Baseline</th><th>Estimate</th><th>CI (as tested)</th><th>p</th><th>Verdict</th></tr>"
+        )
         for r in q.itertuples():
             p = "&lt;0.001" if r.p_value < 0.001 else f"{r.p_value:.3f}"
-            out.append(f"<tr><td>{escape(str(r.method))}</td><td>{escape(r.criterion)}</td>"
-                       f"<td>{escape(str(r.baseline))}</td><td>{r.estimate:+.3f}</td>"
-                       f"<td>[{r.ci_low:+.3f}, {r.ci_high:+.3f}]</td><td>{p}</td>" + verdict_cell(r.verdict) + "</tr>")
+            out.append(
+                f"<tr><td>{escape(str(r.method))}</td><td>{escape(r.criterion)}</td>"
+                f"<td>{escape(str(r.baseline))}</td><td>{r.estimate:+.3f}</td>"
+                f"<td>[{r.ci_low:+.3f}, {r.ci_high:+.3f}]</td><td>{p}</td>" + verdict_cell(r.verdict) + "</tr>"
+            )
         out.append("</table>")
     out.append("</body></html>")
     return "\n".join(out) + "\n"

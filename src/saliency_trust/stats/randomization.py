@@ -43,10 +43,31 @@ from scipy import stats
 
 TESTS = ("welch", "one_sample")
 POWER = 0.8
-TEST_COLUMNS = ["model", "method", "mode", "step", "block", "n_images", "n_draws", "mean_ssim", "sd", "sd_image",
-                "sd_draw", "threshold",
-                "threshold_sd", "threshold_n", "test", "estimate", "se", "df", "statistic", "p_value", "ci_high",
-                "mde", "below"]
+TEST_COLUMNS = [
+    "model",
+    "method",
+    "mode",
+    "step",
+    "block",
+    "n_images",
+    "n_draws",
+    "mean_ssim",
+    "sd",
+    "sd_image",
+    "sd_draw",
+    "threshold",
+    "threshold_sd",
+    "threshold_n",
+    "test",
+    "estimate",
+    "se",
+    "df",
+    "statistic",
+    "p_value",
+    "ci_high",
+    "mde",
+    "below",
+]
 
 
 def min_detectable_effect(se: float, df: float, critical: float, power: float = POWER) -> float:
@@ -75,8 +96,14 @@ def crossed_mean_variance(values) -> dict:
     mean = float(y.mean())
     if n_draw == 1:
         ms_a = float(y[:, 0].var(ddof=1)) if n_img > 1 else 0.0
-        return {"mean": mean, "var": ms_a / n_img, "df": float(n_img - 1), "var_image": ms_a, "var_draw": 0.0,
-                "var_residual": 0.0}
+        return {
+            "mean": mean,
+            "var": ms_a / n_img,
+            "df": float(n_img - 1),
+            "var_image": ms_a,
+            "var_draw": 0.0,
+            "var_residual": 0.0,
+        }
     row, col = y.mean(axis=1), y.mean(axis=0)
     df_a, df_b, df_e = n_img - 1, n_draw - 1, (n_img - 1) * (n_draw - 1)
     ms_a = n_draw * float(((row - mean) ** 2).sum()) / df_a
@@ -94,13 +121,19 @@ def crossed_mean_variance(values) -> dict:
     total = sum(t for t, _ in terms)
     denom = sum(t**2 / d for t, d in terms if t != 0)
     df = float(total**2 / denom) if denom > 0 else float(df_a)
-    return {"mean": mean, "var": total / (n_img * n_draw), "df": df,
-            "var_image": max(ms_a - ms_e, 0.0) / n_draw, "var_draw": max(ms_b - ms_e, 0.0) / n_img,
-            "var_residual": ms_e}
+    return {
+        "mean": mean,
+        "var": total / (n_img * n_draw),
+        "df": df,
+        "var_image": max(ms_a - ms_e, 0.0) / n_draw,
+        "var_draw": max(ms_b - ms_e, 0.0) / n_img,
+        "var_residual": ms_e,
+    }
 
 
-def degradation_test(values, threshold: float, threshold_sd: float, threshold_n: int, test: str = "welch",
-                     alpha: float = 0.05) -> dict:
+def degradation_test(
+    values, threshold: float, threshold_sd: float, threshold_n: int, test: str = "welch", alpha: float = 0.05
+) -> dict:
     """H1: mean(values) < threshold. ``values``: per-image SSIMs (N) or per image and re-initialization draw
     (N x D, :func:`crossed_mean_variance`). Returns estimate, se, df, statistic, one-sided p, the one-sided upper
     (1 - alpha) bound of the difference and the minimum detectable drop."""
@@ -131,9 +164,19 @@ def degradation_test(values, threshold: float, threshold_sd: float, threshold_n:
         statistic = -np.inf if est < 0 else (np.inf if est > 0 else 0.0)
         p = 0.0 if est < 0 else 1.0
     crit = float(stats.t.ppf(1 - alpha, df))
-    return {"estimate": est, "se": se, "df": df, "statistic": float(statistic), "p_value": p,
-            "ci_high": est + crit * se, "mde": min_detectable_effect(se, df, crit), "mean_ssim": mean, "sd": sd,
-            "sd_image": float(np.sqrt(crossed["var_image"])), "sd_draw": float(np.sqrt(crossed["var_draw"]))}
+    return {
+        "estimate": est,
+        "se": se,
+        "df": df,
+        "statistic": float(statistic),
+        "p_value": p,
+        "ci_high": est + crit * se,
+        "mde": min_detectable_effect(se, df, crit),
+        "mean_ssim": mean,
+        "sd": sd,
+        "sd_image": float(np.sqrt(crossed["var_image"])),
+        "sd_draw": float(np.sqrt(crossed["var_draw"])),
+    }
 
 
 def draw_table(group: pd.DataFrame) -> np.ndarray:
@@ -144,28 +187,44 @@ def draw_table(group: pd.DataFrame) -> np.ndarray:
     wide = group.pivot_table(index="image_id", columns="draw", values="value", aggfunc="first")
     if wide.isna().any().any():
         image = wide.index[wide.isna().any(axis=1)][0]
-        raise ValueError(f"image '{image}' lacks an SSIM in some re-initialization draw: the draws must explain "
-                         "the same images")
+        raise ValueError(
+            f"image '{image}' lacks an SSIM in some re-initialization draw: the draws must explain the same images"
+        )
     return wide.to_numpy(dtype=np.float64)
 
 
-def randomization_tests(scores: pd.DataFrame, thresholds: pd.DataFrame, alpha: float = 0.05,
-                        test: str = "welch") -> pd.DataFrame:
+def randomization_tests(
+    scores: pd.DataFrame, thresholds: pd.DataFrame, alpha: float = 0.05, test: str = "welch"
+) -> pd.DataFrame:
     """One row per (model, method, mode, step): mean SSIM, threshold, the test and whether it is below."""
     ssim = scores[scores["metric"] == "ssim"]
     thr = thresholds.set_index(["model", "method"])
     rows = []
-    for (model, method, mode, step, block), group in ssim.groupby(["model", "method", "mode", "step", "block"],
-                                                                  sort=True):
+    for (model, method, mode, step, block), group in ssim.groupby(
+        ["model", "method", "mode", "step", "block"], sort=True
+    ):
         if (model, method) not in thr.index:
             raise KeyError(f"no degradation threshold for model {model}, method {method}")
         t = thr.loc[(model, method)]
         table = draw_table(group)
         res = degradation_test(table, float(t["threshold"]), float(t["sd"]), int(t["n_pairs"]), test, alpha)
-        rows.append({"model": model, "method": method, "mode": mode, "step": int(step), "block": block,
-                     "n_images": len(table), "n_draws": table.shape[1] if table.ndim == 2 else 1,
-                     "threshold": float(t["threshold"]), "threshold_sd": float(t["sd"]),
-                     "threshold_n": int(t["n_pairs"]), "test": test, **res, "below": bool(res["p_value"] < alpha)})
+        rows.append(
+            {
+                "model": model,
+                "method": method,
+                "mode": mode,
+                "step": int(step),
+                "block": block,
+                "n_images": len(table),
+                "n_draws": table.shape[1] if table.ndim == 2 else 1,
+                "threshold": float(t["threshold"]),
+                "threshold_sd": float(t["sd"]),
+                "threshold_n": int(t["n_pairs"]),
+                "test": test,
+                **res,
+                "below": bool(res["p_value"] < alpha),
+            }
+        )
     return pd.DataFrame(rows, columns=TEST_COLUMNS)
 
 

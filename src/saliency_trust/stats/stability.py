@@ -27,9 +27,23 @@ from saliency_trust.stats.pass_fail import (
 
 UNSTABLE = "unstable"
 KEYS = ["method", "criterion", "baseline"]
-STABILITY_COLUMNS = [*KEYS, "control", "verdict", "n_seeds", "n_pass", "agreement", "stable", "seeds",
-                     "verdicts", "low_power", "estimate_mean", "estimate_min", "estimate_max", "p_max",
-                     "n_images"]
+STABILITY_COLUMNS = [
+    *KEYS,
+    "control",
+    "verdict",
+    "n_seeds",
+    "n_pass",
+    "agreement",
+    "stable",
+    "seeds",
+    "verdicts",
+    "low_power",
+    "estimate_mean",
+    "estimate_min",
+    "estimate_max",
+    "p_max",
+    "n_images",
+]
 
 
 def seed_table(tables: dict[int, pd.DataFrame]) -> pd.DataFrame:
@@ -53,24 +67,34 @@ def stability_table(tables: dict[int, pd.DataFrame], small_n: int = 30) -> pd.Da
     long = long.assign(role=long["baseline"].map(baseline_role))
     seeds = [int(s) for s in tables]
     rows = []
-    for (method, criterion, role), cell in long.groupby(["method", "criterion", "role"], sort=False):
+    for (method, criterion, _role), cell in long.groupby(["method", "criterion", "role"], sort=False):
         cell = cell.set_index("seed").reindex(seeds)
         verdicts = cell["verdict"].fillna("n/a")
         counts = verdicts.value_counts()
         n_pass = int(counts.get("PASS", 0))
         stable = len(counts) == 1 and verdicts.iloc[0] != "n/a"
         weak = [low_power(r, small_n) for r in cell.dropna(subset=["verdict"]).itertuples()]
-        rows.append({
-            "method": method, "criterion": criterion, "baseline": cell["baseline"].dropna().iloc[0],
-            "control": bool((cell["control"] == True).any()) if "control" in cell else False,  # noqa: E712
-            "verdict": verdicts.iloc[0] if stable else UNSTABLE,
-            "n_seeds": len(seeds), "n_pass": n_pass, "agreement": float(counts.max() / len(seeds)),
-            "stable": bool(stable), "seeds": ";".join(map(str, seeds)), "verdicts": ";".join(verdicts),
-            "low_power": bool(stable and verdicts.iloc[0] == "FAIL" and all(weak)),
-            "estimate_mean": float(cell["estimate"].mean()), "estimate_min": float(cell["estimate"].min()),
-            "estimate_max": float(cell["estimate"].max()), "p_max": float(cell["p_value"].max()),
-            "n_images": int(cell["n_images"].min()),
-        })
+        rows.append(
+            {
+                "method": method,
+                "criterion": criterion,
+                "baseline": cell["baseline"].dropna().iloc[0],
+                "control": bool((cell["control"] == True).any()) if "control" in cell else False,  # noqa: E712
+                "verdict": verdicts.iloc[0] if stable else UNSTABLE,
+                "n_seeds": len(seeds),
+                "n_pass": n_pass,
+                "agreement": float(counts.max() / len(seeds)),
+                "stable": bool(stable),
+                "seeds": ";".join(map(str, seeds)),
+                "verdicts": ";".join(verdicts),
+                "low_power": bool(stable and verdicts.iloc[0] == "FAIL" and all(weak)),
+                "estimate_mean": float(cell["estimate"].mean()),
+                "estimate_min": float(cell["estimate"].min()),
+                "estimate_max": float(cell["estimate"].max()),
+                "p_max": float(cell["p_value"].max()),
+                "n_images": int(cell["n_images"].min()),
+            }
+        )
     return pd.DataFrame(rows, columns=STABILITY_COLUMNS)
 
 
@@ -97,8 +121,10 @@ def stability_notes(table: pd.DataFrame, dataset: str = "") -> list[str]:
         f"Each seed's verdicts follow the rules and tests in the notes of its own table ({where}).",
     ]
     if table["low_power"].any():
-        notes.append(f"{LOW_POWER_MARK} every seed's FAIL rests on few images (stats.small_n): the effect was not "
-                     "shown, which is not the same as absent.")
+        notes.append(
+            f"{LOW_POWER_MARK} every seed's FAIL rests on few images (stats.small_n): the effect was not "
+            "shown, which is not the same as absent."
+        )
     return notes
 
 
@@ -129,8 +155,15 @@ def stability_html(table: pd.DataFrame, dataset: str = "") -> str:
     header, rows = _table2_cells(table, cell=stability_cell)
 
     def td(text: str) -> str:
-        cls = "unstable" if text.startswith(UNSTABLE) else "pass" if text.startswith("PASS") else \
-            "fail" if text.startswith("FAIL") else "na"
+        cls = (
+            "unstable"
+            if text.startswith(UNSTABLE)
+            else "pass"
+            if text.startswith("PASS")
+            else "fail"
+            if text.startswith("FAIL")
+            else "na"
+        )
         return f'<td class="{cls}">{escape(text)}</td>'
 
     title = f"PASS/FAIL across seeds{' - ' + dataset if dataset else ''}"
@@ -141,8 +174,9 @@ def stability_html(table: pd.DataFrame, dataset: str = "") -> str:
     return "\n".join(out) + "\n"
 
 
-def run_stability(paths: dict[int, str], csv_path, md_path, tex_path, html_path, seeds_path, dataset: str = "",
-                  small_n: int = 30) -> None:
+def run_stability(
+    paths: dict[int, str], csv_path, md_path, tex_path, html_path, seeds_path, dataset: str = "", small_n: int = 30
+) -> None:
     """Stage entry: the PASS/FAIL table across the seeds' tables (``paths``: seed -> pass_fail.csv)."""
     from saliency_trust.io import write_csv, write_text
 

@@ -40,17 +40,21 @@ the image and are shared by every model, replicate and randomization step.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from datetime import datetime, timezone
-from importlib.metadata import PackageNotFoundError, version
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
 
 from saliency_trust.io import atomic_path, checksum_problem, stamp_checksums, verify_h5
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +99,7 @@ def _write_cache_attrs(h5: h5py.File, method: str, params: dict, model_sha256: s
     h5.attrs["versions"] = json.dumps(package_versions(), sort_keys=True)
     for key, value in extra.items():
         h5.attrs[key] = value
-    h5.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    h5.attrs["created"] = datetime.now(UTC).isoformat(timespec="seconds")
     stamp_checksums(h5)
 
 
@@ -135,7 +139,9 @@ def read_maps(
         if method is not None and attrs["method"] != method:
             raise ValueError(f"{path}: holds method '{attrs['method']}', expected '{method}'")
         if params is not None and json.loads(attrs["params"]) != json.loads(json.dumps(params)):
-            raise ValueError(f"{path}: computed with params {attrs['params']}, expected {json.dumps(params, sort_keys=True)}")
+            raise ValueError(
+                f"{path}: computed with params {attrs['params']}, expected {json.dumps(params, sort_keys=True)}"
+            )
         if model_sha256 is not None and attrs["model_sha256"] != model_sha256:
             raise ValueError(f"{path}: computed from another model checkpoint (hash mismatch)")
         ids = _read_ids(h5)
@@ -145,8 +151,9 @@ def read_maps(
     return SaliencyMaps(ids, maps, raw, attrs)
 
 
-def cache_mismatch(path: str | Path, method: str, params: dict, model_sha256: str, target: dict,
-                   image_ids: list[str] | None = None) -> str | None:
+def cache_mismatch(
+    path: str | Path, method: str, params: dict, model_sha256: str, target: dict, image_ids: list[str] | None = None
+) -> str | None:
     """Why an existing cache file cannot be reused (None when it can); ``image_ids``, when given, must match too."""
     try:
         with h5py.File(path, "r") as h5:
@@ -202,12 +209,16 @@ def constant_ids(maps: np.ndarray, image_ids: list[str], what: str) -> list[str]
     flat = maps.reshape(len(maps), -1)
     ids = [image_ids[k] for k in np.flatnonzero(flat.max(axis=1) == flat.min(axis=1))]
     if ids:
-        log.warning("%s: %d constant map(s), scored as all-zero maps and listed in summary/constant_maps.csv; "
-                    "e.g. image '%s'", what, len(ids), ids[0])
+        log.warning(
+            "%s: %d constant map(s), scored as all-zero maps and listed in summary/constant_maps.csv; e.g. image '%s'",
+            what,
+            len(ids),
+            ids[0],
+        )
     return ids
 
 
-def constant_maps_table(paths: list[str | Path]) -> "pd.DataFrame":
+def constant_maps_table(paths: list[str | Path]) -> pd.DataFrame:
     """One row per constant map recorded by the cache files (``file, method, draw, step, block, image_id``;
     draw, step and block are empty for trained models' maps)."""
     import pandas as pd
@@ -220,7 +231,8 @@ def constant_maps_table(paths: list[str | Path]) -> "pd.DataFrame":
                 step, image_id, draw = entry if steps else (None, entry, None)  # randomized: [step, id, draw]
                 rows.append((str(path), method, draw, step, steps[step - 1] if steps else None, image_id))
     return pd.DataFrame(rows, columns=["file", "method", "draw", "step", "block", "image_id"]).astype(
-        {"draw": "Int64", "step": "Int64"})
+        {"draw": "Int64", "step": "Int64"}
+    )
 
 
 def run_constant_maps(paths: list[str], out_path) -> None:
@@ -274,25 +286,41 @@ def load_or_compute_randomized(
                     what = f"step {k + 1} ({block}), draw {d + 1}"
                     maps, raw = compute_step(d, k)
                     if not len(maps) == len(raw) == len(image_ids):
-                        raise ValueError(f"{path}: {what} gave {len(maps)} maps and {len(raw)} raw attributions "
-                                         f"for {len(image_ids)} images")
+                        raise ValueError(
+                            f"{path}: {what} gave {len(maps)} maps and {len(raw)} raw attributions "
+                            f"for {len(image_ids)} images"
+                        )
                     _check_finite(maps, image_ids, f"{method}, randomization {what}")
                     constant += [(k + 1, i, d + 1) for i in constant_ids(maps, image_ids, f"{path}: {what}")]
                     if dsets is None:
                         dsets = [
-                            h5.create_dataset(name, shape=(len(draws), len(steps), *arr.shape), dtype="f4",
-                                              chunks=(1, 1, 1, *arr.shape[1:]), compression="gzip")
+                            h5.create_dataset(
+                                name,
+                                shape=(len(draws), len(steps), *arr.shape),
+                                dtype="f4",
+                                chunks=(1, 1, 1, *arr.shape[1:]),
+                                compression="gzip",
+                            )
                             for name, arr in (("map", maps), ("raw", raw))
                         ]
                     dsets[0][d, k] = maps
                     dsets[1][d, k] = raw
-            _write_cache_attrs(h5, method, params, model_sha256, target, steps=json.dumps(list(steps)),
-                               draws=json.dumps(draws), constant_maps=json.dumps(constant))
+            _write_cache_attrs(
+                h5,
+                method,
+                params,
+                model_sha256,
+                target,
+                steps=json.dumps(list(steps)),
+                draws=json.dumps(draws),
+                constant_maps=json.dumps(constant),
+            )
     return True
 
 
-def read_randomized_maps(path: str | Path, method: str | None = None,
-                         dataset: str = "map") -> tuple[list[str], list[str], np.ndarray]:
+def read_randomized_maps(
+    path: str | Path, method: str | None = None, dataset: str = "map"
+) -> tuple[list[str], list[str], np.ndarray]:
     """(image ids, step block names, D x S x N x H x W maps: draws x steps x images) of a randomized-model cache
     file; ``dataset="raw"`` returns the D x S x N x C x H x W raw attributions instead."""
     if dataset not in ("map", "raw"):

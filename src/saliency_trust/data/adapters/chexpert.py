@@ -22,7 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from saliency_trust.data.adapters.common import (
-    Collection, Context, Item, ItemError, check_label_names, check_unique, path_id, read_table, resolve_listed, where,
+    Collection,
+    Context,
+    Item,
+    ItemError,
+    check_label_names,
+    check_unique,
+    path_id,
+    read_table,
+    resolve_listed,
+    where,
 )
 
 COMPETITION_FINDINGS = {
@@ -70,7 +79,9 @@ def collect(ctx: Context, opts: Options) -> Collection:
                 raise ValueError(f"{at}: duplicate image id '{image_id}' (also {items[image_id].where})")
             view = row["Frontal/Lateral"]
             if view not in ("Frontal", "Lateral"):
-                problems.append(ItemError(image_id, at, f"Frontal/Lateral must be 'Frontal' or 'Lateral', got '{view}'"))
+                problems.append(
+                    ItemError(image_id, at, f"Frontal/Lateral must be 'Frontal' or 'Lateral', got '{view}'")
+                )
                 continue
             if opts.frontal_only and view != "Frontal":
                 counts["lateral"] += 1
@@ -96,7 +107,10 @@ def collect(ctx: Context, opts: Options) -> Collection:
                 continue
             parts = PurePosixPath(row["Path"]).parts
             items[image_id] = Item(
-                image_id=image_id, path=resolve_listed(ctx.root, row["Path"]), labels=values, where=at,
+                image_id=image_id,
+                path=resolve_listed(ctx.root, row["Path"]),
+                labels=values,
+                where=at,
                 listed=row["Path"],
                 patient_id=parts[-3] if len(parts) >= 3 else None,
                 extra={"view": row["AP/PA"] if "AP/PA" in table.columns else ""},

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path, PurePosixPath
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -67,7 +67,8 @@ class Shape:
                 raise ItemError(image_id, self.where, f"box {self.box} must have finite coordinates and positive size")
             if x < -eps or y < -eps or x + w > width + eps or y + h > height + eps:
                 raise ItemError(
-                    image_id, self.where,
+                    image_id,
+                    self.where,
                     f"box x={x:g}, y={y:g}, width={w:g}, height={h:g} lies outside the {width}x{height} (WxH) image",
                 )
         else:
@@ -161,7 +162,9 @@ def require_dir(path: Path, key: str) -> Path:
     return path
 
 
-def read_table(path: Path, key: str, columns: list[str], header: bool = True, names: list[str] | None = None) -> pd.DataFrame:
+def read_table(
+    path: Path, key: str, columns: list[str], header: bool = True, names: list[str] | None = None
+) -> pd.DataFrame:
     """Read a CSV as strings (blank cells as ''), with a ``_row`` column holding the file's line number.
 
     Column names are stripped (SIIM's header is ``ImageId, EncodedPixels``).
@@ -170,8 +173,12 @@ def read_table(path: Path, key: str, columns: list[str], header: bool = True, na
     require_file(path, key)
     try:
         df = pd.read_csv(
-            path, dtype=str, keep_default_na=False, skipinitialspace=True,
-            header=0 if header else None, names=names,
+            path,
+            dtype=str,
+            keep_default_na=False,
+            skipinitialspace=True,
+            header=0 if header else None,
+            names=names,
         )
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
         raise ValueError(f"{path} ({key}): not a readable CSV file: {err}") from err
@@ -243,9 +250,7 @@ def index_files(folder: Path, suffixes: tuple[str, ...], key: str) -> dict[str, 
     for path in sorted(folder.rglob("*")):
         if path.suffix.lower() in suffixes and path.is_file() and not path.name.startswith("."):
             if path.stem in found:
-                raise ValueError(
-                    f"duplicate image id '{path.stem}': files '{found[path.stem]}' and '{path}' ({key})"
-                )
+                raise ValueError(f"duplicate image id '{path.stem}': files '{found[path.stem]}' and '{path}' ({key})")
             found[path.stem] = path
     return found
 

@@ -31,9 +31,9 @@ import numpy as np
 import pandas as pd
 
 from saliency_trust.data.adapters.common import Collection, Item, ItemError, Shape
-from saliency_trust.data.geometry import Geometry, mask_boxes, rasterize_box, rasterize_polygon
 from saliency_trust.data.adapters.images import read_image
 from saliency_trust.data.canonical import BOX_COLUMNS
+from saliency_trust.data.geometry import Geometry, mask_boxes, rasterize_box, rasterize_polygon
 from saliency_trust.data.splits import assign_splits, check_splits, split_uniform
 from saliency_trust.io import Progress, atomic_path, stamp_checksums
 
@@ -105,13 +105,17 @@ def convert_item(item: Item, label_names: list[str], opts: ConvertOptions, min_r
         if label not in label_names:
             raise ItemError(item.image_id, where, f"annotation label '{label}' is not one of {label_names}")
         if item.labels.get(label, 0) == 0:
-            raise ItemError(item.image_id, where, f"localization given for label '{label}', but the image is negative for it")
+            raise ItemError(
+                item.image_id, where, f"localization given for label '{label}', but the image is negative for it"
+            )
         return label_names.index(label)
 
     if item.mask_fn is not None:
         for label, mask in item.mask_fn((height, width)).items():
             if mask.shape != (height, width):
-                raise ItemError(item.image_id, item.where, f"mask for '{label}' has shape {mask.shape}, the image {(height, width)}")
+                raise ItemError(
+                    item.image_id, item.where, f"mask for '{label}' has shape {mask.shape}, the image {(height, width)}"
+                )
             if not mask.any():
                 continue
             li = label_index(label, item.where)
@@ -174,20 +178,46 @@ def convert_collection(
         first = skipped[0].as_exception()
         raise type(first)(f"{first}{more}")
     items = select_subset(sorted(collection.items, key=lambda it: it.image_id), opts.max_images, seed)
-    log.info("%s: converting %d images to %d x %d px (%s, %s)", source, len(items), opts.image_size,
-             opts.image_size, opts.resize, opts.intensity)
+    log.info(
+        "%s: converting %d images to %d x %d px (%s, %s)",
+        source,
+        len(items),
+        opts.image_size,
+        opts.image_size,
+        opts.resize,
+        opts.intensity,
+    )
     size, n_labels = opts.image_size, len(label_names)
     rows, box_rows = [], []
     progress = Progress(f"{source}: converted", len(items), logger=log)
     with contextlib.ExitStack() as stack:
-        tmp = {name: stack.enter_context(atomic_path(path)) for name, path in
-               [("images", images_path), ("manifest", manifest_path), ("boxes", boxes_path), ("skipped", skipped_path)]}
+        tmp = {
+            name: stack.enter_context(atomic_path(path))
+            for name, path in [
+                ("images", images_path),
+                ("manifest", manifest_path),
+                ("boxes", boxes_path),
+                ("skipped", skipped_path),
+            ]
+        }
         pool = stack.enter_context(ThreadPoolExecutor(max_workers=max(1, workers)))
         with h5py.File(tmp["images"], "w") as h5:
-            images = h5.create_dataset("image", shape=(0, size, size), maxshape=(None, size, size), dtype=np.float32,
-                                       chunks=(1, size, size), compression="gzip")
-            masks = h5.create_dataset("mask", shape=(0, n_labels, size, size), maxshape=(None, n_labels, size, size),
-                                      dtype=np.uint8, chunks=(1, n_labels, size, size), compression="gzip")
+            images = h5.create_dataset(
+                "image",
+                shape=(0, size, size),
+                maxshape=(None, size, size),
+                dtype=np.float32,
+                chunks=(1, size, size),
+                compression="gzip",
+            )
+            masks = h5.create_dataset(
+                "mask",
+                shape=(0, n_labels, size, size),
+                maxshape=(None, n_labels, size, size),
+                dtype=np.uint8,
+                chunks=(1, n_labels, size, size),
+                compression="gzip",
+            )
             for start in range(0, len(items), BLOCK):
                 block = items[start : start + BLOCK]
                 args = [(it, label_names, opts, collection.consensus_min_raters) for it in block]
@@ -220,8 +250,15 @@ def convert_collection(
     if unlocalized:
         log.warning("%d positive images have no localization ground truth (has_mask = 0)", unlocalized)
     counts = manifest.groupby("split")[label_names].agg(["sum", "count"])
-    log.info("%s: %d images written, %d skipped (see %s), %d with localization; positives per split:\n%s", source,
-             len(manifest), len(skipped), skipped_path, int(manifest["has_mask"].sum()), counts)
+    log.info(
+        "%s: %d images written, %d skipped (see %s), %d with localization; positives per split:\n%s",
+        source,
+        len(manifest),
+        len(skipped),
+        skipped_path,
+        int(manifest["has_mask"].sum()),
+        counts,
+    )
     return manifest
 
 

@@ -30,8 +30,18 @@ from pathlib import Path
 import numpy as np
 
 from saliency_trust.data.adapters.common import (
-    Collection, Context, Item, ItemError, Shape, check_label_names, check_unique, parse_binary, parse_float,
-    read_table, require_dir, where,
+    Collection,
+    Context,
+    Item,
+    ItemError,
+    Shape,
+    check_label_names,
+    check_unique,
+    parse_binary,
+    parse_float,
+    read_table,
+    require_dir,
+    where,
 )
 from saliency_trust.data.adapters.images import read_mask
 
@@ -93,8 +103,9 @@ def collect(ctx: Context, opts: Options) -> Collection:
     box_label = opts.box_label or label_names[0]
     if box_label not in label_names:
         raise ValueError(f"{ctx.key('generic', 'box_label')}: '{box_label}' is not one of the labels {label_names}")
-    table = read_table(csv, ctx.key("generic", "manifest"),
-                       [opts.id_column, opts.path_column, *mapping, *optional, *box_cols.values()])
+    table = read_table(
+        csv, ctx.key("generic", "manifest"), [opts.id_column, opts.path_column, *mapping, *optional, *box_cols.values()]
+    )
     check_unique(table[opts.id_column], table["_row"], csv)
     images_dir = ctx.path(opts.images_dir)
     masks_dir = require_dir(ctx.path(opts.masks_dir), ctx.key("generic", "masks_dir")) if opts.masks_dir else None
@@ -119,13 +130,20 @@ def collect(ctx: Context, opts: Options) -> Collection:
             continue
         mask_fn = None
         if masks_dir is not None:
-            paths = {label: masks_dir / opts.mask_pattern.format(image_id=image_id, label=label) for label in label_names}
+            paths = {
+                label: masks_dir / opts.mask_pattern.format(image_id=image_id, label=label) for label in label_names
+            }
             paths = {label: p for label, p in paths.items() if p.is_file()}
             n_mask_files += len(paths)
             mask_fn = partial(_read_masks, paths, image_id, at) if paths else None
         items[image_id] = Item(
-            image_id=image_id, path=images_dir / row[opts.path_column], labels=labels, where=at,
-            patient_id=row[opts.patient_column] if opts.patient_column else None, shapes=shapes, mask_fn=mask_fn,
+            image_id=image_id,
+            path=images_dir / row[opts.path_column],
+            labels=labels,
+            where=at,
+            patient_id=row[opts.patient_column] if opts.patient_column else None,
+            shapes=shapes,
+            mask_fn=mask_fn,
             extra={c: row[c] for c in opts.extra_columns},
         )
     notes = []
@@ -137,12 +155,14 @@ def collect(ctx: Context, opts: Options) -> Collection:
         notes.append(f"generic: {n_mask_files} mask files found in '{masks_dir}'")
     if opts.boxes_csv:
         problems += _boxes(ctx, opts, items, set(table[opts.id_column]), label_names)
-    return Collection(label_names, list(items.values()), problems, consensus_min_raters=opts.consensus_min_raters,
-                      notes=notes)
+    return Collection(
+        label_names, list(items.values()), problems, consensus_min_raters=opts.consensus_min_raters, notes=notes
+    )
 
 
-def _boxes(ctx: Context, opts: Options, items: dict[str, Item], manifest_ids: set[str],
-           label_names: list[str]) -> list[ItemError]:
+def _boxes(
+    ctx: Context, opts: Options, items: dict[str, Item], manifest_ids: set[str], label_names: list[str]
+) -> list[ItemError]:
     """Attach the boxes CSV's boxes; an image with a malformed box row becomes a problem."""
     csv, key = ctx.path(opts.boxes_csv), ctx.key("generic", "boxes_csv")
     table = read_table(csv, key, ["image_id", *BOX_KEYS])

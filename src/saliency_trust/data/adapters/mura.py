@@ -32,8 +32,19 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from saliency_trust.data.adapters.common import (
-    Collection, Context, Item, ItemError, Shape, check_label_names, check_unique, parse_binary, parse_float,
-    path_id, read_table, resolve_listed, where,
+    Collection,
+    Context,
+    Item,
+    ItemError,
+    Shape,
+    check_label_names,
+    check_unique,
+    parse_binary,
+    parse_float,
+    path_id,
+    read_table,
+    resolve_listed,
+    where,
 )
 
 SPLITS = ("train", "valid")
@@ -65,18 +76,26 @@ def _study_labels(ctx: Context, opts: Options) -> dict[str, tuple[str, str]]:
     studies: dict[str, tuple[str, str]] = {}
     for i, name in enumerate(opts.labeled_studies_csvs):
         csv = ctx.path(name)
-        table = read_table(csv, ctx.key("mura", f"labeled_studies_csvs[{i}]"), ["study", "label"], header=False,
-                           names=["study", "label"])
+        table = read_table(
+            csv,
+            ctx.key("mura", f"labeled_studies_csvs[{i}]"),
+            ["study", "label"],
+            header=False,
+            names=["study", "label"],
+        )
         for study, value, row in zip(table["study"], table["label"], table["_row"]):
             key = study.rstrip("/")
             if key in studies and studies[key][0] != value:
-                raise ValueError(f"{csv} row {row}: study '{study}' is labeled {value} here and {studies[key][0]} in {studies[key][1]}")
+                raise ValueError(
+                    f"{csv} row {row}: study '{study}' is labeled {value} here and {studies[key][0]} in {studies[key][1]}"
+                )
             studies[key] = (value, where(csv, row))
     return studies
 
 
-def _shapes(ctx: Context, opts: Options, label: str, items: dict[str, Item], listed: dict[str, str],
-            excluded: set[str]) -> tuple[int, list[ItemError]]:
+def _shapes(
+    ctx: Context, opts: Options, label: str, items: dict[str, Item], listed: dict[str, str], excluded: set[str]
+) -> tuple[int, list[ItemError]]:
     """Attach the annotation file's shapes to the items; returns (rows used, problems)."""
     csv = ctx.path(opts.annotations)
     key = ctx.key("mura", "annotations")
@@ -144,7 +163,9 @@ def collect(ctx: Context, opts: Options) -> Collection:
             listed[path] = image_id
             parts = PurePosixPath(path).parts
             if len(parts) < 5:
-                problems.append(ItemError(image_id, at, f"path '{path}' is not .../{{body part}}/{{patient}}/{{study}}/{{image}}"))
+                problems.append(
+                    ItemError(image_id, at, f"path '{path}' is not .../{{body part}}/{{patient}}/{{study}}/{{image}}")
+                )
                 continue
             body_part, patient, study = parts[-4], parts[-3], parts[-2]
             if opts.body_parts and body_part not in opts.body_parts:
@@ -163,8 +184,13 @@ def collect(ctx: Context, opts: Options) -> Collection:
                 problems.append(err)
                 continue
             items[image_id] = Item(
-                image_id=image_id, path=resolve_listed(ctx.root, path), labels={label: target}, where=at, listed=path,
-                patient_id=patient, extra={"body_part": body_part, "study": str(PurePosixPath(*parts[-5:-1]))},
+                image_id=image_id,
+                path=resolve_listed(ctx.root, path),
+                labels={label: target},
+                where=at,
+                listed=path,
+                patient_id=patient,
+                extra={"body_part": body_part, "study": str(PurePosixPath(*parts[-5:-1]))},
             )
     notes = []
     if excluded:
@@ -175,4 +201,6 @@ def collect(ctx: Context, opts: Options) -> Collection:
         notes.append(f"mura: {used} annotation rows on {sum(bool(it.shapes) for it in items.values())} images")
     else:
         notes.append("mura: no annotation file (mura.annotations): no localization ground truth")
-    return Collection([label], list(items.values()), problems, consensus_min_raters=opts.consensus_min_raters, notes=notes)
+    return Collection(
+        [label], list(items.values()), problems, consensus_min_raters=opts.consensus_min_raters, notes=notes
+    )

@@ -24,7 +24,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from saliency_trust.data.adapters.common import (
-    Collection, Context, Item, ItemError, Shape, check_label_names, parse_binary, parse_float, read_table, where,
+    Collection,
+    Context,
+    Item,
+    ItemError,
+    Shape,
+    check_label_names,
+    parse_binary,
+    parse_float,
+    read_table,
+    where,
 )
 
 BOX_COLUMNS = ("x", "y", "width", "height")
@@ -72,7 +81,9 @@ def collect(ctx: Context, opts: Options) -> Collection:
             if cls in opts.drop_classes:
                 dropped += 1
                 continue
-            targets = {parse_binary(t, pid, where(labels_csv, r), "Target") for t, r in zip(rows["Target"], rows["_row"])}
+            targets = {
+                parse_binary(t, pid, where(labels_csv, r), "Target") for t, r in zip(rows["Target"], rows["_row"])
+            }
             if len(targets) > 1:
                 raise ItemError(pid, at, "Target differs between the rows of one image")
             target = targets.pop()
@@ -93,7 +104,15 @@ def collect(ctx: Context, opts: Options) -> Collection:
         except ItemError as err:
             problems.append(err)
             continue
-        items.append(Item(image_id=pid, path=images_dir / f"{pid}.dcm", labels={label: target}, where=at,
-                          patient_id=pid, shapes=shapes))
+        items.append(
+            Item(
+                image_id=pid,
+                path=images_dir / f"{pid}.dcm",
+                labels={label: target},
+                where=at,
+                patient_id=pid,
+                shapes=shapes,
+            )
+        )
     notes = [f"rsna: {dropped} images of classes {list(opts.drop_classes)} dropped (Arun et al.)"]
     return Collection([label], items, problems, notes=notes)

@@ -25,7 +25,14 @@ from pathlib import Path
 import numpy as np
 
 from saliency_trust.data.adapters.common import (
-    Collection, Context, Item, ItemError, check_label_names, index_files, read_table, where,
+    Collection,
+    Context,
+    Item,
+    ItemError,
+    check_label_names,
+    index_files,
+    read_table,
+    where,
 )
 
 
@@ -64,14 +71,20 @@ def decode_rle(pairs: np.ndarray, shape: tuple[int, int], image_id: str = "", at
     starts = np.cumsum(pairs[:, 0]) + np.concatenate([[0], np.cumsum(pairs[:, 1])[:-1]])
     ends = starts + pairs[:, 1]
     if ends.max() > height * width:
-        raise ItemError(image_id, at, f"run ends at pixel {int(ends.max())}, past the {height * width} pixels of the {width}x{height} image")
+        raise ItemError(
+            image_id,
+            at,
+            f"run ends at pixel {int(ends.max())}, past the {height * width} pixels of the {width}x{height} image",
+        )
     edges = np.zeros(height * width + 1, np.int64)
     np.add.at(edges, starts, 1)
     np.add.at(edges, ends, -1)
     return (np.cumsum(edges[:-1]) > 0).reshape((height, width), order="F")
 
 
-def _masks(runs: list[tuple[np.ndarray, str]], label: str, image_id: str, shape: tuple[int, int]) -> dict[str, np.ndarray]:
+def _masks(
+    runs: list[tuple[np.ndarray, str]], label: str, image_id: str, shape: tuple[int, int]
+) -> dict[str, np.ndarray]:
     mask = np.zeros(shape, bool)
     for pairs, at in runs:
         mask |= decode_rle(pairs, shape, image_id, at)
@@ -89,19 +102,32 @@ def collect(ctx: Context, opts: Options) -> Collection:
         try:
             if not image_id:
                 raise ItemError(image_id, at, "empty ImageId")
-            runs = [(parse_rle(t, image_id, where(csv, r)), where(csv, r)) for t, r in zip(rows["EncodedPixels"], rows["_row"])]
+            runs = [
+                (parse_rle(t, image_id, where(csv, r)), where(csv, r))
+                for t, r in zip(rows["EncodedPixels"], rows["_row"])
+            ]
             positive = [(p, a) for p, a in runs if p is not None]
             if positive and len(positive) < len(runs):
                 raise ItemError(image_id, at, "'-1' (no pneumothorax) mixed with run-length rows for the same image")
             if image_id not in files:
-                raise ItemError(image_id, at, f"no DICOM file '{image_id}.dcm' under '{ctx.path(opts.images_dir)}'", missing_file=True)
+                raise ItemError(
+                    image_id,
+                    at,
+                    f"no DICOM file '{image_id}.dcm' under '{ctx.path(opts.images_dir)}'",
+                    missing_file=True,
+                )
         except ItemError as err:
             problems.append(err)
             continue
-        items.append(Item(
-            image_id=image_id, path=files[image_id], labels={label: int(bool(positive))}, where=at,
-            mask_fn=partial(_masks, positive, label, image_id) if positive else None,
-        ))
+        items.append(
+            Item(
+                image_id=image_id,
+                path=files[image_id],
+                labels={label: int(bool(positive))},
+                where=at,
+                mask_fn=partial(_masks, positive, label, image_id) if positive else None,
+            )
+        )
     notes = []
     unused = len(set(files) - set(table["ImageId"]))
     if unused:
