@@ -179,3 +179,26 @@ def test_impossible_criteria_pass_once_left_out_of_stats_criteria(tmp_path):
         validate_config(cfg, SCHEMA)
     (tmp_path / "absent").mkdir()
     validate_config(cfg, SCHEMA)
+
+
+def test_config_mappings_compare_without_key_order():
+    """Snakemake compares params by repr: a reordered mapping must give the same repr, keep its own order
+    when iterated, and survive the pickling that hands params to a job's script."""
+    import json
+    import pickle
+
+    from saliency_trust.config import OrderFreeDict, make_key_order_free
+
+    a = {"seed": 1, "saliency": {"params": {"IG": {"n_steps": 25, "baseline": "black"}}, "methods": ["IG", "SG"]}}
+    b = {"saliency": {"methods": ["IG", "SG"], "params": {"IG": {"baseline": "black", "n_steps": 25}}}, "seed": 1}
+    make_key_order_free(a)
+    make_key_order_free(b)
+    assert repr(a["saliency"]) == repr(b["saliency"]) and a["saliency"] == b["saliency"]
+    assert list(a["saliency"]["params"]["IG"]) == ["n_steps", "baseline"]  # iteration keeps the file's order
+    assert a["saliency"]["methods"] == ["IG", "SG"]  # lists keep their order (it means something)
+    assert (
+        repr(OrderFreeDict(b=1, a={"d": 2, "c": 3})) == "{'a': {'d': 2, 'c': 3}, 'b': 1}"
+    )  # only converted dicts sort
+    copy = pickle.loads(pickle.dumps(a["saliency"]))
+    assert isinstance(copy, OrderFreeDict) and copy == a["saliency"]
+    assert json.loads(json.dumps(a)) == a

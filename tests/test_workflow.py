@@ -234,6 +234,41 @@ def _planned_jobs(proc: subprocess.CompletedProcess) -> dict[str, int]:
 
 
 @pytest.mark.slow
+def test_key_order_in_the_config_reruns_nothing(tiny_run, tmp_path):
+    """Every mapping of the tiny config with its keys reversed: the same params, nothing to do."""
+    import yaml
+
+    def reverse(value):
+        if isinstance(value, dict):
+            return {k: reverse(value[k]) for k in reversed(list(value))}
+        return [reverse(v) for v in value] if isinstance(value, list) else value
+
+    path = tmp_path / "reordered.yaml"
+    path.write_text(yaml.safe_dump(reverse(yaml.safe_load(TINY.read_text())), sort_keys=False))
+    assert list(yaml.safe_load(path.read_text())) != list(yaml.safe_load(TINY.read_text()))
+    proc = subprocess.run(
+        [
+            *SNAKEMAKE,
+            "-s",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(tiny_run.parents[1]),
+            "--configfile",
+            str(path),
+            "-n",
+            "--cores",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    assert "Nothing to be done" in out, _planned_jobs(proc)
+
+
+@pytest.mark.slow
 def test_a_plotting_option_reruns_only_plotting(tiny_run, tmp_path):
     """Plot rules take the `plots` config as a parameter: changing it reruns them and nothing upstream;
     changing a decision rule reruns the statistics and nothing upstream of them."""

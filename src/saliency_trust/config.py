@@ -13,6 +13,31 @@ from pathlib import Path
 from saliency_trust.execution import log_job_environment
 from saliency_trust.io import stable_seed
 
+
+class OrderFreeDict(dict):
+    """A config mapping whose ``repr`` lists its keys sorted. Snakemake compares a job's params with the
+    recorded ones by ``repr``, so reordering the keys of a mapping in config.yaml changes no params and
+    reruns nothing; iterating still follows the file's order (tables and figures keep it)."""
+
+    def __repr__(self) -> str:
+        return "{" + ", ".join(f"{k!r}: {v!r}" for k, v in sorted(self.items(), key=lambda kv: repr(kv[0]))) + "}"
+
+
+def order_free(value):
+    """``value`` with every mapping in it (in lists too) turned into an :class:`OrderFreeDict`."""
+    if isinstance(value, dict):
+        return OrderFreeDict((k, order_free(v)) for k, v in value.items())
+    if isinstance(value, list):
+        return [order_free(v) for v in value]
+    return value
+
+
+def make_key_order_free(config: dict) -> None:
+    """Turn every mapping of the (validated) config into an :class:`OrderFreeDict`, in place."""
+    for key in list(config):
+        config[key] = order_free(config[key])
+
+
 MODEL_NAME = re.compile(r"^(?P<arch>[a-z0-9_]+)-r(?P<replicate>[0-9]+)$")
 
 

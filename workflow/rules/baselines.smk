@@ -19,7 +19,7 @@ rule train_unet:
     params:
         target_label=lambda wildcards: run_dataset(config, wildcards.dataset)["target_label"],
         # the map format (output) is the maps rule's: changing it does not retrain
-        settings={k: v for k, v in config["baselines"]["unet"].items() if k != "output"},
+        settings=order_free({k: v for k, v in config["baselines"]["unet"].items() if k != "output"}),
         seed=lambda wildcards: model_seed(config, wildcards.dataset, f"unet-r{wildcards.replicate}"),
         device=config["baselines"]["device"],
     script:

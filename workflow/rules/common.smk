@@ -4,6 +4,8 @@
 
 from saliency_trust.config import (
     dataset_runs,
+    make_key_order_free,
+    order_free,
     has_localization,
     model_entry,
     model_names,
@@ -29,6 +31,7 @@ from saliency_trust.execution import (
 from saliency_trust.metrics.shortcut import confounder_of
 from saliency_trust.storage.maps import package_versions
 
+make_key_order_free(config)  # reordering keys in config.yaml changes no params and reruns nothing
 configure_hdf5_locking(config["hdf5_file_locking"])  # HDF5_USE_FILE_LOCKING, inherited by every job
 export_package_path(workflow.basedir)  # jobs (conda envs, SLURM) import this checkout's saliency_trust
 # one GPU job at a time where this machine has a GPU, unless --resources gpu=N says otherwise (docs/clusters.md)
