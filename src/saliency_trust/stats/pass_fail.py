@@ -378,6 +378,32 @@ def trained_vs_random(
     return pd.DataFrame(out, columns=PASS_FAIL_COLUMNS), fit
 
 
+def _one_sided_row(group, criterion, baseline, est, p, se, df, t_crit, alpha, metric, models, n, converged, test):
+    """One PASS_FAIL_COLUMNS row of a one-sided test against a constant: the (1 - alpha) lower bound, upper +inf."""
+    verdict = "PASS" if p < alpha else "FAIL"
+    low, mde = est - t_crit * se, min_detectable_effect(se, df, t_crit)
+    return (
+        group,
+        criterion,
+        baseline,
+        est,
+        p,
+        verdict,
+        se,
+        low,
+        np.inf,
+        metric,
+        ";".join(models),
+        n,
+        converged,
+        test,
+        "none",
+        df,
+        mde,
+        False,
+    )
+
+
 def above_constant(
     fit: GroupMeansFit,
     groups: list[str],
@@ -399,25 +425,21 @@ def above_constant(
         se = float(np.sqrt(max(fit.cov[k, k], 0.0)))
         p = float(scipy_stats.t.sf(est / se, fit.df)) if se > 0 else (0.0 if est > 0 else 1.0)
         rows.append(
-            (
+            _one_sided_row(
                 g,
                 criterion,
                 baseline,
                 est,
                 p,
-                "PASS" if p < alpha else "FAIL",
                 se,
-                est - t_crit * se,
-                np.inf,
+                fit.df,
+                t_crit,
+                alpha,
                 metric,
-                ";".join(models),
+                models,
                 fit.n_subjects,
                 fit.converged,
                 "mixed model, one-sided",
-                "none",
-                fit.df,
-                min_detectable_effect(se, fit.df, t_crit),
-                False,
             )
         )
     return pd.DataFrame(rows, columns=PASS_FAIL_COLUMNS)
@@ -449,25 +471,21 @@ def above_constant_one_sample(
             p = 0.0 if est > 0 else 1.0
         t_crit = float(scipy_stats.t.ppf(1 - alpha, df))
         out.append(
-            (
+            _one_sided_row(
                 g,
                 criterion,
                 baseline,
                 est,
                 p,
-                "PASS" if p < alpha else "FAIL",
                 se,
-                est - t_crit * se,
-                np.inf,
+                df,
+                t_crit,
+                alpha,
                 metric,
-                ";".join(models),
+                models,
                 n,
                 True,
                 "one-sample t, one-sided",
-                "none",
-                df,
-                min_detectable_effect(se, df, t_crit),
-                False,
             )
         )
     return pd.DataFrame(out, columns=PASS_FAIL_COLUMNS)
