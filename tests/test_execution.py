@@ -35,6 +35,7 @@ from saliency_trust.execution import (
 SRC = REPO / "src"
 GPU_RULES = {
     "train_model",
+    "evaluate_model",
     "train_unet",
     "train_detector",
     "saliency_maps",

@@ -100,7 +100,7 @@ def distribution(module: str) -> str:
     return normalize(dists[0])
 
 
-_RULE = re.compile(r"(?m)^(?:    )?(?:rule (\w+)|use rule \w+ as (\w+))")
+_RULE = re.compile(r"(?m)^(?:    )?(?:(?:rule|checkpoint) (\w+)|use rule \w+ as (\w+))")
 
 
 def rule_groups(rules_dir: Path = REPO / "workflow/rules") -> dict[str, set[Path]]:

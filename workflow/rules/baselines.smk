@@ -1,7 +1,7 @@
 rule train_unet:
     """High baseline: one U-Net replicate trained on the target label's masks (Arun et al., methods "U-Net")."""
     input:
-        unpack(dataset_files),
+        unpack(stable_dataset_files),
     output:
         model="results/{dataset}/baselines/unet-r{replicate}/model.pt",
         history="results/{dataset}/baselines/unet-r{replicate}/history.csv",
@@ -22,6 +22,7 @@ rule train_unet:
         settings=order_free({k: v for k, v in config["baselines"]["unet"].items() if k != "output"}),
         seed=lambda wildcards: model_seed(config, wildcards.dataset, f"unet-r{wildcards.replicate}"),
         device=config["baselines"]["device"],
+        data=data_part("trainval", "trainval_masks"),
     script:
         "../scripts/train_unet.py"
 
@@ -30,7 +31,7 @@ rule unet_maps:
     """U-Net heat maps of the positive test images (sigmoid, or the paper's uint8 image), in the saliency cache
     format."""
     input:
-        unpack(dataset_files),
+        unpack(stable_dataset_files),
         model="results/{dataset}/baselines/unet-r{replicate}/model.pt",
     output:
         "results/{dataset}/saliency/baselines/UNET-r{replicate}.h5",
@@ -47,6 +48,7 @@ rule unet_maps:
         target_label=lambda wildcards: run_dataset(config, wildcards.dataset)["target_label"],
         output=config["baselines"]["unet"]["output"],
         device=config["baselines"]["device"],
+        data=data_part("explained"),
     script:
         "../scripts/unet_maps.py"
 
@@ -74,8 +76,7 @@ rule avg_map:
 rule train_detector:
     """High baseline for box datasets: one RetinaNet replicate trained on the target label's boxes (docs/outputs.md)."""
     input:
-        unpack(dataset_files),
-        boxes="results/{dataset}/data/boxes.csv",
+        unpack(stable_dataset_files_with_boxes),
     output:
         model="results/{dataset}/baselines/detector-r{replicate}/model.pt",
         history="results/{dataset}/baselines/detector-r{replicate}/history.csv",
@@ -95,6 +96,7 @@ rule train_detector:
         settings=config["baselines"]["detector"],
         seed=lambda wildcards: model_seed(config, wildcards.dataset, f"detector-r{wildcards.replicate}"),
         device=config["baselines"]["device"],
+        data=data_part("trainval", "trainval_boxes"),
     script:
         "../scripts/train_detector.py"
 
@@ -102,7 +104,7 @@ rule train_detector:
 rule detector_maps:
     """Detector heat maps (highest score of the boxes above min_score) of the positive test images."""
     input:
-        unpack(dataset_files),
+        unpack(stable_dataset_files),
         model="results/{dataset}/baselines/detector-r{replicate}/model.pt",
     output:
         "results/{dataset}/saliency/baselines/DETECTOR-r{replicate}.h5",
@@ -118,5 +120,6 @@ rule detector_maps:
     params:
         target_label=lambda wildcards: run_dataset(config, wildcards.dataset)["target_label"],
         device=config["baselines"]["device"],
+        data=data_part("explained"),
     script:
         "../scripts/detector_maps.py"

@@ -2,6 +2,8 @@
 # Modules that import torch are imported inside the functions that need them: every cluster job parses
 # this workflow again (twice per SLURM job), and a parse without torch takes seconds less.
 
+from pathlib import Path
+
 from saliency_trust.config import (
     dataset_runs,
     make_key_order_free,
@@ -157,10 +159,56 @@ def dataset_files(wildcards):
     }
 
 
-def train_inputs(wildcards):
-    """Dataset, plus the local ImageNet weights file when the model names one (a missing file fails the dry run)."""
+def data_checkpoint(run):
+    """The checkpoint that prepares a run's canonical data: synthetic_dataset or prepare_dataset."""
+    synthetic = run_dataset(config, run)["source"] == "synthetic"
+    return checkpoints.synthetic_dataset if synthetic else checkpoints.prepare_dataset
+
+
+def stable_dataset_files(wildcards, boxes=False):
+    """The canonical files of the expensive stages, read as ancient: the data preparation rewriting them reruns
+    nothing by itself; the stage's `data` parameter (data_part) reruns it when the part it reads changed
+    (docs/new-data.md). Waits for the preparation (a checkpoint), so the parameter is the new data's."""
+    data_checkpoint(wildcards.dataset).get(dataset=wildcards.dataset)
     files = dataset_files(wildcards)
+    if boxes:
+        files["boxes"] = f"results/{wildcards.dataset}/data/boxes.csv"
+    return {key: ancient(path) for key, path in files.items()}
+
+
+def stable_dataset_files_with_boxes(wildcards):
+    return stable_dataset_files(wildcards, boxes=True)
+
+
+def data_part(*parts):
+    """Parameter: the fingerprints of the parts of the run's data a stage reads (data/fingerprints.json;
+    "explained" = the positive test images of the run's target label), e.g. "trainval: 1215 images, sha256 ..."."""
+    from saliency_trust.data.fingerprint import read_fingerprint
+
+    def param(wildcards):
+        path = f"results/{wildcards.dataset}/data/fingerprints.json"
+        label = run_dataset(config, wildcards.dataset).get("target_label")
+        return "; ".join(f"{part}: {read_fingerprint(path, part, label)}" for part in parts)
+
+    return param
+
+
+def map_store(run):
+    """Folder of the run's store of per-image saliency maps: not an output, so it survives Snakemake's removal of
+    a rerun job's outputs (storage.maps.MapStore; docs/new-data.md)."""
+    return f"results/{run}/store/maps"
+
+
+def train_inputs(wildcards):
+    """Dataset, plus the local ImageNet weights file when the model names one (a missing file fails the dry run,
+    checked before waiting for the data preparation)."""
     weights = train_settings(wildcards).get("pretrained_weights")
+    if weights and not Path(weights).exists():
+        raise FileNotFoundError(
+            f"pretrained_weights: the ImageNet weights file {weights} of model {wildcards.model} does not exist "
+            "(nothing is downloaded: place the file there or set pretrained_weights: null; docs/own-data.md)"
+        )
+    files = stable_dataset_files(wildcards)
     if weights:
         files["pretrained_weights"] = weights
     return files
@@ -168,7 +216,10 @@ def train_inputs(wildcards):
 
 def saliency_inputs(wildcards):
     """Dataset and model; XRAI also reads the dataset's shared segments file."""
-    files = {**dataset_files(wildcards), "model": f"results/{wildcards.dataset}/models/{wildcards.model}/model.pt"}
+    files = {
+        **stable_dataset_files(wildcards),
+        "model": f"results/{wildcards.dataset}/models/{wildcards.model}/model.pt",
+    }
     from saliency_trust.saliency.methods import get_method
 
     if get_method(wildcards.method).uses_segments:

@@ -1,14 +1,17 @@
-# The two data rules write the same canonical files; each is limited to the datasets of its sources.
+# The two data rules write the same canonical files; each is limited to the datasets of its sources. They are
+# checkpoints: the expensive stages read the files as ancient and rerun only when the fingerprint of the part they
+# read changed (stable_dataset_files, data_part; docs/new-data.md), known once the preparation has run.
 from saliency_trust.data.adapters import input_tables
 from saliency_trust.data.prepare import dataset_regex
 
 
-rule synthetic_dataset:
+checkpoint synthetic_dataset:
     """Generate the synthetic radiograph benchmark in canonical form (docs/own-data.md)."""
     output:
         manifest="results/{dataset}/data/manifest.csv",
         images="results/{dataset}/data/images.h5",
         boxes="results/{dataset}/data/boxes.csv",
+        fingerprints="results/{dataset}/data/fingerprints.json",
     log:
         "results/{dataset}/logs/data/synthetic_dataset.log",
     wildcard_constraints:
@@ -26,7 +29,7 @@ rule synthetic_dataset:
         "../scripts/prepare_synthetic.py"
 
 
-rule prepare_dataset:
+checkpoint prepare_dataset:
     """Convert a dataset on disk (SIIM-ACR, RSNA, MURA, CheXpert, generic) to canonical form (docs/own-data.md).
 
     Inputs are the dataset's label tables (an edited table reruns the conversion); a missing
@@ -39,6 +42,7 @@ rule prepare_dataset:
         images="results/{dataset}/data/images.h5",
         boxes="results/{dataset}/data/boxes.csv",
         skipped="results/{dataset}/data/skipped.csv",
+        fingerprints="results/{dataset}/data/fingerprints.json",
     log:
         "results/{dataset}/logs/data/prepare_dataset.log",
     wildcard_constraints:

@@ -1,7 +1,7 @@
 rule xrai_segments:
     """Felzenszwalb segments of every explained image, computed once and shared by all models (docs/saliency.md)."""
     input:
-        unpack(dataset_files),
+        unpack(stable_dataset_files),
     output:
         "results/{dataset}/saliency/xrai_segments.h5",
     log:
@@ -14,6 +14,7 @@ rule xrai_segments:
         runtime=30,
     params:
         target_label=lambda wildcards: run_dataset(config, wildcards.dataset)["target_label"],
+        data=data_part("explained"),
     script:
         "../scripts/xrai_segments.py"
 
@@ -44,6 +45,8 @@ rule saliency_maps:
         seed=lambda wildcards: run_seed(config, wildcards.dataset),
         control=lambda wildcards: wildcards.method in CONTROLS,
         versions=package_versions(),
+        data=data_part("explained"),
+        store=lambda wildcards: map_store(wildcards.dataset),
     script:
         "../scripts/saliency_maps.py"
 
@@ -77,6 +80,8 @@ rule randomized_saliency:
         draws=config["randomization"]["draws"],
         control=lambda wildcards: wildcards.method in CONTROLS,
         versions=package_versions(),
+        data=data_part("explained"),
+        store=lambda wildcards: map_store(wildcards.dataset),
     script:
         "../scripts/randomized_saliency.py"
 

@@ -2,7 +2,7 @@ rule pass_fail:
     """Mixed-effects model + Tukey comparisons, and the PASS/FAIL table (docs/criteria.md)."""
     input:
         utility="results/{dataset}/metrics/utility.csv",
-        model_metrics=expand("results/{{dataset}}/models/{model}/metrics.json", model=MODELS),
+        model_metrics=expand("results/{{dataset}}/models/{model}/evaluation.json", model=MODELS),
         similarity="results/{dataset}/metrics/similarity.csv",
         randomization_tests="results/{dataset}/summary/randomization_tests.csv",
     output:

@@ -21,5 +21,30 @@ rule train_model:
         settings=train_settings,
         seed=lambda wildcards: model_seed(config, wildcards.dataset, wildcards.model),
         device=config["training"]["device"],
+        data=data_part("trainval"),
     script:
         "../scripts/train_model.py"
+
+
+rule evaluate_model:
+    """Test AUC of one model on the dataset's current test images, apart from training: new test images
+    re-evaluate the model without retraining it (docs/new-data.md)."""
+    input:
+        unpack(dataset_files),
+        model="results/{dataset}/models/{model}/model.pt",
+        training_metrics="results/{dataset}/models/{model}/metrics.json",
+    output:
+        "results/{dataset}/models/{model}/evaluation.json",
+    log:
+        "results/{dataset}/logs/train/evaluate_{model}.log",
+    conda:
+        "../../envs/train.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
+        gpu=gpu_request(config["training"]["device"]),
+    params:
+        device=config["training"]["device"],
+    script:
+        "../scripts/evaluate_model.py"

@@ -13,4 +13,5 @@ prepare_dataset(
     snakemake.output.boxes,
     snakemake.output.skipped,
     workers=snakemake.threads,
+    fingerprints_path=snakemake.output.fingerprints,
 )

@@ -10,4 +10,5 @@ prepare_synthetic(
     snakemake.output.manifest,
     snakemake.output.images,
     snakemake.output.boxes,
+    fingerprints_path=snakemake.output.fingerprints,
 )

@@ -25,4 +25,5 @@ run_randomized_saliency(
     segments_path=snakemake.input.get("segments"),
     control=snakemake.params.control,
     draws=snakemake.params.draws,
+    store_root=snakemake.params.store,
 )

@@ -21,4 +21,5 @@ run_saliency(
     amp=snakemake.params.amp,
     segments_path=snakemake.input.get("segments"),
     control=snakemake.params.control,
+    store_root=snakemake.params.store,
 )

@@ -6,18 +6,24 @@ import logging
 
 from saliency_trust.config import runs_regex
 from saliency_trust.data.canonical import write_dataset
+from saliency_trust.data.fingerprint import write_fingerprints
 from saliency_trust.data.splits import assign_splits, check_splits
-from saliency_trust.data.synthetic import SyntheticSpec, generate_dataset
+from saliency_trust.data.synthetic import SyntheticSpec, generate_dataset, test_only
 
 log = logging.getLogger(__name__)
 
 
-def prepare_synthetic(dataset_cfg: dict, seed: int, manifest_path, images_path, boxes_path) -> None:
-    """Generate the synthetic benchmark, assign splits and write the canonical files."""
+def prepare_synthetic(
+    dataset_cfg: dict, seed: int, manifest_path, images_path, boxes_path, fingerprints_path=None
+) -> None:
+    """Generate the synthetic benchmark, assign splits (``test_images``: test) and write the canonical files
+    and their fingerprints (:mod:`saliency_trust.data.fingerprint`)."""
     spec = SyntheticSpec.from_config(dataset_cfg.get("synthetic", {}))
     splits = dataset_cfg.get("splits", {})
     manifest, images, masks, boxes = generate_dataset(spec, seed)
-    manifest.insert(1, "split", assign_splits(manifest["image_id"], seed, **splits))
+    split = assign_splits(manifest["image_id"], seed, **splits)
+    split[test_only(manifest["image_id"])] = "test"
+    manifest.insert(1, "split", split)
     check_splits(manifest, spec.label_names)
     counts = manifest.groupby("split")[spec.label_names].agg(["sum", "count"])
     log.info(
@@ -26,12 +32,23 @@ def prepare_synthetic(dataset_cfg: dict, seed: int, manifest_path, images_path, 
     write_dataset(
         manifest, images, masks, boxes, spec.label_names, manifest_path, images_path, boxes_path, source="synthetic"
     )
+    if fingerprints_path is not None:
+        write_fingerprints(manifest_path, images_path, boxes_path, fingerprints_path)
 
 
 def prepare_dataset(
-    name: str, dataset_cfg: dict, seed: int, manifest_path, images_path, boxes_path, skipped_path, workers: int = 1
+    name: str,
+    dataset_cfg: dict,
+    seed: int,
+    manifest_path,
+    images_path,
+    boxes_path,
+    skipped_path,
+    workers: int = 1,
+    fingerprints_path=None,
 ) -> None:
-    """Convert a dataset on disk (SIIM-ACR, RSNA, MURA, CheXpert or generic; docs/own-data.md) to canonical form."""
+    """Convert a dataset on disk (SIIM-ACR, RSNA, MURA, CheXpert or generic; docs/own-data.md) to canonical form,
+    and write its fingerprints (:mod:`saliency_trust.data.fingerprint`)."""
     from saliency_trust.data.adapters import adapter_options, context, convert_options, get_adapter
     from saliency_trust.data.adapters.convert import convert_collection
 
@@ -62,6 +79,8 @@ def prepare_dataset(
         source=ctx.source,
         workers=workers,
     )
+    if fingerprints_path is not None:
+        write_fingerprints(manifest_path, images_path, boxes_path, fingerprints_path)
 
 
 def dataset_regex(datasets: dict, synthetic: bool, seeded: bool = False) -> str:

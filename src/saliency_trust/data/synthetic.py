@@ -2,7 +2,9 @@
 
 Each image is generated from its own random stream ``default_rng([seed, index])``,
 so image ``k`` is the same whatever the total number of images: growing the
-dataset adds images and changes none of the existing ones.
+dataset adds images and changes none of the existing ones. ``test_images``
+adds images to the test split only (ids ``syntest000000`` ..., streams of their
+own): new test images without new training images (docs/new-data.md).
 
 An image is a chest-like radiograph: a bright body, two darker lung fields with
 rib shadows, a mediastinum band, smooth low-frequency texture and white noise.
@@ -50,6 +52,9 @@ from scipy import ndimage
 log = logging.getLogger(__name__)
 LESION_KINDS = ("nodule", "opacity")
 RATER_STREAM = 0x52415445  # "RATE": third seed word of the simulated raters' random streams
+# synthetic.test_images: images of the test split only, ids syntest000000..., random streams from this index on
+TEST_ONLY_PREFIX = "syntest"
+TEST_ONLY_STREAM = 1 << 40
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,7 @@ class SyntheticSpec:
     """Parameters of the synthetic benchmark (config key ``datasets.<name>.synthetic``)."""
 
     n_images: int = 1000
+    test_images: int = 0
     image_size: int = 64
     prevalence: float = 0.5
     multi_label: bool = False
@@ -288,16 +294,23 @@ def generate_image(spec: SyntheticSpec, seed: int, index: int, marker: bool | No
     return SyntheticImage(img, masks, labels, boxes, drawn, lungs, raters, marker_box)
 
 
+def test_only(image_ids) -> np.ndarray:
+    """Which images are of ``synthetic.test_images``: they go to the test split whatever their hash."""
+    return np.array([str(i).startswith(TEST_ONLY_PREFIX) for i in image_ids], dtype=bool)
+
+
 def generate_dataset(spec: SyntheticSpec, seed: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, pd.DataFrame]:
-    """Generate the whole benchmark: (manifest without split, images, masks, boxes)."""
+    """Generate the whole benchmark: (manifest without split, images, masks, boxes); the ``test_images`` come
+    after the ``n_images`` (:func:`test_only`)."""
     from saliency_trust.io import Progress
 
     rows, images, masks, box_rows = [], [], [], []
-    progress = Progress("synthetic benchmark", spec.n_images, logger=log)
-    for i in range(spec.n_images):
-        item = generate_image(spec, seed, i)
-        progress.update(i + 1)
-        image_id = f"syn{i:06d}"
+    progress = Progress("synthetic benchmark", spec.n_images + spec.test_images, logger=log)
+    entries = [(f"syn{i:06d}", i) for i in range(spec.n_images)]
+    entries += [(f"{TEST_ONLY_PREFIX}{i:06d}", TEST_ONLY_STREAM + i) for i in range(spec.test_images)]
+    for done, (image_id, index) in enumerate(entries, start=1):
+        item = generate_image(spec, seed, index)
+        progress.update(done)
         row = {"image_id": image_id}
         row.update({name: int(v) for name, v in zip(spec.label_names, item.labels)})
         row["has_mask"] = int(item.labels.any())

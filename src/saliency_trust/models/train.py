@@ -344,14 +344,9 @@ def train_classifier(
         "best_epoch": best_epoch,
         "epochs_run": len(history),
         "val_auc": best_auc,
-        "test_auc": mean_auc(labels[te], p_te),
-        "test_auc_per_label": {
-            name: (float(roc_auc_score(labels[te, j], p_te[:, j])) if 0 < labels[te, j].sum() < len(te) else None)
-            for j, name in enumerate(data.label_names)
-        },
+        **test_auc_metrics(labels[te], p_te, data.label_names),
         "n_train": int(len(tr)),
         "n_val": int(len(va)),
-        "n_test": int(len(te)),
         "settings": asdict(settings),
     }
     return model, pd.DataFrame(history), metrics
@@ -384,6 +379,39 @@ def write_training_outputs(
     save_checkpoint(model, arch, label_names, settings, model_path)
     write_csv(history, history_path)
     write_json(metrics, metrics_path)
+
+
+def test_auc_metrics(labels: np.ndarray, scores: np.ndarray, label_names: list[str]) -> dict:
+    """Mean test AUC over labels, the AUC of each label (None where the test set has one class only), and n."""
+    return {
+        "test_auc": mean_auc(labels, scores),
+        "test_auc_per_label": {
+            name: (float(roc_auc_score(labels[:, j], scores[:, j])) if 0 < labels[:, j].sum() < len(labels) else None)
+            for j, name in enumerate(label_names)
+        },
+        "n_test": int(len(labels)),
+    }
+
+
+def run_evaluation(manifest_path, images_path, model_path, training_metrics_path, out_path, device: str = "cpu"):
+    """Stage entry: the model's AUC on the dataset's current test images (``evaluation.json``, with the training
+    job's validation AUC). Apart from training, so that new test images re-evaluate the model without retraining
+    it (docs/new-data.md); memory holds the test images only."""
+    import json
+
+    from saliency_trust.data.canonical import read_images
+
+    manifest = pd.read_csv(manifest_path, dtype={"image_id": str})
+    model, payload = load_checkpoint(model_path, select_device(device))
+    label_names = payload["label_names"]
+    test = manifest[manifest["split"] == "test"]
+    images, _ = read_images(images_path, test["image_id"].tolist(), with_masks=False)
+    scores = predict(model, images, next(model.parameters()).device)
+    metrics = test_auc_metrics(test[label_names].to_numpy(dtype=np.float32), scores, label_names)
+    with open(training_metrics_path) as fh:
+        metrics["val_auc"] = json.load(fh)["val_auc"]
+    log.info("%s: test AUC %.4f on %d test images", model_path, metrics["test_auc"], metrics["n_test"])
+    write_json(metrics, out_path)
 
 
 def run_training(

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from saliency_trust.data.splits import split_uniform
 from saliency_trust.io import Progress, stable_seed
 from saliency_trust.saliency.methods import ExplainContext, NonFiniteOutputError, TargetOutput, get_method
 from saliency_trust.saliency.postprocess import POSTPROCESSORS
@@ -178,16 +179,19 @@ def run_saliency(
     amp: bool = False,
     segments_path=None,
     control: bool = False,
+    store_root=None,
 ) -> None:
     """Stage entry: maps of one model and method for every positive test image, cached in HDF5.
 
     ``control``: the method is configured as a control map (``saliency.controls``) and must be one.
+    ``store_root``: the folder of the :class:`~saliency_trust.storage.maps.MapStore` (None: no reuse); only the
+    images it lacks are explained (docs/new-data.md).
     """
     from saliency_trust.data.canonical import load_dataset
     from saliency_trust.io import sha256_file
     from saliency_trust.models.train import load_checkpoint, select_device
     from saliency_trust.saliency.methods import check_control, resolve_params
-    from saliency_trust.storage.maps import load_or_compute_maps
+    from saliency_trust.storage.maps import MapStore, compute_maps, image_key
 
     if control:
         check_control(method_key)
@@ -199,38 +203,45 @@ def run_saliency(
     ids, images = explained_images(data, label)
     target = {"label": label, "output": output, "seed": seed}
     model_sha = sha256_file(model_path)
+    store = MapStore(store_root, method_key, params, model_sha, target) if store_root else None
+    loaded = {}
 
-    def compute() -> tuple[list[str], np.ndarray, np.ndarray]:
-        segments = method_segments(method_key, segments_path, ids)
-        model, payload = load_checkpoint(model_path, dev)
+    def compute(rows: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        if not loaded:
+            loaded["segments"] = method_segments(method_key, segments_path, ids)
+            loaded["model"], loaded["payload"] = load_checkpoint(model_path, dev)
+        segments = loaded["segments"]
         raw, maps = compute_saliency(
-            model,
-            payload["arch"],
-            images,
+            loaded["model"],
+            loaded["payload"]["arch"],
+            images[rows],
             method_key,
             params,
             data.label_index(label),
             output,
             batch_size,
             dev,
-            ids,
-            segments,
+            [ids[k] for k in rows],
+            segments[rows] if segments is not None else None,
             seed,
             max_batch_inputs,
             amp,
         )
-        return ids, maps, raw
+        return maps, raw
 
-    load_or_compute_maps(out_path, method_key, params, model_sha, target, compute)
+    keys = [image_key(i, img) for i, img in zip(ids, images)]
+    compute_maps(out_path, method_key, params, model_sha, target, ids, keys, compute, store, batch_size)
 
 
 def randomization_subset(image_ids: list[str], n_images: int, seed: int) -> list[str]:
-    """A seeded subset of ``n_images`` ids (all when 0 or more than there are), in their original order."""
+    """A seeded subset of ``n_images`` ids (all when 0 or more than there are), in their original order: the ids
+    with the smallest hash of ``(seed, id)``, so that new images leave the subset as it was unless one of them
+    hashes lower (docs/new-data.md)."""
     if n_images <= 0 or n_images >= len(image_ids):
         return list(image_ids)
-    rng = np.random.default_rng(stable_seed(seed, "randomization-images"))
-    keep = np.sort(rng.choice(len(image_ids), size=n_images, replace=False))
-    return [image_ids[k] for k in keep]
+    ranked = sorted(image_ids, key=lambda i: split_uniform(f"randomization-images:{i}", seed))
+    keep = set(ranked[:n_images])
+    return [i for i in image_ids if i in keep]
 
 
 def run_randomized_saliency(
@@ -254,20 +265,21 @@ def run_randomized_saliency(
     segments_path=None,
     control: bool = False,
     draws: int = 1,
+    store_root=None,
 ) -> None:
     """Stage entry: maps of one method at every randomization step of one model (docs/criteria.md), one cache file.
 
     Step k re-initializes the blocks :func:`saliency_trust.models.randomize.blocks_of_step` gives
     (cascading: the k blocks nearest the output; independent: block k alone), with ``draws`` seeded
     re-initializations (:func:`draw_seeds`). ``control`` as in :func:`run_saliency` (a control map is the
-    same at every step: Adebayo et al. 2018).
+    same at every step: Adebayo et al. 2018). ``store_root`` as in :func:`run_saliency`.
     """
     from saliency_trust.data.canonical import load_dataset
     from saliency_trust.io import sha256_file
     from saliency_trust.models.randomize import blocks_of_step, randomization_blocks, randomized_model
     from saliency_trust.models.train import load_checkpoint, select_device
     from saliency_trust.saliency.methods import check_control, resolve_params
-    from saliency_trust.storage.maps import load_or_compute_randomized
+    from saliency_trust.storage.maps import MapStore, compute_randomized_maps, image_key, randomized_store_target
 
     if control:
         check_control(method_key)
@@ -292,21 +304,26 @@ def run_randomized_saliency(
     seeds = draw_seeds(seed, draws)
     t0 = time.perf_counter()
 
-    def compute_step(d: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    model_sha = sha256_file(model_path)
+    store = MapStore(store_root, method_key, params, model_sha, randomized_store_target(target)) if store_root else None
+    current = {}
+
+    def compute_step(d: int, k: int, rows: list[int]) -> tuple[np.ndarray, np.ndarray]:
         blocks = blocks_of_step(arch, mode, k + 1)
-        random_model = randomized_model(model, arch, blocks, seeds[d], init)
+        if current.get("step") != (d, k):  # the randomized model of a draw and step, built once
+            current["step"], current["model"] = (d, k), randomized_model(model, arch, blocks, seeds[d], init)
         raw, maps = compute_saliency(
-            random_model,
+            current["model"],
             arch,
-            images,
+            images[rows],
             method_key,
             params,
             data.label_index(label),
             output,
             batch_size,
             dev,
-            ids,
-            segments,
+            [ids[r] for r in rows],
+            segments[rows] if segments is not None else None,
             seed,
             max_batch_inputs,
             amp,
@@ -320,13 +337,14 @@ def run_randomized_saliency(
             k + 1,
             len(steps),
             ", ".join(blocks),
-            len(ids),
+            len(rows),
             time.perf_counter() - t0,
         )
         return maps, raw
 
-    load_or_compute_randomized(
-        out_path, method_key, params, sha256_file(model_path), target, ids, steps, compute_step, draws=seeds
+    keys = [image_key(i, img) for i, img in zip(ids, images)]
+    compute_randomized_maps(
+        out_path, method_key, params, model_sha, target, ids, steps, compute_step, seeds, keys, store, batch_size
     )
 
 

@@ -1061,7 +1061,7 @@ def write_pass_fail(
 @dataclass(frozen=True)
 class PassFailInputs:
     """Input files of the stage: the utility and similarity scores, the randomization tests and each model's
-    ``metrics.json`` (``model_metrics``: model name -> path)."""
+    ``evaluation.json`` (validation and current test AUC; ``model_metrics``: model name -> path)."""
 
     utility: str
     model_metrics: dict[str, str]

@@ -16,10 +16,12 @@ Datasets are chunked one image per chunk and gzip-compressed. Files are
 written atomically. :func:`read_maps` refuses a file whose method, parameters
 or model hash differ from what the caller expects, and every reader checks the
 content checksum of what it reads (a corrupted file is removed and the job
-stops, naming it), so a stale or damaged cache is never silently used:
-:func:`load_or_compute_maps` reuses an existing file only when its method,
-parameters, target, model hash, package versions and content checksum all
-match, and recomputes it (with a warning saying why) otherwise.
+stops, naming it), so a stale or damaged cache is never silently used.
+
+A job writes its file from scratch (Snakemake removes a rerun job's outputs),
+taking each image's map from the :class:`MapStore` where it holds it:
+:func:`compute_maps` and :func:`compute_randomized_maps` compute only the
+images the store lacks (docs/new-data.md).
 
 Maps of randomized models (docs/criteria.md) live in one file per (model, method,
 randomization mode): ``results/{dataset}/saliency/{model}/randomized/{mode}/{method}.h5``,
@@ -39,6 +41,7 @@ the image and are shared by every model, replicate and randomization step.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable
@@ -51,7 +54,7 @@ from typing import TYPE_CHECKING
 import h5py
 import numpy as np
 
-from saliency_trust.io import atomic_path, checksum_problem, stamp_checksums, verify_h5
+from saliency_trust.io import atomic_path, stamp_checksums, verify_h5
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -91,7 +94,7 @@ def _write_ids(h5: h5py.File, image_ids: list[str]) -> None:
 
 
 def _write_cache_attrs(h5: h5py.File, method: str, params: dict, model_sha256: str, target: dict, **extra) -> None:
-    """The attributes :func:`cache_mismatch` checks, plus ``extra`` and the creation time."""
+    """The attributes :func:`read_maps` checks, plus ``extra``, the package versions and the creation time."""
     h5.attrs["method"] = method
     h5.attrs["params"] = json.dumps(params, sort_keys=True)
     h5.attrs["model_sha256"] = model_sha256
@@ -151,57 +154,134 @@ def read_maps(
     return SaliencyMaps(ids, maps, raw, attrs)
 
 
-def cache_mismatch(
-    path: str | Path, method: str, params: dict, model_sha256: str, target: dict, image_ids: list[str] | None = None
-) -> str | None:
-    """Why an existing cache file cannot be reused (None when it can); ``image_ids``, when given, must match too."""
-    try:
-        with h5py.File(path, "r") as h5:
-            attrs = {k: h5.attrs[k] for k in h5.attrs}
-            n_ok = len(h5["image_id"]) == h5["map"].shape[-3] == h5["raw"].shape[-4]
-            stored_ids = _read_ids(h5)
-            corrupt = checksum_problem(h5)
-    except (OSError, KeyError) as err:
-        return f"unreadable ({err})"
-    expected = {
-        "method": method,
-        "params": json.dumps(params, sort_keys=True),
-        "model_sha256": model_sha256,
-        "target": json.dumps(target, sort_keys=True),
-        "versions": json.dumps(package_versions(), sort_keys=True),
-    }
-    for key, value in expected.items():
-        if attrs.get(key) != value:
-            return f"{key} differs (cached {attrs.get(key)!r}, expected {value!r})"
-    if image_ids is not None and stored_ids != list(image_ids):
-        return "the images differ"
-    if corrupt:
-        return f"corrupted: {corrupt}"
-    return None if n_ok else "inconsistent datasets"
+def image_key(image_id: str, image: np.ndarray) -> str:
+    """Content key of one explained image: SHA-256 of its id (SmoothGrad's noise is seeded by the id) and of its
+    pixels as float32."""
+    digest = hashlib.sha256(str(image_id).encode() + b"\0")
+    digest.update(np.ascontiguousarray(image, dtype=np.float32).tobytes())
+    return digest.hexdigest()
 
 
-def load_or_compute_maps(
+class MapStore:
+    """Saliency maps of single images kept across reruns (docs/new-data.md).
+
+    Snakemake removes a job's outputs before it runs the job again, so a cache file cannot be reused in place.
+    The store lives beside the outputs (``results/{dataset}/store/maps/``), one HDF5 file per method,
+    parameters, model SHA-256, target and package versions (the file name holds their digest: a change of any
+    of them opens another file, so nothing stale is ever read). Inside, one group per entry (an image's
+    :func:`image_key`, under ``draw<seed>/step<k>-<blocks>/`` for a randomized model) holds ``map``, ``raw``
+    and their SHA-256. Entries are saved batch by batch, so a killed job keeps its finished batches; a damaged
+    entry is computed again, an unreadable file is removed with a warning. Deleting the folder loses only reuse.
+    """
+
+    def __init__(self, root: str | Path, method: str, params: dict, model_sha256: str, target: dict):
+        self.fields = {
+            "method": method,
+            "params": params,
+            "model_sha256": model_sha256,
+            "target": target,
+            "versions": package_versions(),
+        }
+        key = hashlib.sha256(json.dumps(self.fields, sort_keys=True).encode()).hexdigest()
+        self.path = Path(root) / f"{method}-{key[:24]}.h5"
+
+    def load(self, entries: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """(map, raw) of each entry the store holds intact."""
+        if not self.path.exists():
+            return {}
+        found = {}
+        try:
+            with h5py.File(self.path, "r") as h5:
+                for entry in entries:
+                    if entry not in h5:
+                        continue
+                    group = h5[entry]
+                    pair = (group["map"][:], group["raw"][:])
+                    if group.attrs.get("sha256") == _pair_sha256(*pair):
+                        found[entry] = pair
+                    else:
+                        log.warning("%s: entry %s is damaged; computed again", self.path, entry)
+        except (OSError, KeyError) as err:
+            log.warning("%s: unreadable (%s); removed, its maps are computed again", self.path, err)
+            self.path.unlink(missing_ok=True)
+            return {}
+        return found
+
+    def save(self, entries: list[str], maps: np.ndarray, raw: np.ndarray) -> None:
+        """Add (or replace) entries, one map and raw attribution each."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with h5py.File(self.path, "a") as h5:
+            h5.attrs["fields"] = json.dumps(self.fields, sort_keys=True)
+            for entry, m, r in zip(entries, maps, raw, strict=True):
+                if entry in h5:
+                    del h5[entry]
+                group = h5.create_group(entry)
+                group.create_dataset("map", data=m.astype(np.float32), compression="gzip")
+                group.create_dataset("raw", data=r.astype(np.float32), compression="gzip")
+                group.attrs["sha256"] = _pair_sha256(m.astype(np.float32), r.astype(np.float32))
+
+
+def _pair_sha256(m: np.ndarray, r: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(m).tobytes() + np.ascontiguousarray(r).tobytes()).hexdigest()
+
+
+def _from_store_or_compute(
+    store: MapStore | None,
+    entries: list[str],
+    image_ids: list[str],
+    compute: Callable[[list[int]], tuple[np.ndarray, np.ndarray]],
+    batch_size: int,
+    what: str,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """(maps, raw, number computed) of every entry: those the store holds, the others computed by
+    ``compute(indices)`` batch by batch, each batch checked and saved to the store as soon as it is done."""
+    held = store.load(entries) if store is not None else {}
+    missing = [k for k, entry in enumerate(entries) if entry not in held]
+    if not entries:
+        maps, raw = compute([])
+        return maps, raw, 0
+    for start in range(0, len(missing), max(int(batch_size), 1)):
+        rows = missing[start : start + max(int(batch_size), 1)]
+        maps, raw = compute(rows)
+        if not len(maps) == len(raw) == len(rows):
+            raise ValueError(f"{what}: {len(maps)} maps and {len(raw)} raw attributions for {len(rows)} images")
+        _check_finite(maps, [image_ids[k] for k in rows], what)
+        if store is not None:
+            store.save([entries[k] for k in rows], maps, raw)
+        held.update({entries[k]: (m, r) for k, m, r in zip(rows, maps, raw)})
+    log.info(
+        "%s: %d of %d maps reused from the store, %d computed",
+        what,
+        len(entries) - len(missing),
+        len(entries),
+        len(missing),
+    )
+    return (
+        np.stack([held[e][0] for e in entries]).astype(np.float32),
+        np.stack([held[e][1] for e in entries]).astype(np.float32),
+        len(missing),
+    )
+
+
+def compute_maps(
     path: str | Path,
     method: str,
     params: dict,
     model_sha256: str,
     target: dict,
-    compute: Callable[[], tuple[list[str], np.ndarray, np.ndarray]],
-) -> bool:
-    """Reuse ``path`` if it matches exactly; else call ``compute()`` -> (ids, maps, raw) and write it.
+    image_ids: list[str],
+    image_keys: list[str],
+    compute: Callable[[list[int]], tuple[np.ndarray, np.ndarray]],
+    store: MapStore | None = None,
+    batch_size: int = 16,
+) -> int:
+    """Write the cache file of every image's map: reused from ``store`` (:class:`MapStore`) where it holds the
+    image (``image_keys``: :func:`image_key`), else ``compute(indices)`` -> (maps, raw) of those images.
 
-    Returns True when the maps were (re)computed.
-    """
-    path = Path(path)
-    if path.exists():
-        why = cache_mismatch(path, method, params, model_sha256, target)
-        if why is None:
-            log.info("%s: cache matches (method, params, model, versions); reused", path)
-            return False
-        log.warning("%s: cache not reused, %s; recomputing", path, why)
-    ids, maps, raw = compute()
-    write_maps(path, ids, maps, raw, method, params, model_sha256, target)
-    return True
+    Returns the number of maps computed."""
+    maps, raw, computed = _from_store_or_compute(store, image_keys, image_ids, compute, batch_size, f"{path}: {method}")
+    write_maps(path, image_ids, maps, raw, method, params, model_sha256, target)
+    return computed
 
 
 def constant_ids(maps: np.ndarray, image_ids: list[str], what: str) -> list[str]:
@@ -250,7 +330,14 @@ def _check_finite(maps: np.ndarray, image_ids: list[str], what: str) -> None:
         raise FloatingPointError(f"{what}: map of image '{image_ids[int(np.argmax(bad))]}' contains NaN/inf")
 
 
-def load_or_compute_randomized(
+def randomized_store_target(target: dict) -> dict:
+    """What a randomized model's maps depend on, for the store: the target without the randomization's image
+    subset (``n_images``); draws and steps are in the entries' names, so more draws or images reuse the rest."""
+    randomization = {k: v for k, v in target.get("randomization", {}).items() if k != "n_images"}
+    return {**target, "randomization": randomization}
+
+
+def compute_randomized_maps(
     path: str | Path,
     method: str,
     params: dict,
@@ -258,40 +345,37 @@ def load_or_compute_randomized(
     target: dict,
     image_ids: list[str],
     steps: list[str],
-    compute_step: Callable[[int, int], tuple[np.ndarray, np.ndarray]],
+    compute_step: Callable[[int, int, list[int]], tuple[np.ndarray, np.ndarray]],
     draws: list[int] | None = None,
-) -> bool:
-    """Reuse ``path`` if it matches exactly; else write the maps of every draw and step,
-    ``compute_step(d, k)`` -> (maps, raw) of draw ``d`` and step ``k`` (0-based). ``draws``: the draws'
-    re-initialization seeds (one draw, seed 0, when None).
+    image_keys: list[str] | None = None,
+    store: MapStore | None = None,
+    batch_size: int = 16,
+) -> int:
+    """Write the maps of every draw and step of a randomized model: reused from ``store`` where it holds them
+    (entries ``draw<seed>/step<k>-<blocks>/<image key>``), else ``compute_step(d, k, indices)`` -> (maps, raw)
+    of draw ``d``, step ``k`` (0-based) and those images. ``draws``: the draws' re-initialization seeds (one
+    draw, seed 0, when None); ``image_keys`` default to the ids.
 
-    Returns True when the maps were (re)computed.
-    """
+    Returns the number of maps computed."""
     path = Path(path)
     draws = [0] if draws is None else [int(d) for d in draws]
+    image_keys = list(image_ids) if image_keys is None else list(image_keys)
     target = {**target, "steps": list(steps), "draws": draws}
-    if path.exists():
-        why = cache_mismatch(path, method, params, model_sha256, target, image_ids)
-        if why is None:
-            log.info("%s: cache matches (method, params, model, randomization, images, versions); reused", path)
-            return False
-        log.warning("%s: cache not reused, %s; recomputing", path, why)
-    constant: list[tuple[int, str]] = []
+    constant: list[tuple[int, str, int]] = []
+    computed = 0
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as h5:
             _write_ids(h5, image_ids)
             dsets = None
-            for d in range(len(draws)):
+            for d, draw in enumerate(draws):
                 for k, block in enumerate(steps):
-                    what = f"step {k + 1} ({block}), draw {d + 1}"
-                    maps, raw = compute_step(d, k)
-                    if not len(maps) == len(raw) == len(image_ids):
-                        raise ValueError(
-                            f"{path}: {what} gave {len(maps)} maps and {len(raw)} raw attributions "
-                            f"for {len(image_ids)} images"
-                        )
-                    _check_finite(maps, image_ids, f"{method}, randomization {what}")
-                    constant += [(k + 1, i, d + 1) for i in constant_ids(maps, image_ids, f"{path}: {what}")]
+                    what = f"{path}: {method}, randomization step {k + 1} ({block}), draw {d + 1}"
+                    entries = [f"draw{draw}/step{k + 1}-{block}/{key}" for key in image_keys]
+                    maps, raw, n = _from_store_or_compute(
+                        store, entries, image_ids, lambda rows, d=d, k=k: compute_step(d, k, rows), batch_size, what
+                    )
+                    computed += n
+                    constant += [(k + 1, i, d + 1) for i in constant_ids(maps, image_ids, what)]
                     if dsets is None:
                         dsets = [
                             h5.create_dataset(
@@ -315,7 +399,7 @@ def load_or_compute_randomized(
                 draws=json.dumps(draws),
                 constant_maps=json.dumps(constant),
             )
-    return True
+    return computed
 
 
 def read_randomized_maps(

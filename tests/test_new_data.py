@@ -1,0 +1,144 @@
+"""New data redoes only what it affects (docs/new-data.md): end-to-end on a copy of the tiny run, counting the
+jobs Snakemake runs and the maps each saliency job computes."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import REPO, SNAKEMAKE, TINY
+
+EXPENSIVE = {"train_model", "train_unet", "train_detector", "saliency_maps", "randomized_saliency", "unet_maps"}
+
+
+@pytest.fixture
+def workdir(tiny_run, tmp_path) -> Path:
+    """A copy of the finished tiny run (outputs, Snakemake's metadata, the map store), times kept."""
+    copy = tmp_path / "work"
+    shutil.copytree(tiny_run.parents[1], copy, symlinks=True)
+    return copy
+
+
+def _snakemake(workdir: Path, cfg: dict, *args: str) -> str:
+    path = workdir / "changed.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    proc = subprocess.run(
+        [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--configfile", str(path), *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    return out
+
+
+def _ran(out: str) -> dict[str, int]:
+    """Rule -> number of jobs run, from the rule headers Snakemake prints."""
+    counts: dict[str, int] = {}
+    for name in re.findall(r"^(?:local)?(?:rule|checkpoint) (\w+):$", out, flags=re.M):
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def _planned(out: str) -> dict[str, int]:
+    """Rule -> job count from the "Job stats" table of a dry run."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Job stats"))
+    jobs = {}
+    for line in lines[start + 3 :]:
+        parts = line.split()
+        if len(parts) != 2 or parts[0] == "total":
+            break
+        jobs[parts[0]] = int(parts[1])
+    return jobs
+
+
+def _store_counts(workdir: Path, since: float) -> list[tuple[int, int, int]]:
+    """(reused, total, computed) of every map-store line of the saliency logs written after ``since``."""
+    found = []
+    for log in (workdir / "results/tiny/logs/saliency").rglob("*.log"):
+        if log.stat().st_mtime < since:
+            continue
+        for m in re.finditer(r"(\d+) of (\d+) maps reused from the store, (\d+) computed", log.read_text()):
+            found.append(tuple(int(v) for v in m.groups()))
+    return found
+
+
+def _config(**synthetic) -> dict:
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["datasets"]["tiny"]["synthetic"].update(synthetic)
+    return cfg
+
+
+@pytest.mark.slow
+def test_new_annotations_rerun_no_training_and_no_saliency(workdir):
+    """A fourth rater's boxes: the data, the human reference and what reads them rerun; no model, no map."""
+    out = _snakemake(workdir, _config(raters=4), "--cores", "2")
+    ran = _ran(out)
+    assert not EXPENSIVE & set(ran), ran
+    assert {"synthetic_dataset", "rater_reference", "utility_table", "pass_fail"} <= set(ran), ran
+    raters = pd.read_csv(workdir / "results/tiny/metrics/raters/per_rater.csv", dtype=str)
+    assert "4" in set(raters["rater"]), raters["rater"].unique()
+    assert "Nothing to be done" in _snakemake(workdir, _config(raters=4), "-n", "--cores", "2")
+
+
+@pytest.mark.slow
+def test_new_test_images_explain_only_themselves(workdir):
+    """12 images added to the test split: no training; the saliency jobs compute the new positives' maps only
+    (the others come from the store), and a dry run after the data preparation names why each job runs."""
+    t0 = _now(workdir)
+    cfg = _config(test_images=12)
+    _snakemake(workdir, cfg, "--cores", "2", "--until", "synthetic_dataset")
+    plan = _snakemake(workdir, cfg, "-n", "--cores", "2")
+    planned = _planned(plan)
+    assert "train_model" not in planned and "train_unet" not in planned, planned
+    assert planned["saliency_maps"] == 12 and planned["randomized_saliency"] == 4, planned
+    assert "Params have changed since last execution" in plan and "explained: " in plan
+
+    out = _snakemake(workdir, cfg, "--cores", "2")
+    ran = _ran(out)
+    assert "train_model" not in ran and "train_unet" not in ran, ran
+    manifest = pd.read_csv(workdir / "results/tiny/data/manifest.csv", dtype={"image_id": str})
+    new = manifest[manifest["image_id"].str.startswith("syntest")]
+    assert len(new) == 12 and set(new["split"]) == {"test"}
+    n_new, n_all = int(new["abnormal"].sum()), int(((manifest["split"] == "test") & (manifest["abnormal"] > 0)).sum())
+    assert n_new > 0
+    counts = _store_counts(workdir, t0)
+    trained = [c for c in counts if c[1] == n_all]
+    assert len(trained) == 12, counts  # 3 models x 4 methods (GRAD, IG, GCAM, EDGE)
+    assert all(c == (n_all - n_new, n_all, n_new) for c in trained), trained
+    assert "Nothing to be done" in _snakemake(workdir, cfg, "-n", "--cores", "2")
+
+
+@pytest.mark.slow
+def test_new_training_images_retrain_and_the_dry_run_says_why(workdir):
+    """More images (most of them training images) retrain the models; after the data preparation a dry run
+    names the part of the data that changed."""
+    cfg = _config(n_images=200)
+    _snakemake(workdir, cfg, "--cores", "2", "--until", "synthetic_dataset")
+    plan = _snakemake(workdir, cfg, "-n", "--cores", "2")
+    assert _planned(plan)["train_model"] == 3 and _planned(plan)["train_unet"] == 2, _planned(plan)
+    assert re.search(r"before: .*trainval: \d+ images.* now: .*trainval: \d+ images", plan), plan[-3000:]
+
+
+@pytest.mark.slow
+def test_a_changed_method_parameter_reruns_only_its_maps(workdir):
+    """A changed IG parameter reruns IG's maps (each model's and the randomized model's) and what depends on
+    them; no data preparation, no training, no other method's maps."""
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["saliency"]["params"]["IG"]["n_steps"] = 6
+    plan = _planned(_snakemake(workdir, cfg, "-n", "--cores", "2"))
+    assert "train_model" not in plan and "synthetic_dataset" not in plan and "unet_maps" not in plan, plan
+    assert plan["saliency_maps"] == 3 and plan["randomized_saliency"] == 1, plan
+
+
+def _now(workdir: Path) -> float:
+    probe = workdir / ".probe"
+    probe.write_text("")
+    return probe.stat().st_mtime
