@@ -22,7 +22,7 @@ from saliency_trust.stats.randomization import (
     draw_table,
     randomization_tests,
 )
-from saliency_trust.storage.maps import load_or_compute_randomized, read_maps_of, read_randomized_maps
+from saliency_trust.storage.maps import MapStore, compute_randomized_maps, read_maps_of, read_randomized_maps
 
 
 def _crossed(rng, n_img: int, n_draw: int, mu=0.3, sd_img=0.1, sd_draw=0.05, sd_e=0.03, draw_effects=None):
@@ -171,33 +171,45 @@ def _maps(rng, *shape):
     return m
 
 
-def test_cache_holds_a_draw_axis_and_recomputes_when_draws_change(tmp_path):
+def test_cache_holds_a_draw_axis_and_reuses_the_draws_it_has(tmp_path):
     rng = np.random.default_rng(0)
     ids, steps = ["a", "b", "c"], ["fc", "block4"]
-    maps = _maps(rng, 2, 2, 3, 8, 8)  # D x S x N x H x W
+    seeds = [5, 9, 13]
+    maps = _maps(rng, 3, 2, 3, 8, 8)  # D x S x N x H x W, draw d of seed seeds[d]
     calls = []
-
-    def compute_step(d, k):
-        calls.append((d, k))
-        return maps[d, k], maps[d, k][:, None]
-
     path = tmp_path / "m.h5"
-    assert load_or_compute_randomized(path, "gradcam", {}, "sha", {}, ids, steps, compute_step, draws=[5, 9])
-    assert calls == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    store = MapStore(tmp_path / "store", "gradcam", {}, "sha", {})
+
+    def run(draws):
+        path.unlink(missing_ok=True)  # Snakemake removes a rerun job's outputs: reuse is through the store
+
+        def compute_step(d, k, rows):
+            calls.append((draws[d], k, list(rows)))
+            m = maps[seeds.index(draws[d]), k][rows]
+            return m, m[:, None]
+
+        return compute_randomized_maps(path, "gradcam", {}, "sha", {}, ids, steps, compute_step, draws, store=store)
+
+    assert run([5, 9]) == 2 * 2 * 3
+    assert calls == [(5, 0, [0, 1, 2]), (5, 1, [0, 1, 2]), (9, 0, [0, 1, 2]), (9, 1, [0, 1, 2])]
     got_ids, got_steps, got = read_randomized_maps(path)
     assert got.shape == (2, 2, 3, 8, 8)
-    np.testing.assert_array_equal(got, maps)
+    np.testing.assert_array_equal(got, maps[:2])
     with h5py.File(path) as h5:
         assert h5.attrs["draws"] == "[5, 9]"
         assert h5["raw"].shape == (2, 2, 3, 1, 8, 8)
-    np.testing.assert_array_equal(read_maps_of(path, ["c", "a"]), maps[:, :, [2, 0]])
+    np.testing.assert_array_equal(read_maps_of(path, ["c", "a"]), maps[:2, :, [2, 0]])
     calls.clear()
-    assert not load_or_compute_randomized(path, "gradcam", {}, "sha", {}, ids, steps, compute_step, draws=[5, 9])
+    assert run([5, 9]) == 0
     assert calls == []
-    assert load_or_compute_randomized(
-        path, "gradcam", {}, "sha", {}, ids, steps, lambda d, k: (maps[d, k], maps[d, k][:, None]), draws=[5]
-    )
+    assert run([5]) == 0  # fewer draws: the file holds the first only
     assert read_randomized_maps(path)[2].shape == (1, 2, 3, 8, 8)
+    np.testing.assert_array_equal(read_randomized_maps(path)[2], maps[:1])
+    assert run([5, 9, 13]) == 2 * 3  # one more draw: only its maps are computed
+    assert calls == [(13, 0, [0, 1, 2]), (13, 1, [0, 1, 2])]
+    np.testing.assert_array_equal(read_randomized_maps(path)[2], maps)
+    with h5py.File(path) as h5:
+        assert h5.attrs["draws"] == "[5, 9, 13]"
 
 
 def test_randomization_ssim_has_one_row_per_draw_step_and_image():

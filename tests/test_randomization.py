@@ -11,6 +11,7 @@ parameter-by-parameter comparisons of the models' tensors.
 
 from __future__ import annotations
 
+import json
 import math
 
 import h5py
@@ -42,7 +43,13 @@ from saliency_trust.models.randomize import (
 )
 from saliency_trust.models.registry import build_model
 from saliency_trust.stats.randomization import TEST_COLUMNS, degradation_test, randomization_tests
-from saliency_trust.storage.maps import load_or_compute_randomized, read_randomized_maps, write_maps
+from saliency_trust.storage.maps import (
+    MapStore,
+    compute_randomized_maps,
+    randomized_store_target,
+    read_randomized_maps,
+    write_maps,
+)
 
 TOL = 1e-5
 
@@ -492,7 +499,7 @@ def test_run_threshold_and_run_randomization_scores_from_cache_files(tmp_path):
     steps = ["fc", "features.block4"]
     step_maps = np.stack([_smooth_maps(rng, len(ids)) for _ in steps])
     rand_path = tmp_path / "randomized.h5"
-    load_or_compute_randomized(
+    compute_randomized_maps(
         rand_path,
         "gradcam",
         {},
@@ -500,7 +507,7 @@ def test_run_threshold_and_run_randomization_scores_from_cache_files(tmp_path):
         {"mode": "cascading"},
         ids,
         steps,
-        lambda d, k: (step_maps[k], step_maps[k][:, None]),
+        lambda d, k, rows: (step_maps[k][rows], step_maps[k][rows][:, None]),
     )
     scores = tmp_path / "scores.csv"
     run_randomization_scores([trained_path], [rand_path], "simple_cnn", ["gradcam"], "cascading", 1.0, scores)
@@ -669,30 +676,28 @@ def test_randomization_tests_missing_threshold_raises():
 
 
 def _step_fn(maps: np.ndarray, calls: list | None = None):
-    """compute_step of S x N x H x W maps (one draw) or D x S x N x H x W maps; records k (one draw) or (d, k)."""
+    """compute_step of S x N x H x W maps (one draw) or D x S x N x H x W maps; records k (one draw) or (d, k)
+    and the image rows asked for."""
 
-    def compute_step(d: int, k: int):
+    def compute_step(d: int, k: int, rows: list[int]):
         drawn = maps[d] if maps.ndim == 5 else maps
         if calls is not None:
-            calls.append((d, k) if maps.ndim == 5 else k)
-        return drawn[k], drawn[k][:, None] * 2.0  # raw: N x 1 x H x W
+            calls.append(((d, k) if maps.ndim == 5 else k, list(rows)))
+        return drawn[k][rows], drawn[k][rows][:, None] * 2.0  # raw: K x 1 x H x W
 
     return compute_step
 
 
-def test_load_or_compute_randomized_writes_and_reads_back(tmp_path):
+def test_compute_randomized_maps_writes_and_reads_back(tmp_path):
     rng = np.random.default_rng(0)
     ids, steps = ["c", "a", "b"], ["fc", "block4", "block3", "block2"]
     maps = np.stack([_smooth_maps(rng, 3, 12, 10) for _ in steps])  # S x N x H x W
     path = tmp_path / "rand" / "gradcam.h5"
-    calls: list[int] = []
-    assert (
-        load_or_compute_randomized(
-            path, "gradcam", {"a": 1}, "sha", {"mode": "cascading"}, ids, steps, _step_fn(maps, calls)
-        )
-        is True
-    )
-    assert calls == [0, 1, 2, 3]
+    calls: list = []
+    target = {"mode": "cascading"}
+    n = compute_randomized_maps(path, "gradcam", {"a": 1}, "sha", target, ids, steps, _step_fn(maps, calls))
+    assert n == 4 * 3
+    assert calls == [(k, [0, 1, 2]) for k in range(4)]
     got_ids, got_steps, got = read_randomized_maps(path, method="gradcam")
     assert got_ids == ids and got_steps == steps
     assert got.shape == (1, 4, 3, 12, 10) and got.dtype == np.float32  # one draw
@@ -700,107 +705,155 @@ def test_load_or_compute_randomized_writes_and_reads_back(tmp_path):
     with h5py.File(path) as h5:
         assert h5["raw"].shape == (1, 4, 3, 1, 12, 10)
         np.testing.assert_array_equal(h5["raw"][0, 2, 1, 0], maps[2, 1] * 2.0)
+        assert json.loads(h5.attrs["target"]) == {**target, "steps": steps, "draws": [0]}
+        assert json.loads(h5.attrs["params"]) == {"a": 1} and h5.attrs["model_sha256"] == "sha"
     assert [p.name for p in path.parent.iterdir()] == ["gradcam.h5"]  # no temporary file left behind
 
 
-def test_load_or_compute_randomized_reuses_then_recomputes_on_change(tmp_path):
+_RAND_TARGET = {
+    "label": "abnormal",
+    "output": "logit",
+    "seed": 0,
+    "randomization": {"mode": "cascading", "init": "default", "n_images": 0},
+}
+
+
+def _with(target: dict, **randomization) -> dict:
+    return {**target, "randomization": {**target["randomization"], **randomization}}
+
+
+def test_compute_randomized_maps_reuses_then_recomputes_on_change(tmp_path):
     rng = np.random.default_rng(1)
     ids, steps = ["a", "b"], ["fc", "block4"]
     maps = np.stack([_smooth_maps(rng, 2, 8, 8) for _ in steps])
     path = tmp_path / "x.h5"
-    target = {"label": "abnormal", "mode": "cascading", "init": "default", "seed": 0}
-    args = dict(method="ig", params={"n_steps": 8}, model_sha256="sha1", target=target, image_ids=ids, steps=steps)
-    assert load_or_compute_randomized(path, compute_step=_step_fn(maps), **args) is True
+    args = dict(method="ig", params={"n_steps": 8}, model_sha256="sha1", target=_RAND_TARGET, steps=steps)
 
-    def must_not_run(d, k):
-        raise AssertionError("compute_step called although the cache matches")
+    def run(compute_step, method, params, model_sha256, target, steps):
+        path.unlink(missing_ok=True)  # Snakemake removes a rerun job's outputs: reuse is through the store
+        store = MapStore(tmp_path / "store", method, params, model_sha256, randomized_store_target(target))
+        return compute_randomized_maps(
+            path, method, params, model_sha256, target, ids, steps, compute_step, image_keys=ids, store=store
+        )
 
-    assert load_or_compute_randomized(path, compute_step=must_not_run, **args) is False
+    assert run(_step_fn(maps), **args) == 4
+
+    def must_not_run(d, k, rows):
+        raise AssertionError("compute_step called although the store holds every map")
+
+    assert run(must_not_run, **args) == 0
+    np.testing.assert_array_equal(read_randomized_maps(path)[2][0], maps)
 
     changes = [
         {"params": {"n_steps": 16}},
-        {"target": {**target, "mode": "independent"}},
-        {"target": {**target, "seed": 1}},
-        {"target": {**target, "init": "truncated_normal"}},
+        {"target": _with(_RAND_TARGET, mode="independent")},
+        {"target": {**_RAND_TARGET, "seed": 1}},
+        {"target": _with(_RAND_TARGET, init="truncated_normal")},
         {"model_sha256": "sha2"},
-        {"steps": ["fc", "block3"]},
     ]
     for change in changes:
-        calls: list[int] = []
+        calls: list = []
         new_maps = maps * 0.5
-        assert load_or_compute_randomized(path, compute_step=_step_fn(new_maps, calls), **{**args, **change}) is True
-        assert calls == [0, 1], change
+        assert run(_step_fn(new_maps, calls), **{**args, **change}) == 4, change
+        assert calls == [(0, [0, 1]), (1, [0, 1])], change
         np.testing.assert_array_equal(read_randomized_maps(path)[2][0], new_maps)
-        # and back to the original arguments: recomputed again (the file now holds the changed run)
-        assert load_or_compute_randomized(path, compute_step=_step_fn(maps), **args) is True
-        assert load_or_compute_randomized(path, compute_step=must_not_run, **args) is False
+        assert run(must_not_run, **{**args, **change}) == 0, change
+        # and back to the original arguments: their maps are still in the store
+        assert run(must_not_run, **args) == 0
+        np.testing.assert_array_equal(read_randomized_maps(path)[2][0], maps)
+
+    # another block at step 2: step 1 (fc) is the same entry, step 2 is computed
+    calls = []
+    assert run(_step_fn(maps * 0.5, calls), **{**args, "steps": ["fc", "block3"]}) == 2
+    assert calls == [(1, [0, 1])]
+    _, got_steps, got = read_randomized_maps(path)
+    assert got_steps == ["fc", "block3"]
+    np.testing.assert_array_equal(got[0], [maps[0], maps[1] * 0.5])
+    # another image subset size: the same maps (n_images picks the images, their maps do not depend on it)
+    assert run(must_not_run, **{**args, "target": _with(_RAND_TARGET, n_images=2)}) == 0
+    with h5py.File(path) as h5:
+        assert json.loads(h5.attrs["target"])["randomization"]["n_images"] == 2
 
 
-def test_load_or_compute_randomized_failing_step_leaves_no_file(tmp_path):
+def test_compute_randomized_maps_failing_step_leaves_no_file(tmp_path):
     rng = np.random.default_rng(2)
     ids, steps = ["a", "b"], ["fc", "block4", "block3"]
     maps = np.stack([_smooth_maps(rng, 2, 8, 8) for _ in steps])
 
-    def fails_at_step_2(d, k):
+    def fails_at_step_2(d, k, rows):
         if k == 1:
             raise RuntimeError("boom")
-        return maps[k], maps[k][:, None]
+        return maps[k][rows], maps[k][rows][:, None]
 
     path = tmp_path / "sub" / "m.h5"
     with pytest.raises(RuntimeError, match="boom"):
-        load_or_compute_randomized(path, "gradcam", {}, "sha", {}, ids, steps, fails_at_step_2)
+        compute_randomized_maps(path, "gradcam", {}, "sha", {}, ids, steps, fails_at_step_2)
     assert not path.exists()
     assert list(path.parent.iterdir()) == []
 
     # an existing (valid) file is left untouched when a recompute fails
-    load_or_compute_randomized(path, "gradcam", {}, "sha", {}, ids, steps, _step_fn(maps))
+    compute_randomized_maps(path, "gradcam", {}, "sha", {}, ids, steps, _step_fn(maps))
     before = path.read_bytes()
     with pytest.raises(RuntimeError, match="boom"):
-        load_or_compute_randomized(path, "gradcam", {"changed": True}, "sha", {}, ids, steps, fails_at_step_2)
+        compute_randomized_maps(path, "gradcam", {"changed": True}, "sha", {}, ids, steps, fails_at_step_2)
     assert path.read_bytes() == before
     assert [p.name for p in path.parent.iterdir()] == ["m.h5"]
 
 
-def test_load_or_compute_randomized_nan_map_raises_naming_image(tmp_path):
+def test_compute_randomized_maps_nan_map_raises_naming_image(tmp_path):
     rng = np.random.default_rng(3)
     ids, steps = ["img_a", "img_b", "img_c"], ["fc", "block4"]
     maps = np.stack([_smooth_maps(rng, 3, 8, 8) for _ in steps])
     maps[1, 2, 4, 4] = np.nan  # step 2, image img_c
     path = tmp_path / "nan.h5"
+    store = MapStore(tmp_path / "store", "gradcam", {}, "sha", {})
     with pytest.raises(FloatingPointError, match="img_c"):
-        load_or_compute_randomized(path, "gradcam", {}, "sha", {}, ids, steps, _step_fn(maps))
+        compute_randomized_maps(path, "gradcam", {}, "sha", {}, ids, steps, _step_fn(maps), store=store)
     assert not path.exists()
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == ["store"]
+    step_entries = [[f"draw0/step{k + 1}-{block}/{i}" for i in ids] for k, block in enumerate(steps)]
+    assert sorted(store.load(step_entries[0] + step_entries[1])) == sorted(step_entries[0])  # the NaN step: none
 
 
 def test_read_randomized_maps_wrong_method_raises(tmp_path):
     maps = _smooth_maps(np.random.default_rng(4), 2, 8, 8)[None]
     path = tmp_path / "m.h5"
-    load_or_compute_randomized(path, "gradcam", {}, "sha", {}, ["a", "b"], ["fc"], _step_fn(maps))
+    compute_randomized_maps(path, "gradcam", {}, "sha", {}, ["a", "b"], ["fc"], _step_fn(maps))
     with pytest.raises(ValueError, match="gradcam"):
         read_randomized_maps(path, method="ig")
 
 
-def test_load_or_compute_randomized_recomputes_when_image_ids_change(tmp_path):
+def test_compute_randomized_maps_recomputes_when_image_ids_change(tmp_path):
     rng = np.random.default_rng(5)
     steps = ["fc", "block4"]
     maps = np.stack([_smooth_maps(rng, 3, 8, 8) for _ in steps])
     path = tmp_path / "ids.h5"
-    load_or_compute_randomized(path, "gradcam", {}, "sha", {}, ["a", "b", "c"], steps, _step_fn(maps))
-    calls: list[int] = []
-    recomputed = load_or_compute_randomized(
-        path, "gradcam", {}, "sha", {}, ["x", "y", "z"], steps, _step_fn(maps, calls)
-    )
-    # the file must describe the images asked for: either recomputed, or at least not reused with stale ids
+    store = MapStore(tmp_path / "store", "gradcam", {}, "sha", {})
+
+    def run(ids, calls):
+        path.unlink(missing_ok=True)
+        return compute_randomized_maps(path, "gradcam", {}, "sha", {}, ids, steps, _step_fn(maps, calls), store=store)
+
+    assert run(["a", "b", "c"], []) == 6
+    calls: list = []
+    assert run(["x", "y", "z"], calls) == 6  # other images: nothing to reuse
     assert read_randomized_maps(path)[0] == ["x", "y", "z"]
-    assert recomputed is True and calls == [0, 1]
+    assert calls == [(0, [0, 1, 2]), (1, [0, 1, 2])]
+    calls.clear()
+    assert run(["a", "w", "c"], calls) == 2  # one new image: only it is computed, at each step
+    assert calls == [(0, [1]), (1, [1])]
+    got_ids, _, got = read_randomized_maps(path)
+    assert got_ids == ["a", "w", "c"]
+    np.testing.assert_array_equal(got[0], maps)  # row k of _step_fn's maps is image k of the call
 
 
-def test_load_or_compute_randomized_rejects_wrong_number_of_maps(tmp_path):
+def test_compute_randomized_maps_rejects_wrong_number_of_maps(tmp_path):
     rng = np.random.default_rng(6)
     steps = ["fc", "block4"]
     maps = np.stack([_smooth_maps(rng, 3, 8, 8) for _ in steps])  # 3 maps per step ...
     path = tmp_path / "n.h5"
-    with pytest.raises(ValueError):
-        load_or_compute_randomized(path, "gradcam", {}, "sha", {}, ["a", "b"], steps, _step_fn(maps))  # ... 2 ids
+    with pytest.raises(ValueError, match="3 maps and 3 raw attributions for 2 images"):
+        compute_randomized_maps(  # ... 2 ids
+            path, "gradcam", {}, "sha", {}, ["a", "b"], steps, lambda d, k, rows: (maps[k], maps[k][:, None])
+        )
     assert not path.exists()

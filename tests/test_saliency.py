@@ -192,60 +192,80 @@ def test_cache_refuses_nan_maps_and_leaves_no_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def _compute_counter(maps, raw, ids):
+def _compute_counter(maps, raw):
+    """compute(rows) of compute_maps over fixed maps; records the rows asked for."""
     calls = []
 
-    def compute():
-        calls.append(1)
-        return ids, maps, raw
+    def compute(rows):
+        calls.append(list(rows))
+        return maps[rows], raw[rows]
 
     return compute, calls
 
 
-def test_cache_is_reused_only_when_method_params_model_and_versions_match(tmp_path, monkeypatch):
+def test_maps_are_reused_only_when_method_params_model_target_and_versions_match(tmp_path, monkeypatch):
     from saliency_trust.storage import maps as cache
 
     path = tmp_path / "SG.h5"
+    ids = ["a", "b"]
+    keys = [f"key-{i}" for i in ids]
     maps = np.random.default_rng(0).random((2, 8, 8), dtype=np.float32)
     raw = maps[:, None].copy()
-    compute, calls = _compute_counter(maps, raw, ["a", "b"])
+    compute, calls = _compute_counter(maps, raw)
     params, target = {"n_samples": 25}, {"label": "abnormal", "output": "logit", "seed": 1}
-    assert cache.load_or_compute_maps(path, "SG", params, "m1", target, compute) is True
-    assert cache.load_or_compute_maps(path, "SG", params, "m1", target, compute) is False  # reused
-    assert len(calls) == 1
+
+    def run(method="SG", params=params, model_sha256="m1", target=target):
+        path.unlink(missing_ok=True)  # Snakemake removes a rerun job's outputs: reuse is through the store
+        store = cache.MapStore(tmp_path / "store", method, params, model_sha256, target)
+        return cache.compute_maps(path, method, params, model_sha256, target, ids, keys, compute, store)
+
+    assert run() == 2
+    assert run() == 0  # reused
+    assert calls == [[0, 1]]
+    cached = read_maps(path, "SG", params, "m1", with_raw=True)
+    np.testing.assert_array_equal(cached.maps, maps)
+    np.testing.assert_array_equal(cached.raw, raw)
+    assert json.loads(cached.attrs["target"]) == target
     for changed in (
         dict(method="GRAD"),
         dict(params={"n_samples": 10}),
         dict(model_sha256="m2"),
         dict(target={**target, "seed": 2}),
     ):
-        kwargs = dict(method="SG", params=params, model_sha256="m1", target=target) | changed
-        assert cache.load_or_compute_maps(path, compute=compute, **kwargs) is True
-        cache.load_or_compute_maps(path, "SG", params, "m1", target, compute)  # back to the original
+        assert run(**changed) == 2, changed
+        assert json.loads(read_maps(path).attrs["params"]) == changed.get("params", params)
+        assert run() == 0  # back to the original: still in the store
     n = len(calls)
     monkeypatch.setattr(cache, "package_versions", lambda: {"torch": "0.0-other"})
-    assert cache.load_or_compute_maps(path, "SG", params, "m1", target, compute) is True
+    assert run() == 2
     assert len(calls) == n + 1
+    assert len(list((tmp_path / "store").iterdir())) == 6  # one store file per combination
 
 
 def test_cache_write_is_atomic_when_the_computation_fails(tmp_path):
-    from saliency_trust.storage.maps import load_or_compute_maps
+    from saliency_trust.storage.maps import MapStore, compute_maps
 
     path = tmp_path / "IG.h5"
     maps = np.zeros((1, 4, 4), np.float32)
-    good, _ = _compute_counter(maps, maps[:, None], ["a"])
-    load_or_compute_maps(path, "IG", {}, "m1", {}, good)
+    good, _ = _compute_counter(maps, maps[:, None])
+    compute_maps(path, "IG", {}, "m1", {}, ["a"], ["ka"], good)
     before = path.read_bytes()
 
-    def boom():
+    def boom(rows):
         raise RuntimeError("killed mid-way")
 
+    store = MapStore(tmp_path / "store", "IG", {"n_steps": 5}, "m1", {})
     with pytest.raises(RuntimeError):
-        load_or_compute_maps(path, "IG", {"n_steps": 5}, "m1", {}, boom)
+        compute_maps(path, "IG", {"n_steps": 5}, "m1", {}, ["a"], ["ka"], boom, store)
     assert path.read_bytes() == before  # the old file is untouched, no temporary file is left
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["IG.h5"]
-    path.write_bytes(b"truncated")  # a corrupt cache is recomputed, not read
-    assert load_or_compute_maps(path, "IG", {}, "m1", {}, good) is True
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["IG.h5"]  # nothing stored either
+    path.unlink()
+    with pytest.raises(RuntimeError):
+        compute_maps(path, "IG", {"n_steps": 5}, "m1", {}, ["a"], ["ka"], boom, store)
+    assert list(tmp_path.iterdir()) == []
+    path.write_bytes(b"truncated")  # whatever is at the output path, the file is written from scratch
+    assert compute_maps(path, "IG", {}, "m1", {}, ["a"], ["ka"], good) == 1
+    np.testing.assert_array_equal(read_maps(path, "IG", {}, "m1").maps, maps)
 
 
 def test_segments_round_trip_and_missing_image(tmp_path):

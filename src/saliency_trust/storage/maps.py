@@ -195,13 +195,20 @@ class MapStore:
                 for entry in entries:
                     if entry not in h5:
                         continue
-                    group = h5[entry]
-                    pair = (group["map"][:], group["raw"][:])
-                    if group.attrs.get("sha256") == _pair_sha256(*pair):
+                    try:
+                        group = h5[entry]
+                        pair = (group["map"][:], group["raw"][:])
+                        intact = group.attrs.get("sha256") == _pair_sha256(*pair)
+                    except (KeyError, OSError):
+                        intact = False
+                    if intact:
                         found[entry] = pair
                     else:
                         log.warning("%s: entry %s is damaged; computed again", self.path, entry)
-        except (OSError, KeyError) as err:
+        except OSError as err:
+            if "lock" in str(err).lower():  # another process writes it (HDF5 file locking): not damaged
+                log.warning("%s: locked by another process (%s); its maps are computed again", self.path, err)
+                return {}
             log.warning("%s: unreadable (%s); removed, its maps are computed again", self.path, err)
             self.path.unlink(missing_ok=True)
             return {}
