@@ -149,6 +149,18 @@ def _tiny():
             "simple_cnn, tiny_resnet",
         ),
         (
+            lambda c: c["datasets"].update(site2={"source": "synthetic", "evaluate": {"models_from": "absent"}}),
+            "config: datasets.site2.evaluate.models_from = 'absent': must name another dataset of the config (tiny)",
+        ),
+        (
+            lambda c: c["datasets"].update(
+                site2={"source": "synthetic", "evaluate": {"models_from": "tiny"}},
+                site3={"source": "synthetic", "evaluate": {"models_from": "site2"}},
+            ),
+            "config: datasets.site3.evaluate.models_from = 'site2': that dataset is an external test set itself; "
+            "name the one its models come from",
+        ),
+        (
             lambda c: c["randomization"].update(models=["simple_cnn-r3"]),
             "config: randomization.models[0] = 'simple_cnn-r3': must be one of the configured models simple_cnn-r1, "
             "simple_cnn-r2, tiny_resnet-r1",
@@ -202,3 +214,17 @@ def test_config_mappings_compare_without_key_order():
     copy = pickle.loads(pickle.dumps(a["saliency"]))
     assert isinstance(copy, OrderFreeDict) and copy == a["saliency"]
     assert json.loads(json.dumps(a)) == a
+
+
+def test_an_external_test_set_takes_the_models_of_its_source_run_and_images_of_its_own():
+    """models_run maps an external test set's run (plain or stability seed) to its source's; data_seed gives it
+    image streams of its own and leaves every other dataset's seed as it was."""
+    from saliency_trust.config import data_seed, is_external, models_run, run_seed
+
+    cfg = _tiny()
+    cfg["datasets"]["site2"] = {"source": "synthetic", "evaluate": {"models_from": "tiny"}}
+    assert models_run(cfg, "site2") == "tiny" and models_run(cfg, "site2/seed-3") == "tiny/seed-3"
+    assert models_run(cfg, "tiny") == "tiny" and models_run(cfg, "tiny/seed-3") == "tiny/seed-3"
+    assert is_external(cfg["datasets"]["site2"]) and not is_external(cfg["datasets"]["tiny"])
+    assert data_seed(cfg, "tiny") == run_seed(cfg, "tiny") and data_seed(cfg, "tiny/seed-3") == 3
+    assert data_seed(cfg, "site2") != run_seed(cfg, "site2") and data_seed(cfg, "site2") == data_seed(cfg, "site2")

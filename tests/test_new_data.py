@@ -3,6 +3,7 @@ jobs Snakemake runs and the maps each saliency job computes."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -142,3 +143,43 @@ def _now(workdir: Path) -> float:
     probe = workdir / ".probe"
     probe.write_text("")
     return probe.stat().st_mtime
+
+
+@pytest.mark.slow
+def test_an_external_test_set_evaluates_the_source_models_without_training(workdir):
+    """A second site (evaluate: {models_from: tiny}): every image is a test image, nothing is trained, its maps
+    come from tiny's models and U-Nets, and the cross-dataset summary shows both datasets."""
+    import h5py
+
+    from saliency_trust.io import sha256_file
+
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["datasets"]["site2"] = {
+        "source": "synthetic",
+        "evaluate": {"models_from": "tiny"},
+        "synthetic": {
+            "n_images": 60,
+            "image_size": 32,
+            "contrast_min": 0.2,
+            "contrast_max": 0.35,
+            "noise_std": 0.08,
+            "raters": 3,
+        },
+    }
+    ran = _ran(_snakemake(workdir, cfg, "--cores", "2"))
+    assert not {"train_model", "train_unet"} & set(ran), ran
+    site = workdir / "results/site2"
+    manifest = pd.read_csv(site / "data/manifest.csv", dtype={"image_id": str})
+    assert len(manifest) == 60 and set(manifest["split"]) == {"test"}
+    tiny = pd.read_csv(workdir / "results/tiny/data/manifest.csv", dtype={"image_id": str})
+    with h5py.File(site / "data/images.h5") as a, h5py.File(workdir / "results/tiny/data/images.h5") as b:
+        assert not (a["image"][0] == b["image"][0]).all()  # images of its own, not the source's
+    assert not (site / "models/simple_cnn-r1/model.pt").exists() and not (site / "baselines").exists()
+    with h5py.File(site / "saliency/simple_cnn-r1/GRAD.h5") as h5:
+        assert h5.attrs["model_sha256"] == sha256_file(workdir / "results/tiny/models/simple_cnn-r1/model.pt")
+        assert len(h5["image_id"]) == int(manifest["abnormal"].sum())
+    evaluation = json.loads((site / "models/simple_cnn-r1/evaluation.json").read_text())
+    assert evaluation["n_test"] == 60 and 0 <= evaluation["test_auc"] <= 1
+    summary = pd.read_csv(workdir / "results/summary/pass_fail.csv")
+    assert {"tiny", "site2"} <= set(summary["dataset"]), summary.columns.tolist()
+    assert len(tiny) == 160

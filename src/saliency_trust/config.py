@@ -114,6 +114,29 @@ def run_seed(config: dict, run: str) -> int:
     return config["seed"] if seed is None else seed
 
 
+def models_run(config: dict, run: str) -> str:
+    """The run whose trained models (and high-baseline models) a run explains: the run itself, or for an external
+    test set (``evaluate.models_from``) the same-seed run of the dataset named there."""
+    source = (run_dataset(config, run).get("evaluate") or {}).get("models_from")
+    if not source:
+        return run
+    _, seed = split_run(run)
+    return source if seed is None else f"{source}/seed-{seed}"
+
+
+def is_external(dataset_cfg: dict) -> bool:
+    """Whether a dataset is an external test set: all its images are test images, nothing is trained on it."""
+    return bool((dataset_cfg.get("evaluate") or {}).get("models_from"))
+
+
+def data_seed(config: dict, run: str) -> int:
+    """Seed of a run's data preparation: the run's seed; an external test set's synthetic images come from
+    streams of their own (derived from the seed and the dataset name), so they never repeat the source's."""
+    dataset, _ = split_run(run)
+    seed = run_seed(config, run)
+    return stable_seed(seed, "external", dataset) if is_external(config["datasets"][dataset]) else seed
+
+
 def model_seed(config: dict, run: str, name: str) -> int:
     """Seed of one replicate: derived from the run's seed, the dataset and the model name."""
     dataset, _ = split_run(run)

@@ -107,7 +107,8 @@ def check_config(config: dict) -> None:
     Architectures listed once; ``stats.primary_architecture`` and ``randomization.models`` name configured
     models; each criterion of ``stats.criteria`` can be decided (repeatability: >= 2 replicates of the primary
     architecture; reproducibility: >= 2 architectures; randomization: the cascading mode; the high baseline's
-    similarity: ``baselines.replicates`` >= 2); every dataset folder (``root``) exists.
+    similarity: ``baselines.replicates`` >= 2); an external test set (``evaluate.models_from``) names another dataset
+    that is not one itself; every dataset folder (``root``) exists.
     """
     archs = [m["arch"] for m in config["models"]]
     for i, arch in enumerate(archs):
@@ -164,6 +165,16 @@ def check_config(config: dict) -> None:
             f"config: baselines.replicates = {baselines['replicates']}: the high baseline of "
             "repeatability and reproducibility needs >= 2 replicates; set 2, or baselines.high: none"
         )
+    for name, dataset in config["datasets"].items():
+        source = (dataset.get("evaluate") or {}).get("models_from")
+        if source is None:
+            continue
+        key = f"config: datasets.{name}.evaluate.models_from = '{source}'"
+        if source not in config["datasets"] or source == name:
+            others = [d for d in config["datasets"] if d != name]
+            raise ConfigError(f"{key}: must name another dataset of the config ({', '.join(others) or 'none'})")
+        if config["datasets"][source].get("evaluate"):
+            raise ConfigError(f"{key}: that dataset is an external test set itself; name the one its models come from")
     from saliency_trust.data.adapters import context
 
     for name, dataset in config["datasets"].items():

@@ -32,7 +32,7 @@ rule unet_maps:
     format."""
     input:
         unpack(stable_dataset_files),
-        model="results/{dataset}/baselines/unet-r{replicate}/model.pt",
+        model=baseline_model_file("unet"),
     output:
         "results/{dataset}/saliency/baselines/UNET-r{replicate}.h5",
     log:
@@ -56,7 +56,7 @@ rule unet_maps:
 rule avg_map:
     """Low utility baseline: the mean train+val mask as a map of every positive test image."""
     input:
-        unpack(dataset_files),
+        unpack(avg_map_inputs),
     output:
         "results/{dataset}/saliency/baselines/AVG.h5",
     log:
@@ -105,7 +105,7 @@ rule detector_maps:
     """Detector heat maps (highest score of the boxes above min_score) of the positive test images."""
     input:
         unpack(stable_dataset_files),
-        model="results/{dataset}/baselines/detector-r{replicate}/model.pt",
+        model=baseline_model_file("detector"),
     output:
         "results/{dataset}/saliency/baselines/DETECTOR-r{replicate}.h5",
     log:

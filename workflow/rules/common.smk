@@ -5,7 +5,9 @@
 from pathlib import Path
 
 from saliency_trust.config import (
+    data_seed,
     dataset_runs,
+    is_external,
     make_key_order_free,
     order_free,
     has_localization,
@@ -13,6 +15,7 @@ from saliency_trust.config import (
     model_names,
     model_pairs,
     model_seed,
+    models_run,
     parse_model_name,
     primary_models,
     question_tables,
@@ -114,9 +117,10 @@ def final_outputs():
             "metrics/similarity.csv",
             "summary/randomization_tests.csv",
             "summary/constant_maps.csv",
-            "figures/training_curves.png",
             *[f"figures/examples/example{k}.png" for k in range(1, N_EXAMPLES + 1)],
         ]
+        if not is_external(cfg):  # an external test set trains nothing: its models' curves are its source's
+            files.append("figures/training_curves.png")
         if model_pairs(MODELS) or len(HIGH_REPLICATES) >= 2:
             files.append("figures/similarity.png")
         if "cascading" in RANDOMIZATION_MODES:
@@ -199,6 +203,41 @@ def map_store(run):
     return f"results/{run}/store/maps"
 
 
+def model_file(wildcards):
+    """A run's trained model: its own, or for an external test set the models_from dataset's (same replicate)."""
+    return f"results/{models_run(config, wildcards.dataset)}/models/{wildcards.model}/model.pt"
+
+
+def baseline_model_file(kind):
+    """The high baseline's model of a replicate (kind: unet or detector), from the models_from dataset for an
+    external test set."""
+
+    def path(wildcards):
+        return f"results/{models_run(config, wildcards.dataset)}/baselines/{kind}-r{wildcards.replicate}/model.pt"
+
+    return path
+
+
+def evaluate_inputs(wildcards):
+    """Dataset, the model and the training job's metrics (validation AUC)."""
+    source = models_run(config, wildcards.dataset)
+    return {
+        **dataset_files(wildcards),
+        "model": model_file(wildcards),
+        "training_metrics": f"results/{source}/models/{wildcards.model}/metrics.json",
+    }
+
+
+def avg_map_inputs(wildcards):
+    """Dataset; for an external test set also the models_from dataset, whose training masks are averaged."""
+    files = dataset_files(wildcards)
+    source = models_run(config, wildcards.dataset)
+    if source != wildcards.dataset:
+        files["fit_manifest"] = f"results/{source}/data/manifest.csv"
+        files["fit_images"] = f"results/{source}/data/images.h5"
+    return files
+
+
 def train_inputs(wildcards):
     """Dataset, plus the local ImageNet weights file when the model names one (a missing file fails the dry run,
     checked before waiting for the data preparation)."""
@@ -218,7 +257,7 @@ def saliency_inputs(wildcards):
     """Dataset and model; XRAI also reads the dataset's shared segments file."""
     files = {
         **stable_dataset_files(wildcards),
-        "model": f"results/{wildcards.dataset}/models/{wildcards.model}/model.pt",
+        "model": model_file(wildcards),
     }
     from saliency_trust.saliency.methods import get_method
 
@@ -244,7 +283,7 @@ def shortcut_inputs(wildcards):
     d = wildcards.dataset
     files = {
         **dataset_files(wildcards),
-        "models": [f"results/{d}/models/{m}/model.pt" for m in MODELS],
+        "models": [f"results/{models_run(config, d)}/models/{m}/model.pt" for m in MODELS],
         "maps": [f"results/{d}/saliency/{m}/{me}.h5" for m in MODELS for me in METHODS],
     }
     if has_localization(run_dataset(config, d)):

@@ -24,7 +24,7 @@ checkpoint synthetic_dataset:
         runtime=15,
     params:
         dataset=lambda wildcards: run_dataset(config, wildcards.dataset),
-        seed=lambda wildcards: run_seed(config, wildcards.dataset),
+        seed=lambda wildcards: data_seed(config, wildcards.dataset),
     script:
         "../scripts/prepare_synthetic.py"
 
@@ -55,6 +55,6 @@ checkpoint prepare_dataset:
         runtime=480,
     params:
         dataset=lambda wildcards: run_dataset(config, wildcards.dataset),
-        seed=lambda wildcards: run_seed(config, wildcards.dataset),
+        seed=lambda wildcards: data_seed(config, wildcards.dataset),
     script:
         "../scripts/prepare_dataset.py"

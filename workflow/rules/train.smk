@@ -30,9 +30,7 @@ rule evaluate_model:
     """Test AUC of one model on the dataset's current test images, apart from training: new test images
     re-evaluate the model without retraining it (docs/new-data.md)."""
     input:
-        unpack(dataset_files),
-        model="results/{dataset}/models/{model}/model.pt",
-        training_metrics="results/{dataset}/models/{model}/metrics.json",
+        unpack(evaluate_inputs),
     output:
         "results/{dataset}/models/{model}/evaluation.json",
     log:

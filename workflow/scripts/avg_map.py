@@ -9,4 +9,6 @@ run_avg_map(
     snakemake.input.images,
     target_label=snakemake.params.target_label,
     out_path=snakemake.output[0],
+    fit_manifest_path=getattr(snakemake.input, "fit_manifest", None),  # an external test set's models_from data
+    fit_images_path=getattr(snakemake.input, "fit_images", None),
 )

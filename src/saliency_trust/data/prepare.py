@@ -7,7 +7,7 @@ import logging
 from saliency_trust.config import runs_regex
 from saliency_trust.data.canonical import write_dataset
 from saliency_trust.data.fingerprint import write_fingerprints
-from saliency_trust.data.splits import assign_splits, check_splits
+from saliency_trust.data.splits import SPLITS, assign_splits, check_splits
 from saliency_trust.data.synthetic import SyntheticSpec, generate_dataset, test_only
 
 log = logging.getLogger(__name__)
@@ -23,8 +23,11 @@ def prepare_synthetic(
     manifest, images, masks, boxes = generate_dataset(spec, seed)
     split = assign_splits(manifest["image_id"], seed, **splits)
     split[test_only(manifest["image_id"])] = "test"
+    external = bool(dataset_cfg.get("evaluate"))
+    if external:  # an external test set (evaluate.models_from): every image is a test image
+        split[:] = "test"
     manifest.insert(1, "split", split)
-    check_splits(manifest, spec.label_names)
+    check_splits(manifest, spec.label_names, ("test",) if external else SPLITS)
     counts = manifest.groupby("split")[spec.label_names].agg(["sum", "count"])
     log.info(
         "synthetic benchmark: %d images of %d px; positives per split:\n%s", len(manifest), spec.image_size, counts
@@ -78,6 +81,7 @@ def prepare_dataset(
         skipped_path,
         source=ctx.source,
         workers=workers,
+        all_test=bool(dataset_cfg.get("evaluate")),
     )
     if fingerprints_path is not None:
         write_fingerprints(manifest_path, images_path, boxes_path, fingerprints_path)

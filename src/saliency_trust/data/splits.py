@@ -47,9 +47,9 @@ def assign_splits(
     return np.where(u < test_fraction, "test", np.where(u < val_cut, "val", "train"))
 
 
-def check_splits(manifest: pd.DataFrame, label_names: list[str]) -> None:
-    """Raise a ValueError naming the split and label if a split lacks positives or negatives."""
-    for split in SPLITS:
+def check_splits(manifest: pd.DataFrame, label_names: list[str], splits: tuple[str, ...] = SPLITS) -> None:
+    """Raise a ValueError naming the split and label if one of ``splits`` lacks positives or negatives."""
+    for split in splits:
         part = manifest[manifest["split"] == split]
         if part.empty:
             raise ValueError(f"split '{split}' has no images; add images or change the split fractions")

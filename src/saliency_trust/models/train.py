@@ -403,11 +403,14 @@ def run_evaluation(manifest_path, images_path, model_path, training_metrics_path
 
     manifest = pd.read_csv(manifest_path, dtype={"image_id": str})
     model, payload = load_checkpoint(model_path, select_device(device))
-    label_names = payload["label_names"]
+    label_names = [name for name in payload["label_names"] if name in manifest.columns]  # external: shared labels
+    if not label_names:
+        raise ValueError(f"{manifest_path}: none of the labels {payload['label_names']} that {model_path} predicts")
     test = manifest[manifest["split"] == "test"]
     images, _ = read_images(images_path, test["image_id"].tolist(), with_masks=False)
     scores = predict(model, images, next(model.parameters()).device)
-    metrics = test_auc_metrics(test[label_names].to_numpy(dtype=np.float32), scores, label_names)
+    columns = [payload["label_names"].index(name) for name in label_names]
+    metrics = test_auc_metrics(test[label_names].to_numpy(dtype=np.float32), scores[:, columns], label_names)
     with open(training_metrics_path) as fh:
         metrics["val_auc"] = json.load(fh)["val_auc"]
     log.info("%s: test AUC %.4f on %d test images", model_path, metrics["test_auc"], metrics["n_test"])

@@ -29,17 +29,25 @@ def mean_mask(masks: np.ndarray) -> np.ndarray:
     return masks.astype(np.float64).mean(axis=0).astype(np.float32)
 
 
-def run_avg_map(manifest_path, images_path, target_label: str | None, out_path) -> None:
-    """Stage entry: the AVG map for every positive test image."""
+def run_avg_map(
+    manifest_path, images_path, target_label: str | None, out_path, fit_manifest_path=None, fit_images_path=None
+) -> None:
+    """Stage entry: the AVG map (mean train + val mask) for every positive test image. ``fit_*``: the dataset whose
+    train + val masks are averaged when it is another one (an external test set's models_from)."""
     from saliency_trust.data.canonical import load_dataset
     from saliency_trust.io import sha256_file
     from saliency_trust.storage.maps import write_maps
 
     data = load_dataset(manifest_path, images_path)
+    fit = data if fit_manifest_path is None else load_dataset(fit_manifest_path, fit_images_path)
     label = target_label or data.label_names[0]
-    li = data.label_index(label)
-    fit_idx = np.concatenate([data.indices("train"), data.indices("val")])
-    avg = mean_mask(data.masks[fit_idx, li])
+    fit_idx = np.concatenate([fit.indices("train"), fit.indices("val")])
+    avg = mean_mask(fit.masks[fit_idx, fit.label_index(label)])
+    if avg.shape != data.images.shape[1:]:
+        raise ValueError(
+            f"{images_path}: images of {data.images.shape[1:]} px, but the masks averaged from {fit_images_path} "
+            f"are {avg.shape}: an external test set needs the image size of its models_from dataset"
+        )
     ids, _ = explained_images(data, label)
     maps = np.repeat(avg[None], len(ids), axis=0)
     write_maps(
@@ -49,7 +57,7 @@ def run_avg_map(manifest_path, images_path, target_label: str | None, out_path) 
         maps[:, None],
         "AVG",
         {"fit_splits": ["train", "val"]},
-        sha256_file(images_path),
+        sha256_file(images_path if fit_images_path is None else fit_images_path),
         {"label": label},
     )
 

@@ -127,6 +127,15 @@ def _attribute_batches(
     return np.concatenate(raws) if raws else np.zeros((0, 1, *images.shape[1:]), np.float32)
 
 
+def model_output(payload: dict, label: str, model_path) -> int:
+    """The output of a trained model (checkpoint ``payload``) that predicts ``label``: found by name, so that an
+    external test set explains the right output whatever the order of its own labels."""
+    names = list(payload["label_names"])
+    if label not in names:
+        raise KeyError(f"{model_path}: the model predicts {names}, not the target label '{label}'")
+    return names.index(label)
+
+
 def explained_images(data, target_label: str) -> tuple[list[str], np.ndarray]:
     """Positive test images of the target label: (ids, N x H x W images)."""
     idx = data.positive_indices("test", target_label)
@@ -217,7 +226,7 @@ def run_saliency(
             images[rows],
             method_key,
             params,
-            data.label_index(label),
+            model_output(loaded["payload"], label, model_path),
             output,
             batch_size,
             dev,
@@ -318,7 +327,7 @@ def run_randomized_saliency(
             images[rows],
             method_key,
             params,
-            data.label_index(label),
+            model_output(payload, label, model_path),
             output,
             batch_size,
             dev,

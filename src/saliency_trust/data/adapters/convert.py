@@ -34,7 +34,7 @@ from saliency_trust.data.adapters.common import Collection, Item, ItemError, Sha
 from saliency_trust.data.adapters.images import read_image
 from saliency_trust.data.canonical import BOX_COLUMNS
 from saliency_trust.data.geometry import Geometry, mask_boxes, rasterize_box, rasterize_polygon
-from saliency_trust.data.splits import assign_splits, check_splits, split_uniform
+from saliency_trust.data.splits import SPLITS, assign_splits, check_splits, split_uniform
 from saliency_trust.io import Progress, atomic_path, stamp_checksums
 
 log = logging.getLogger(__name__)
@@ -167,8 +167,10 @@ def convert_collection(
     skipped_path,
     source: str,
     workers: int = 1,
+    all_test: bool = False,
 ) -> pd.DataFrame:
-    """Convert every item and write manifest, images, boxes and skipped list atomically; returns the manifest."""
+    """Convert every item and write manifest, images, boxes and skipped list atomically; returns the manifest.
+    ``all_test``: an external test set, every image in the test split."""
     label_names = collection.label_names
     for note in collection.notes:
         log.info("%s", note)
@@ -242,7 +244,7 @@ def convert_collection(
             h5.attrs["label_names"] = json.dumps(label_names)
             h5.attrs["source"] = source
             stamp_checksums(h5)
-        manifest = _finish_manifest(pd.DataFrame(rows), label_names, seed, splits)
+        manifest = _finish_manifest(pd.DataFrame(rows), label_names, seed, splits, all_test)
         manifest.to_csv(tmp["manifest"], index=False)
         pd.DataFrame(box_rows, columns=BOX_COLUMNS).to_csv(tmp["boxes"], index=False)
         pd.DataFrame([s.record() for s in skipped], columns=SKIPPED_COLUMNS).to_csv(tmp["skipped"], index=False)
@@ -279,11 +281,17 @@ def _manifest_row(item: Item, result: Converted, label_names: list[str], root: P
     return row
 
 
-def _finish_manifest(manifest: pd.DataFrame, label_names: list[str], seed: int, splits: dict) -> pd.DataFrame:
-    """Seeded hash splits (docs/own-data.md) by image or by patient; refuse splits without both classes."""
+def _finish_manifest(
+    manifest: pd.DataFrame, label_names: list[str], seed: int, splits: dict, all_test: bool = False
+) -> pd.DataFrame:
+    """Seeded hash splits (docs/own-data.md) by image or by patient (``all_test``: every image in test, an
+    external test set); refuse splits without both classes."""
     splits = dict(splits or {})
     group_by = splits.pop("group_by", "image")
     keys = manifest["patient_id"] if group_by == "patient" else manifest["image_id"]
-    manifest.insert(1, "split", assign_splits(keys.astype(str), seed, **splits))
-    check_splits(manifest, label_names)
+    split = assign_splits(keys.astype(str), seed, **splits)
+    if all_test:
+        split[:] = "test"
+    manifest.insert(1, "split", split)
+    check_splits(manifest, label_names, ("test",) if all_test else SPLITS)
     return manifest
