@@ -154,11 +154,16 @@ def _tiny():
         ),
         (
             lambda c: c["datasets"].update(
-                site2={"source": "synthetic", "evaluate": {"models_from": "tiny"}},
-                site3={"source": "synthetic", "evaluate": {"models_from": "site2"}},
+                site2={"source": "synthetic", "evaluate": {"models_from": "tiny"}, "synthetic": {"image_size": 32}},
+                site3={"source": "synthetic", "evaluate": {"models_from": "site2"}, "synthetic": {"image_size": 32}},
             ),
             "config: datasets.site3.evaluate.models_from = 'site2': that dataset is an external test set itself; "
             "name the one its models come from",
+        ),
+        (
+            lambda c: c["datasets"].update(site2={"source": "synthetic", "evaluate": {"models_from": "tiny"}}),
+            "config: datasets.site2.evaluate.models_from = 'tiny': its images are 32 px, this dataset's 64 px; "
+            "the models and baselines need the same image size (image_size, or synthetic.image_size)",
         ),
         (
             lambda c: c["randomization"].update(models=["simple_cnn-r3"]),

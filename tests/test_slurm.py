@@ -169,7 +169,7 @@ def test_jobs_ran_as_slurm_jobs_except_the_local_rules(slurm_run):
 def test_gpu_jobs_get_a_gpu_and_fall_back_to_the_cpu(slurm_run):
     workdir, output = slurm_run
     submitted = _submissions(output)
-    gpu_rules = {"train_model", "train_unet", "saliency_maps", "randomized_saliency", "unet_maps"}
+    gpu_rules = {"train_model", "evaluate_model", "train_unet", "saliency_maps", "randomized_saliency", "unet_maps"}
     for rule, calls in submitted.items():
         for call, _ in calls:
             assert ("--gpus=1" in call) == (rule in gpu_rules), (rule, call)

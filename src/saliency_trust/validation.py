@@ -101,6 +101,13 @@ def validate_config(config: dict, schema_path: str | Path) -> None:
     check_config(config)
 
 
+def _image_size(dataset: dict) -> int | None:
+    """The canonical image size of a dataset entry (defaults filled by the schema)."""
+    if dataset.get("source") == "synthetic":
+        return (dataset.get("synthetic") or {}).get("image_size")
+    return dataset.get("image_size")
+
+
 def check_config(config: dict) -> None:
     """Rules the schema cannot express (one :class:`ConfigError` line each), on a config with defaults filled.
 
@@ -175,6 +182,12 @@ def check_config(config: dict) -> None:
             raise ConfigError(f"{key}: must name another dataset of the config ({', '.join(others) or 'none'})")
         if config["datasets"][source].get("evaluate"):
             raise ConfigError(f"{key}: that dataset is an external test set itself; name the one its models come from")
+        sizes = {d: _image_size(config["datasets"][d]) for d in (name, source)}
+        if sizes[name] != sizes[source]:
+            raise ConfigError(
+                f"{key}: its images are {sizes[source]} px, this dataset's {sizes[name]} px; the models and "
+                "baselines need the same image size (image_size, or synthetic.image_size)"
+            )
     from saliency_trust.data.adapters import context
 
     for name, dataset in config["datasets"].items():

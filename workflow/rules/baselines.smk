@@ -96,7 +96,7 @@ rule train_detector:
         settings=config["baselines"]["detector"],
         seed=lambda wildcards: model_seed(config, wildcards.dataset, f"detector-r{wildcards.replicate}"),
         device=config["baselines"]["device"],
-        data=data_part("trainval", "trainval_boxes"),
+        data=data_part("trainval", "trainval_masks", "trainval_boxes"),
     script:
         "../scripts/train_detector.py"
 

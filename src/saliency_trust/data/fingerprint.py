@@ -103,6 +103,11 @@ def read_fingerprint(path: str | Path, part: str, label: str | None = None) -> s
     if not path.exists():
         return "pending"
     parts = json.loads(path.read_text())
+    if part not in parts:
+        raise KeyError(
+            f"{path}: no fingerprint '{part}' (written by another version): delete the file, and the data "
+            "preparation writes it again"
+        )
     if part != "explained":
         return parts[part]["text"]
     label = label or parts["label_names"][0]

@@ -62,6 +62,16 @@ def run_avg_map(
     )
 
 
+def check_baseline_label(payload: dict, label: str, model_path) -> None:
+    """A U-Net or detector localizes the label it was trained on: refuse maps of another label (an external test
+    set whose target label differs from its models_from dataset's)."""
+    if payload.get("label", label) != label:
+        raise ValueError(
+            f"{model_path}: trained to localize '{payload['label']}', but the maps are asked for '{label}': set the "
+            "same target_label for the dataset and its evaluate.models_from dataset"
+        )
+
+
 def run_unet_map(
     manifest_path,
     images_path,
@@ -85,6 +95,7 @@ def run_unet_map(
     label = target_label or data.label_names[0]
     ids, images = explained_images(data, label)
     payload = torch.load(model_path, map_location="cpu", weights_only=True)
+    check_baseline_label(payload, label, model_path)
     logits = predict_masks(load_unet(model_path, dev), images, dev)
     write_maps(
         out_path,
@@ -115,7 +126,9 @@ def run_detector_map(
     data = load_dataset(manifest_path, images_path)
     label = target_label or data.label_names[0]
     model, settings = load_detector(model_path, dev)
-    trained_shape = tuple(torch.load(model_path, map_location="cpu", weights_only=True)["image_shape"])
+    payload = torch.load(model_path, map_location="cpu", weights_only=True)
+    check_baseline_label(payload, label, model_path)
+    trained_shape = tuple(payload["image_shape"])
     if trained_shape != tuple(data.images.shape[1:]):
         raise ValueError(
             f"{model_path}: detector trained on {trained_shape} images, the dataset's are "

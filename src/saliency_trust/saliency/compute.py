@@ -33,13 +33,14 @@ def compute_saliency(
     seed: int = 0,
     max_batch_inputs: int = 64,
     amp: bool = False,
+    progress: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Explain ``images`` (N x H x W in [0, 1]) for output ``target``.
 
     ``image_ids`` and ``seed`` fix each image's SmoothGrad noise (independent of
     batching); ``segments`` (N x levels x H x W) are the XRAI label images;
     ``max_batch_inputs`` caps the inputs per forward pass; ``amp`` enables CUDA
-    autocast (ignored on the CPU). Returns (raw N x 1 x H x W, maps N x H x W in [0, 1]).
+    autocast (ignored on the CPU); ``progress`` logs a line per batch. Returns (raw N x 1 x H x W, maps N x H x W in [0, 1]).
     """
     method = get_method(method_key)
     device = torch.device(device)
@@ -64,6 +65,7 @@ def compute_saliency(
             seed,
             max_batch_inputs,
             amp,
+            progress,
         )
     finally:
         for p in trainable:
@@ -86,11 +88,12 @@ def _attribute_batches(
     seed,
     max_batch_inputs,
     amp,
+    log_progress=True,
 ) -> np.ndarray:
     method = get_method(method_key)
     ids = list(image_ids) if image_ids is not None else [str(i) for i in range(len(images))]
     raws = []
-    progress = Progress(method_key, len(images), every=0.0, logger=log)  # a line per batch
+    progress = Progress(method_key, len(images), every=0.0, logger=log) if log_progress else None  # a line per batch
     autocast = (
         torch.autocast("cuda", dtype=torch.float16) if amp and device.type == "cuda" else contextlib.nullcontext()
     )
@@ -123,7 +126,8 @@ def _attribute_batches(
                 f"{method_key}: the attribution of image '{ids[start + int(np.argmax(bad))]}' is NaN/inf"
             )
         raws.append(raw)
-        progress.update(stop)
+        if progress is not None:
+            progress.update(stop)
     return np.concatenate(raws) if raws else np.zeros((0, 1, *images.shape[1:]), np.float32)
 
 
@@ -212,7 +216,8 @@ def run_saliency(
     ids, images = explained_images(data, label)
     target = {"label": label, "output": output, "seed": seed}
     model_sha = sha256_file(model_path)
-    store = MapStore(store_root, method_key, params, model_sha, target) if store_root else None
+    store_target = {**target, "amp": bool(amp and dev.type == "cuda")}  # float16 maps are other maps
+    store = MapStore(store_root, method_key, params, model_sha, store_target) if store_root else None
     loaded = {}
 
     def compute(rows: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -235,11 +240,12 @@ def run_saliency(
             seed,
             max_batch_inputs,
             amp,
+            progress=False,  # the store logs the progress of the job
         )
         return maps, raw
 
     keys = [image_key(i, img) for i, img in zip(ids, images)]
-    compute_maps(out_path, method_key, params, model_sha, target, ids, keys, compute, store, batch_size)
+    compute_maps(out_path, method_key, params, model_sha, target, ids, keys, compute, store, batch_size, method_key)
 
 
 def randomization_subset(image_ids: list[str], n_images: int, seed: int) -> list[str]:
@@ -314,7 +320,8 @@ def run_randomized_saliency(
     t0 = time.perf_counter()
 
     model_sha = sha256_file(model_path)
-    store = MapStore(store_root, method_key, params, model_sha, randomized_store_target(target)) if store_root else None
+    store_target = {**randomized_store_target(target), "amp": bool(amp and dev.type == "cuda")}
+    store = MapStore(store_root, method_key, params, model_sha, store_target) if store_root else None
     current = {}
 
     def compute_step(d: int, k: int, rows: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -336,6 +343,7 @@ def run_randomized_saliency(
             seed,
             max_batch_inputs,
             amp,
+            progress=False,  # a line per draw and step below
         )
         log.info(
             "%s %s draw %d/%d step %d/%d (%s re-initialized): %d maps, %.1f s so far",

@@ -29,8 +29,9 @@ with the same layout plus leading draw and step axes (``map``: D x S x N x H x W
 ``raw``: D x S x N x C x H x W; D seeded re-initialization draws, S steps) and the
 attributes ``steps`` (JSON list: the blocks re-initialized at each step) and
 ``draws`` (JSON list: each draw's re-initialization seed). ``target`` then also
-records the randomization (mode, init, seed, draws, blocks), so a change of any of
-them recomputes the file. Steps are written one by one, so memory holds one step
+records the randomization (mode, init, seed, draws, blocks); a rerun writes the
+file again, taking from the :class:`MapStore` the maps of the draws, steps and
+images it holds. Steps are written one by one, so memory holds one step
 of one draw at a time.
 
 XRAI segments live in their own file per dataset
@@ -181,7 +182,9 @@ class MapStore:
             "model_sha256": model_sha256,
             "target": target,
             "versions": package_versions(),
+            "code": source_digest(),
         }
+        self.usable = True  # False once the file was found locked by another process: nothing is saved then
         key = hashlib.sha256(json.dumps(self.fields, sort_keys=True).encode()).hexdigest()
         self.path = Path(root) / f"{method}-{key[:24]}.h5"
 
@@ -207,7 +210,8 @@ class MapStore:
                         log.warning("%s: entry %s is damaged; computed again", self.path, entry)
         except OSError as err:
             if "lock" in str(err).lower():  # another process writes it (HDF5 file locking): not damaged
-                log.warning("%s: locked by another process (%s); its maps are computed again", self.path, err)
+                log.warning("%s: locked by another process (%s); maps computed, not stored", self.path, err)
+                self.usable = False
                 return {}
             log.warning("%s: unreadable (%s); removed, its maps are computed again", self.path, err)
             self.path.unlink(missing_ok=True)
@@ -216,6 +220,8 @@ class MapStore:
 
     def save(self, entries: list[str], maps: np.ndarray, raw: np.ndarray) -> None:
         """Add (or replace) entries, one map and raw attribution each."""
+        if not self.usable:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with h5py.File(self.path, "a") as h5:
             h5.attrs["fields"] = json.dumps(self.fields, sort_keys=True)
@@ -226,6 +232,16 @@ class MapStore:
                 group.create_dataset("map", data=m.astype(np.float32), compression="gzip")
                 group.create_dataset("raw", data=r.astype(np.float32), compression="gzip")
                 group.attrs["sha256"] = _pair_sha256(m.astype(np.float32), r.astype(np.float32))
+
+
+def source_digest() -> str:
+    """SHA-256 of the source files of the saliency and model modules: an edited method, post-processing or
+    architecture opens another store file, even in an editable install whose version does not change."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted([*root.glob("saliency/**/*.py"), *root.glob("models/**/*.py")]):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def _pair_sha256(m: np.ndarray, r: np.ndarray) -> str:
@@ -239,11 +255,16 @@ def _from_store_or_compute(
     compute: Callable[[list[int]], tuple[np.ndarray, np.ndarray]],
     batch_size: int,
     what: str,
+    progress_name: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """(maps, raw, number computed) of every entry: those the store holds, the others computed by
-    ``compute(indices)`` batch by batch, each batch checked and saved to the store as soon as it is done."""
+    ``compute(indices)`` batch by batch, each batch checked and saved to the store as soon as it is done;
+    ``progress_name``: log ``<name>: k/n images (rate)`` after each batch."""
+    from saliency_trust.io import Progress
+
     held = store.load(entries) if store is not None else {}
     missing = [k for k, entry in enumerate(entries) if entry not in held]
+    progress = Progress(progress_name, len(missing), every=0.0, logger=log) if progress_name else None
     if not entries:
         maps, raw = compute([])
         return maps, raw, 0
@@ -256,6 +277,8 @@ def _from_store_or_compute(
         if store is not None:
             store.save([entries[k] for k in rows], maps, raw)
         held.update({entries[k]: (m, r) for k, m, r in zip(rows, maps, raw)})
+        if progress is not None:
+            progress.update(start + len(rows))
     log.info(
         "%s: %d of %d maps reused from the store, %d computed",
         what,
@@ -281,12 +304,15 @@ def compute_maps(
     compute: Callable[[list[int]], tuple[np.ndarray, np.ndarray]],
     store: MapStore | None = None,
     batch_size: int = 16,
+    progress_name: str | None = None,
 ) -> int:
     """Write the cache file of every image's map: reused from ``store`` (:class:`MapStore`) where it holds the
     image (``image_keys``: :func:`image_key`), else ``compute(indices)`` -> (maps, raw) of those images.
 
     Returns the number of maps computed."""
-    maps, raw, computed = _from_store_or_compute(store, image_keys, image_ids, compute, batch_size, f"{path}: {method}")
+    maps, raw, computed = _from_store_or_compute(
+        store, image_keys, image_ids, compute, batch_size, f"{path}: {method}", progress_name
+    )
     write_maps(path, image_ids, maps, raw, method, params, model_sha256, target)
     return computed
 
