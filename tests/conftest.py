@@ -64,3 +64,16 @@ def tiny_run(tmp_path_factory) -> Path:
     proc = run_snakemake(workdir, "--cores", "2")
     assert proc.returncode == 0, proc.stderr[-4000:]
     return workdir / "results/tiny"
+
+
+def planned_jobs(output: str) -> dict[str, int]:
+    """Rule -> job count from the "Job stats" table of a dry run's output."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Job stats"))
+    jobs = {}
+    for line in lines[start + 3 :]:
+        parts = line.split()
+        if len(parts) != 2 or parts[0] == "total":
+            break
+        jobs[parts[0]] = int(parts[1])
+    return jobs

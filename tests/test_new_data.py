@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, SNAKEMAKE, TINY
+from conftest import REPO, SNAKEMAKE, TINY, planned_jobs
 
 EXPENSIVE = {"train_model", "train_unet", "train_detector", "saliency_maps", "randomized_saliency", "unet_maps"}
 
@@ -45,19 +45,6 @@ def _ran(out: str) -> dict[str, int]:
     for name in re.findall(r"^(?:local)?(?:rule|checkpoint) (\w+):$", out, flags=re.M):
         counts[name] = counts.get(name, 0) + 1
     return counts
-
-
-def _planned(out: str) -> dict[str, int]:
-    """Rule -> job count from the "Job stats" table of a dry run."""
-    lines = out.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("Job stats"))
-    jobs = {}
-    for line in lines[start + 3 :]:
-        parts = line.split()
-        if len(parts) != 2 or parts[0] == "total":
-            break
-        jobs[parts[0]] = int(parts[1])
-    return jobs
 
 
 def _store_counts(workdir: Path, since: float) -> list[tuple[int, int, int]]:
@@ -97,7 +84,7 @@ def test_new_test_images_explain_only_themselves(workdir):
     cfg = _config(test_images=12)
     _snakemake(workdir, cfg, "--cores", "2", "--until", "synthetic_dataset")
     plan = _snakemake(workdir, cfg, "-n", "--cores", "2")
-    planned = _planned(plan)
+    planned = planned_jobs(plan)
     assert "train_model" not in planned and "train_unet" not in planned, planned
     assert planned["saliency_maps"] == 12 and planned["randomized_saliency"] == 4, planned
     assert "Params have changed since last execution" in plan and "explained: " in plan
@@ -124,7 +111,7 @@ def test_new_training_images_retrain_and_the_dry_run_says_why(workdir):
     cfg = _config(n_images=200)
     _snakemake(workdir, cfg, "--cores", "2", "--until", "synthetic_dataset")
     plan = _snakemake(workdir, cfg, "-n", "--cores", "2")
-    assert _planned(plan)["train_model"] == 3 and _planned(plan)["train_unet"] == 2, _planned(plan)
+    assert planned_jobs(plan)["train_model"] == 3 and planned_jobs(plan)["train_unet"] == 2, planned_jobs(plan)
     assert re.search(r"before: .*trainval: \d+ images.* now: .*trainval: \d+ images", plan), plan[-3000:]
 
 
@@ -134,7 +121,7 @@ def test_a_changed_method_parameter_reruns_only_its_maps(workdir):
     them; no data preparation, no training, no other method's maps."""
     cfg = yaml.safe_load(TINY.read_text())
     cfg["saliency"]["params"]["IG"]["n_steps"] = 6
-    plan = _planned(_snakemake(workdir, cfg, "-n", "--cores", "2"))
+    plan = planned_jobs(_snakemake(workdir, cfg, "-n", "--cores", "2"))
     assert "train_model" not in plan and "synthetic_dataset" not in plan and "unet_maps" not in plan, plan
     assert plan["saliency_maps"] == 3 and plan["randomized_saliency"] == 1, plan
 

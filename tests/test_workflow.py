@@ -10,7 +10,7 @@ import subprocess
 import h5py
 import pandas as pd
 import pytest
-from conftest import REPO, SNAKEMAKE, TINY
+from conftest import REPO, SNAKEMAKE, TINY, planned_jobs
 from conftest import run_snakemake as _snakemake  # the tiny_run fixture (one local run) is in conftest.py
 
 
@@ -221,16 +221,7 @@ def test_two_runs_from_scratch_give_identical_tables(tiny_run, tmp_path):
 
 
 def _planned_jobs(proc: subprocess.CompletedProcess) -> dict[str, int]:
-    """Rule -> job count from the "Job stats" table of a dry run."""
-    lines = (proc.stdout + proc.stderr).splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("Job stats"))
-    jobs = {}
-    for line in lines[start + 3 :]:
-        parts = line.split()
-        if len(parts) != 2 or parts[0] == "total":
-            break
-        jobs[parts[0]] = int(parts[1])
-    return jobs
+    return planned_jobs(proc.stdout + proc.stderr)
 
 
 @pytest.mark.slow
