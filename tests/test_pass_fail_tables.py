@@ -271,7 +271,7 @@ def test_stage_entry_and_script_write_the_same_bytes_as_decide_then_write(frames
         **SETTINGS,
     )
     pd.testing.assert_frame_equal(read.table, result.table)
-    monkeypatch.setattr(saliency_trust.config, "setup_logging", lambda path: None)
+    monkeypatch.setattr(saliency_trust.config, "setup_logging", lambda path, storage=None: None)
     out = tmp_path / "script"
     snakemake = _Named(
         input=_Named(
@@ -303,6 +303,7 @@ def test_stage_entry_and_script_write_the_same_bytes_as_decide_then_write(frames
         ),
         wildcards=_Named(dataset="toy"),
         log=[str(tmp_path / "pass_fail.log")],
+        config={},
     )
     runpy.run_path(str(SCRIPT), init_globals={"snakemake": snakemake})
     direct = _files(tmp_path / "direct")

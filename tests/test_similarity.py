@@ -375,6 +375,116 @@ def test_torch_path_used_on_gpus_equals_skimage_on_the_cpu():
     np.testing.assert_allclose(ours, ref, atol=1e-10, rtol=0)
 
 
+# ---------------------------------------------------------------- the CPU path (flat window sums, batches, strips)
+
+
+def _smooth(rng: np.random.Generator, n: int, h: int, w: int) -> np.ndarray:
+    """Smooth random maps in [0, 1], as benchmarks/ssim_speed.py makes them (blurred noise, clipped)."""
+    from scipy.ndimage import gaussian_filter
+
+    raw = np.abs(gaussian_filter(rng.standard_normal((n, h, w)), sigma=(0, 2, 2)))
+    return np.clip(raw / np.percentile(raw.reshape(n, -1), 99, axis=1)[:, None, None], 0, 1)
+
+
+def test_window_sums_flat_equals_direct_sums():
+    from saliency_trust.metrics.similarity import _window_sums_flat
+
+    rng = np.random.default_rng(30)
+    src = rng.random(200)
+    for step in (1, 3, 20):
+        tmp, out = np.full(200, np.nan), np.full(200, np.nan)
+        got = _window_sums_flat(src, step, tmp, out)
+        want = [src[i : i + 7 * step : step].sum() for i in range(200 - 6 * step)]
+        assert got.shape == (200 - 6 * step,)
+        np.testing.assert_allclose(got, want, rtol=1e-14)
+
+
+@pytest.mark.parametrize(
+    "shape", [(32, 32), (64, 64), (128, 128), (224, 224), (299, 299), (512, 512), (33, 47), (7, 300), (301, 9)]
+)
+def test_ssim_cpu_path_equals_skimage_at_map_sizes(shape):
+    rng = np.random.default_rng(shape[0] * 1000 + shape[1])
+    n = 2 if shape[0] * shape[1] > 50000 else 5
+    x = _smooth(rng, n, *shape)
+    y = np.clip(0.5 * x + 0.5 * _smooth(rng, n, *shape), 0, 1)
+    y[0] = _smooth(rng, 1, *shape)[0]  # an unrelated pair too
+    np.testing.assert_allclose(ssim(x, y), [_sk(a, b) for a, b in zip(x, y)], atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("shape", [(32, 32), (224, 224), (61, 45)])
+def test_ssim_float32_maps_within_1e6_of_skimage_on_the_same_float32_maps(shape):
+    """float32 maps are computed in float64: they equal scikit-image on float64 copies, and scikit-image on
+    the float32 maps themselves (which it keeps in float32) within its own rounding."""
+    rng = np.random.default_rng(31)
+    x = _smooth(rng, 3, *shape).astype(np.float32)
+    y = _smooth(rng, 3, *shape).astype(np.float32)
+    got = ssim(x, y)
+    np.testing.assert_allclose(got, [_sk(a, b) for a, b in zip(x, y)], atol=1e-10, rtol=0)
+    np.testing.assert_allclose(got, [structural_similarity(a, b, data_range=1.0) for a, b in zip(x, y)], atol=1e-6)
+
+
+@pytest.mark.parametrize("pixels", [60, 200, 1000, 5000])
+def test_ssim_cpu_batches_and_row_strips_equal_skimage(monkeypatch, pixels):
+    """Small working sets force one pair at a time and large maps into strips of rows (overlapping by 6)."""
+    import saliency_trust.metrics.similarity as similarity
+
+    rng = np.random.default_rng(32)
+    x = _smooth(rng, 7, 53, 37)
+    y = np.clip(0.7 * x + 0.3 * rng.random(x.shape), 0, 1)
+    y[3] = 0.4  # a constant map in the middle of a batch
+    x[5] = y[5] = 0.8  # two equal constant maps
+    ranges = np.linspace(0.8, 2.0, 7)
+    ref = [_sk(a, b) for a, b in zip(x, y)]
+    ref_ranges = [_sk(a, b, r) for a, b, r in zip(x, y, ranges)]
+    unpatched = ssim(x, y)
+    monkeypatch.setattr(similarity, "_SSIM_CPU_PIXELS", pixels)
+    for bp in (1, 2, 3, 64):
+        np.testing.assert_allclose(ssim(x, y, batch_pairs=bp), ref, atol=1e-10, rtol=0)
+        np.testing.assert_allclose(ssim(x, y, ranges, batch_pairs=bp), ref_ranges, atol=1e-10, rtol=0)
+        np.testing.assert_allclose(ssim(x, y, batch_pairs=bp), unpatched, atol=1e-12, rtol=0)
+    assert ssim(x, y)[5] == pytest.approx(1.0, abs=1e-12)
+
+
+def test_ssim_large_constant_maps_go_through_strips_unchanged():
+    rng = np.random.default_rng(33)
+    const, other = np.full((300, 310), 0.3), _smooth(rng, 1, 300, 310)[0]
+    out = ssim(np.stack([const, const, other]), np.stack([const.copy(), other, const]))
+    assert out[0] == pytest.approx(1.0, abs=1e-12)
+    np.testing.assert_allclose(out[1:], [_sk(const, other), _sk(other, const)], atol=1e-10, rtol=0)
+
+
+def test_ssim_nan_in_one_pair_leaves_the_other_pairs_unchanged():
+    """Pairs share the flat working buffers; a window sum never reads another pair's pixels."""
+    rng = np.random.default_rng(34)
+    x, y = rng.random((4, 12, 14)), rng.random((4, 12, 14))
+    x[1, 5, 6] = np.nan
+    out = ssim(x, y)
+    assert np.isnan(out[1])
+    np.testing.assert_allclose(out[[0, 2, 3]], [_sk(x[i], y[i]) for i in (0, 2, 3)], atol=1e-10, rtol=0)
+
+
+def test_ssim_batch_pairs_must_be_positive():
+    with pytest.raises(ValueError, match="batch_pairs"):
+        ssim(np.zeros((2, 10, 10)), np.zeros((2, 10, 10)), batch_pairs=0)
+
+
+@pytest.mark.parametrize("shape", [(7, 7), (32, 32), (45, 30), (224, 224)])
+def test_torch_path_equals_skimage_at_map_sizes_with_one_data_range_per_pair(shape):
+    """The batched torch implementation (CUDA tensors), on CPU tensors: one range and one range per pair."""
+    from saliency_trust.metrics.similarity import _ssim_batch_torch
+
+    rng = np.random.default_rng(35)
+    a = _smooth(rng, 3, *shape).astype(np.float32)
+    b = np.clip(0.6 * a + 0.4 * _smooth(rng, 3, *shape), 0, 1).astype(np.float32)
+    b[2] = 0.5
+    ranges = np.array([1.0, 0.7, 2.5])
+    got = _ssim_batch_torch(torch.from_numpy(a), torch.from_numpy(b), 1.0).numpy()
+    np.testing.assert_allclose(got, [_sk(p, q) for p, q in zip(a, b)], atol=1e-10, rtol=0)
+    per_pair = torch.from_numpy(ranges[:, None, None])
+    got = _ssim_batch_torch(torch.from_numpy(a), torch.from_numpy(b), per_pair).numpy()
+    np.testing.assert_allclose(got, [_sk(p, q, r) for p, q, r in zip(a, b, ranges)], atol=1e-10, rtol=0)
+
+
 # ---------------------------------------------------------------- raw maps (metrics.similarity_maps: raw)
 
 

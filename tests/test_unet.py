@@ -543,7 +543,7 @@ def test_run_train_unet_writes_outputs_and_load_unet_round_trips(tmp_path, squar
 
 @pytest.mark.parametrize("output", ["uint8", "probability"])
 def test_run_unet_map_writes_the_requested_output(tmp_path, squares, output):
-    from saliency_trust.data.canonical import BOX_COLUMNS, write_dataset
+    from saliency_trust.data.canonical import BOX_COLUMNS, load_dataset, write_dataset
     from saliency_trust.saliency.baselines import run_unet_map
     from saliency_trust.storage.maps import read_maps
 
@@ -569,7 +569,8 @@ def test_run_unet_map_writes_the_requested_output(tmp_path, squares, output):
     cache = read_maps(tmp_path / "UNET-r1.h5", with_raw=True)
     te = squares.positive_indices("test", "lesion")
     assert list(cache.image_ids) == squares.manifest["image_id"].iloc[te].tolist()
-    logits = predict_masks(model, squares.images[te], CPU)
+    stored = load_dataset(manifest, images).images[te]  # the images as the canonical store holds them
+    logits = predict_masks(model, stored, CPU)
     np.testing.assert_array_equal(cache.raw[:, 0], logits)
     p = 1 / (1 + np.exp(-logits.astype(np.float64)))
     expected = np.round(255 * p) / 255 if output == "uint8" else p

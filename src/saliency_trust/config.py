@@ -152,8 +152,12 @@ def primary_models(config: dict) -> list[str]:
     return names
 
 
-def setup_logging(log_path: str | Path | None) -> None:
-    """Send log records (and warnings) of a job to its Snakemake log file and stderr."""
+def setup_logging(log_path: str | Path | None, storage: dict | None = None) -> None:
+    """Send log records (and warnings) of a job to its Snakemake log file and stderr; ``storage``: the config's
+    ``storage`` options for the job's readers (:func:`saliency_trust.io.configure_storage`)."""
+    from saliency_trust.io import configure_storage
+
+    configure_storage(storage or {})
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,21 @@ import pandas as pd
 
 log = logging.getLogger(__name__)
 CHECKSUM_ATTR = "sha256"
+#: How this process reads canonical images (config ``storage``; docs/scaling.md): set once per job.
+STORAGE_DEFAULTS = {"in_memory_mb": 512.0, "loader_workers": 2}
+_storage = dict(STORAGE_DEFAULTS)
+
+
+def configure_storage(options: dict) -> None:
+    """Set the job's ``storage.in_memory_mb`` and ``storage.loader_workers`` (missing keys: the defaults)."""
+    _storage.clear()
+    _storage.update(STORAGE_DEFAULTS)
+    _storage.update({k: v for k, v in options.items() if k in STORAGE_DEFAULTS})
+
+
+def storage_option(name: str):
+    """The job's value of one ``storage`` option."""
+    return _storage[name]
 
 
 def _umask() -> int:
@@ -159,9 +174,14 @@ def dataset_sha256(dset: h5py.Dataset, rows: int = 64) -> str:
     return _content_digest(dset.dtype, dset.shape, (dset[i : i + rows] for i in range(0, len(dset), rows)))
 
 
-def stamp_checksums(h5: h5py.File) -> None:
-    """Store the checksum of every top-level dataset of a file being written (call last, before closing)."""
-    sums = {name: dataset_sha256(obj) for name, obj in h5.items() if isinstance(obj, h5py.Dataset)}
+def stamp_checksums(h5: h5py.File, names: list[str] | None = None) -> None:
+    """Store the checksum of every top-level dataset (or of ``names``) of a file being written (call last, before
+    closing). The canonical image store stamps its small datasets only: its images carry one checksum each."""
+    sums = {
+        name: dataset_sha256(obj)
+        for name, obj in h5.items()
+        if isinstance(obj, h5py.Dataset) and (names is None or name in names)
+    }
     h5.attrs[CHECKSUM_ATTR] = json.dumps(sums, sort_keys=True)
 
 
@@ -203,3 +223,22 @@ def verify_h5(path: str | os.PathLike, h5: h5py.File, arrays: dict[str, np.ndarr
     raise CorruptFileError(
         f"{path}: {why}: the file is corrupted. It has been removed; run snakemake again and it is recomputed"
     )
+
+
+def row_sha256(block: np.ndarray) -> list[bytes]:
+    """SHA-256 (hex, as bytes) of each row of an array's stored bytes: the per-image checksums of the files read
+    in part (canonical images and masks, XRAI segments)."""
+    return [hashlib.sha256(np.ascontiguousarray(row).tobytes()).hexdigest().encode() for row in block]
+
+
+def verify_rows(path: str | os.PathLike, name: str, rows, block: np.ndarray, sums: np.ndarray) -> None:
+    """Check rows read from ``path`` (``block``, rows ``rows`` of dataset ``name``) against their stored
+    checksums ``sums`` (all rows'). A mismatch removes the file and raises :class:`CorruptFileError`."""
+    for row, digest in zip(rows, row_sha256(block)):
+        if digest != sums[int(row)]:
+            Path(path).unlink(missing_ok=True)
+            log.warning("%s: row %d of '%s' is damaged: the file is corrupted and has been removed", path, row, name)
+            raise CorruptFileError(
+                f"{path}: the content of '{name}' does not match its checksum (row {row}): the file is corrupted. "
+                "It has been removed; run snakemake again and it is recomputed"
+            )

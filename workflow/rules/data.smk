@@ -25,6 +25,7 @@ checkpoint synthetic_dataset:
     params:
         dataset=lambda wildcards: run_dataset(config, wildcards.dataset),
         seed=lambda wildcards: data_seed(config, wildcards.dataset),
+        encoding=config["storage"]["image_dtype"],
     script:
         "../scripts/prepare_synthetic.py"
 
@@ -56,5 +57,6 @@ checkpoint prepare_dataset:
     params:
         dataset=lambda wildcards: run_dataset(config, wildcards.dataset),
         seed=lambda wildcards: data_seed(config, wildcards.dataset),
+        encoding=config["storage"]["image_dtype"],
     script:
         "../scripts/prepare_dataset.py"

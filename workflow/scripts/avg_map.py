@@ -3,7 +3,7 @@
 from saliency_trust.config import setup_logging
 from saliency_trust.saliency.baselines import run_avg_map
 
-setup_logging(snakemake.log[0])
+setup_logging(snakemake.log[0], snakemake.config.get("storage"))
 run_avg_map(
     snakemake.input.manifest,
     snakemake.input.images,

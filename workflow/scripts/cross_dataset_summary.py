@@ -3,7 +3,7 @@
 from saliency_trust.config import setup_logging
 from saliency_trust.stats.pass_fail import run_cross_dataset_summary
 
-setup_logging(snakemake.log[0])
+setup_logging(snakemake.log[0], snakemake.config.get("storage"))
 run_cross_dataset_summary(
     dict(zip(snakemake.params.datasets, snakemake.input)),
     csv_path=snakemake.output.csv,

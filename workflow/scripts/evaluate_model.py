@@ -3,7 +3,7 @@
 from saliency_trust.config import setup_logging
 from saliency_trust.models.train import run_evaluation
 
-setup_logging(snakemake.log[0])
+setup_logging(snakemake.log[0], snakemake.config.get("storage"))
 run_evaluation(
     snakemake.input.manifest,
     snakemake.input.images,

@@ -3,7 +3,7 @@
 from saliency_trust.config import setup_logging
 from saliency_trust.stats.pass_fail import PassFailInputs, run_pass_fail
 
-setup_logging(snakemake.log[0])
+setup_logging(snakemake.log[0], snakemake.config.get("storage"))
 run_pass_fail(
     PassFailInputs(
         utility=snakemake.input.utility,

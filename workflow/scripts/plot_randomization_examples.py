@@ -3,7 +3,7 @@
 from saliency_trust.config import setup_logging, split_run
 from saliency_trust.plots.examples import run_randomization_panel
 
-setup_logging(snakemake.log[0])
+setup_logging(snakemake.log[0], snakemake.config.get("storage"))
 style = snakemake.params.style
 methods = snakemake.params.methods
 run_randomization_panel(

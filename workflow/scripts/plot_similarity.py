@@ -5,7 +5,7 @@ import pandas as pd
 from saliency_trust.config import setup_logging
 from saliency_trust.plots.criteria import plot_similarity
 
-setup_logging(snakemake.log[0])
+setup_logging(snakemake.log[0], snakemake.config.get("storage"))
 plot_similarity(
     pd.read_csv(snakemake.input[0], dtype={"image_id": str}),
     methods=snakemake.params.methods,

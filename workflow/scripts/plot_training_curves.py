@@ -7,7 +7,7 @@ import pandas as pd
 from saliency_trust.config import setup_logging
 from saliency_trust.plots.training import plot_training_curves
 
-setup_logging(snakemake.log[0])
+setup_logging(snakemake.log[0], snakemake.config.get("storage"))
 plot_training_curves(
     {m: pd.read_csv(p) for m, p in zip(snakemake.params.models, snakemake.input.histories)},
     paths=[snakemake.output.png, snakemake.output.pdf],

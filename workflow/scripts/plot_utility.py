@@ -5,7 +5,7 @@ import pandas as pd
 from saliency_trust.config import setup_logging
 from saliency_trust.plots.utility import plot_utility
 
-setup_logging(snakemake.log[0])
+setup_logging(snakemake.log[0], snakemake.config.get("storage"))
 plot_utility(
     pd.read_csv(snakemake.input[0], dtype={"image_id": str}),
     metric=snakemake.params.metric,

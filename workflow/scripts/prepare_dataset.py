@@ -3,7 +3,7 @@
 from saliency_trust.config import setup_logging, split_run
 from saliency_trust.data.prepare import prepare_dataset
 
-setup_logging(snakemake.log[0])
+setup_logging(snakemake.log[0], snakemake.config.get("storage"))
 prepare_dataset(
     split_run(snakemake.wildcards.dataset)[0],  # the dataset of the run (stability mode: without /seed-s)
     snakemake.params.dataset,
@@ -14,4 +14,5 @@ prepare_dataset(
     snakemake.output.skipped,
     workers=snakemake.threads,
     fingerprints_path=snakemake.output.fingerprints,
+    encoding=snakemake.params.encoding,
 )

@@ -3,7 +3,7 @@
 from saliency_trust.config import setup_logging
 from saliency_trust.data.prepare import prepare_synthetic
 
-setup_logging(snakemake.log[0])
+setup_logging(snakemake.log[0], snakemake.config.get("storage"))
 prepare_synthetic(
     snakemake.params.dataset,
     snakemake.params.seed,
@@ -11,4 +11,5 @@ prepare_synthetic(
     snakemake.output.images,
     snakemake.output.boxes,
     fingerprints_path=snakemake.output.fingerprints,
+    encoding=snakemake.params.encoding,
 )

@@ -3,7 +3,7 @@
 from saliency_trust.config import setup_logging
 from saliency_trust.metrics.randomization import run_randomization_scores
 
-setup_logging(snakemake.log[0])
+setup_logging(snakemake.log[0], snakemake.config.get("storage"))
 run_randomization_scores(
     list(snakemake.input.trained),
     list(snakemake.input.randomized),

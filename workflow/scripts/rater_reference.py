@@ -3,7 +3,7 @@
 from saliency_trust.config import setup_logging
 from saliency_trust.metrics.raters import run_rater_reference
 
-setup_logging(snakemake.log[0])
+setup_logging(snakemake.log[0], snakemake.config.get("storage"))
 run_rater_reference(
     snakemake.input.manifest,
     snakemake.input.images,

@@ -3,7 +3,7 @@
 from saliency_trust.config import setup_logging, split_run
 from saliency_trust.metrics.shortcut import run_shortcut_check
 
-setup_logging(snakemake.log[0])
+setup_logging(snakemake.log[0], snakemake.config.get("storage"))
 run_shortcut_check(
     split_run(snakemake.wildcards.dataset)[0],  # the dataset of the run (stability mode: without /seed-s)
     snakemake.params.dataset_cfg,

@@ -3,7 +3,7 @@
 from saliency_trust.config import setup_logging
 from saliency_trust.stats.stability import run_stability
 
-setup_logging(snakemake.log[0])
+setup_logging(snakemake.log[0], snakemake.config.get("storage"))
 run_stability(
     dict(zip(snakemake.params.seeds, snakemake.input)),
     csv_path=snakemake.output.csv,

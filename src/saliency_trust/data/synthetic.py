@@ -299,12 +299,11 @@ def test_only(image_ids) -> np.ndarray:
     return np.array([str(i).startswith(TEST_ONLY_PREFIX) for i in image_ids], dtype=bool)
 
 
-def generate_dataset(spec: SyntheticSpec, seed: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, pd.DataFrame]:
-    """Generate the whole benchmark: (manifest without split, images, masks, boxes); the ``test_images`` come
-    after the ``n_images`` (:func:`test_only`)."""
+def generate_items(spec: SyntheticSpec, seed: int):
+    """Yield the benchmark image by image: (manifest row without split, image, masks, box rows); the
+    ``test_images`` come after the ``n_images`` (:func:`test_only`). Memory holds one image."""
     from saliency_trust.io import Progress
 
-    rows, images, masks, box_rows = [], [], [], []
     progress = Progress("synthetic benchmark", spec.n_images + spec.test_images, logger=log)
     entries = [(f"syn{i:06d}", i) for i in range(spec.n_images)]
     entries += [(f"{TEST_ONLY_PREFIX}{i:06d}", TEST_ONLY_STREAM + i) for i in range(spec.test_images)]
@@ -315,16 +314,24 @@ def generate_dataset(spec: SyntheticSpec, seed: int) -> tuple[pd.DataFrame, np.n
         row.update({name: int(v) for name, v in zip(spec.label_names, item.labels)})
         row["has_mask"] = int(item.labels.any())
         row["shortcut_marker"] = int(item.shortcut_marker)
+        box_rows = [
+            {"image_id": image_id, "label": label, "rater": "truth", "x": x, "y": y, "width": w, "height": h}
+            for label, x, y, w, h in item.boxes
+        ]
+        box_rows += [
+            {"image_id": image_id, "label": label, "rater": rater, "x": x, "y": y, "width": w, "height": h}
+            for rater, label, x, y, w, h in item.rater_boxes
+        ]
+        yield row, item.image, item.masks, box_rows
+
+
+def generate_dataset(spec: SyntheticSpec, seed: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, pd.DataFrame]:
+    """The whole benchmark in memory: (manifest without split, images, masks, boxes) (:func:`generate_items`)."""
+    rows, images, masks, box_rows = [], [], [], []
+    for row, image, mask, boxes in generate_items(spec, seed):
         rows.append(row)
-        images.append(item.image)
-        masks.append(item.masks)
-        for label, x, y, w, h in item.boxes:
-            box_rows.append(
-                {"image_id": image_id, "label": label, "rater": "truth", "x": x, "y": y, "width": w, "height": h}
-            )
-        for rater, label, x, y, w, h in item.rater_boxes:
-            box_rows.append(
-                {"image_id": image_id, "label": label, "rater": rater, "x": x, "y": y, "width": w, "height": h}
-            )
+        images.append(image)
+        masks.append(mask)
+        box_rows += boxes
     boxes = pd.DataFrame(box_rows, columns=["image_id", "label", "rater", "x", "y", "width", "height"])
     return pd.DataFrame(rows), np.stack(images), np.stack(masks), boxes

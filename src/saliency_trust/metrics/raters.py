@@ -154,7 +154,7 @@ def rater_scores(
     idx = data.positive_indices("test", label)
     ids = data.manifest["image_id"].to_numpy()
     raters_of = image_raters(boxes)
-    shape = tuple(data.images.shape[1:])
+    shape = tuple(data.image_shape)
     target = boxes[boxes["label"] == label]
     by_image = dict(tuple(target.groupby("image_id", sort=False)))
     rows, n_images, skipped = [], 0, 0

@@ -764,12 +764,22 @@ def run_shortcut_check(
     models = {name: load_checkpoint(path, dev)[0] for name, path in model_paths.items()}
     if confounder.synthetic:
         scores, regions = counterfactual_scores(
-            models, ids, data.images[test], labels, flags, confounder.spec, seed, li, dev, batch_size, str(images_path)
+            models,
+            ids,
+            data.image_rows(test),
+            labels,
+            flags,
+            confounder.spec,
+            seed,
+            li,
+            dev,
+            batch_size,
+            str(images_path),
         )
         aucs = auc_table(scores, n_bootstrap, seed, alpha, min_auc_drop)
     else:
-        regions = fixed_regions(ids, markers, confounder.region, data.images.shape[1:], confounder.key)
-        scores = original_scores(models, ids, data.images[test], labels, flags, li, dev, batch_size)
+        regions = fixed_regions(ids, markers, confounder.region, data.image_shape, confounder.key)
+        scores = original_scores(models, ids, data.image_rows(test), labels, flags, li, dev, batch_size)
         aucs = strata_auc_table(scores, n_bootstrap, seed, alpha, min_auc_drop)
     for r in aucs[(aucs["analysis"] == "auc")].itertuples():
         log.info("%s: AUC %s = %.4f (%d images)", r.model, r.condition, r.value, r.n)

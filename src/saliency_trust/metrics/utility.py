@@ -32,6 +32,7 @@ from saliency_trust.metrics.similarity import dice, iou, otsu_mask
 
 UTILITY_METRICS = ("pr_auc", "ap", "iou", "dice", "iou_box", "dice_box", "topk")
 UTILITY_COLUMNS = ["image_id", "model", "method", "weights", "metric", "value"]
+BLOCK = 64  # images scored at a time
 
 
 def _check(score: np.ndarray, mask: np.ndarray, image_id: str) -> tuple[np.ndarray, np.ndarray]:
@@ -160,21 +161,33 @@ def run_utility(
     """
     from saliency_trust.data.canonical import load_dataset
     from saliency_trust.io import write_csv
-    from saliency_trust.storage.maps import read_maps, read_randomized_maps
+    from saliency_trust.storage.maps import read_cached_ids, read_maps_of, read_randomized_maps
 
     if len(maps_paths) != len(methods):
         raise ValueError(f"{len(maps_paths)} map files for {len(methods)} methods")
     data = load_dataset(manifest_path, images_path)
-    all_masks = positive_test_masks(data, target_label)
+    label = target_label or data.label_names[0]
+    scored = positive_test_rows(data, label)
+    ids = data.manifest["image_id"].to_numpy()
+    li = data.label_index(label)
     tables = []
     for path, method in zip(maps_paths, methods):
-        if not randomized:
-            maps = read_maps(path, method=method).by_id()
-            tables.append(utility_table(maps, all_masks, model, method, tuple(metrics), "trained"))
+        if not randomized:  # a block of images at a time: memory holds one block of maps and masks
+            cached = set(read_cached_ids(path))
+            lacking = [i for i in ids[scored] if i not in cached]
+            if lacking:
+                raise KeyError(f"no {method} map for image '{lacking[0]}' (model {model}) in {path}")
+            for start in range(0, len(scored), BLOCK):
+                rows = scored[start : start + BLOCK]
+                block_ids = [str(i) for i in ids[rows]]
+                masks = dict(zip(block_ids, np.asarray(data.masks[rows, li])))
+                maps = dict(zip(block_ids, read_maps_of(path, block_ids, method=method)))
+                tables.append(utility_table(maps, masks, model, method, tuple(metrics), "trained"))
             continue
-        ids, _, step_maps = read_randomized_maps(path, method=method)
-        masks = {i: all_masks[i] for i in ids if i in all_masks}  # only images with a ground truth are scored
-        tables.append(randomized_utility(ids, step_maps, masks, model, method, tuple(metrics)))
+        map_ids, _, step_maps = read_randomized_maps(path, method=method)  # the randomization subset only
+        all_masks = positive_test_masks(data, target_label)
+        masks = {i: all_masks[i] for i in map_ids if i in all_masks}  # only images with a ground truth are scored
+        tables.append(randomized_utility(map_ids, step_maps, masks, model, method, tuple(metrics)))
     write_csv(pd.concat(tables, ignore_index=True), out_path)
 
 
@@ -197,10 +210,8 @@ def randomized_utility(
     return per_draw.groupby(UTILITY_COLUMNS[:-1], sort=False, as_index=False)["value"].mean()[UTILITY_COLUMNS]
 
 
-def positive_test_masks(data, target_label: str | None) -> dict[str, np.ndarray]:
-    """Ground-truth masks of the positive test images of the target label, keyed by image id."""
-    label = target_label or data.label_names[0]
-    li = data.label_index(label)
+def positive_test_rows(data, label: str) -> np.ndarray:
+    """Rows of the positive test images of ``label`` that have a ground-truth mask (the images utility scores)."""
     idx = data.positive_indices("test", label)
     if "has_mask" in data.manifest:  # positives without localization (e.g. CheXpert) cannot be scored
         idx = idx[data.manifest["has_mask"].to_numpy()[idx] > 0]
@@ -209,4 +220,13 @@ def positive_test_masks(data, target_label: str | None) -> dict[str, np.ndarray]
             f"no positive test image for label '{label}' has a ground-truth mask: utility needs "
             f"localization (masks or boxes)"
         )
-    return {data.manifest["image_id"].iloc[i]: data.masks[i, li] for i in idx}
+    return idx
+
+
+def positive_test_masks(data, target_label: str | None) -> dict[str, np.ndarray]:
+    """Ground-truth masks of the positive test images of the target label, keyed by image id."""
+    label = target_label or data.label_names[0]
+    li = data.label_index(label)
+    idx = positive_test_rows(data, label)
+    masks = np.asarray(data.masks[idx, li])
+    return dict(zip(data.manifest["image_id"].iloc[idx], masks))

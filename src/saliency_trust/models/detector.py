@@ -67,6 +67,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import FeaturePyramidNetwork
 
 from saliency_trust.data.geometry import pixel_span
+from saliency_trust.data.loading import PermutationSampler, to_device, training_loader
 from saliency_trust.io import write_csv, write_json
 from saliency_trust.models.serialization import save_torch
 from saliency_trust.models.train import EarlyStopping, EpochCheckpoint, fit_epochs
@@ -265,6 +266,21 @@ def _scored_positives(data, split: str, label: str) -> np.ndarray:
     return idx[data.masks[idx, li].reshape(len(idx), -1).any(axis=1)] if len(idx) else idx
 
 
+def pixel_moments(data, rows: np.ndarray, block: int = 256) -> tuple[float, float]:
+    """Mean and standard deviation of the pixels of ``rows`` (the detector's input normalization): numpy's own
+    when the images are in memory, else accumulated block by block in float64."""
+    if not data.streamed:
+        images = data.images[rows]
+        return float(images.mean()), float(images.std())
+    total = total_sq = 0.0
+    for start in range(0, len(rows), block):
+        x = np.asarray(data.images[rows[start : start + block]], dtype=np.float64)
+        total, total_sq = total + x.sum(), total_sq + np.square(x).sum()
+    n = len(rows) * int(np.prod(data.image_shape))
+    mean = total / n
+    return float(mean), float(np.sqrt(max(total_sq / n - mean**2, 0.0)))
+
+
 def train_detector(
     data,
     boxes: pd.DataFrame,
@@ -297,27 +313,30 @@ def train_detector(
     va, te = _scored_positives(data, "val", label), _scored_positives(data, "test", label)
     if len(va) == 0:
         raise ValueError(f"the validation split has no positive image with a '{label}' mask (detector early stopping)")
-    mean, std = float(data.images[tr].mean()), float(data.images[tr].std())
-    model = build_detector(data.images.shape[1:], settings, mean, max(std, 1e-6)).to(device)
+    mean, std = pixel_moments(data, tr)
+    model = build_detector(data.image_shape, settings, mean, max(std, 1e-6)).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
     empty = np.zeros((0, 4), np.float32)
-    images = torch.from_numpy(np.ascontiguousarray(data.images[tr], dtype=np.float32))
     gen = torch.Generator().manual_seed(seed)
-    masks = data.masks[:, li]
+    loader = training_loader(
+        data, tr, settings.batch_size, PermutationSampler(len(tr), gen), device, np.arange(len(tr))
+    )
+    masks_va = data.masks[va, li]
     stopper = EarlyStopping(settings.patience, "val AP")
 
     def run_epoch(epoch: int) -> dict:
         t0 = time.perf_counter()
         model.train()
         sums, seen = {"classification": 0.0, "bbox_regression": 0.0}, 0
-        for batch in torch.randperm(len(tr), generator=gen).split(settings.batch_size):
-            x = [images[k][None].to(device) for k in batch.tolist()]
+        for images, positions in loader:
+            batch = positions.long().tolist()
+            x = [to_device(im, device) for im in images]
             y = [
                 {
                     "boxes": torch.from_numpy(targets.get(ids[tr[k]], empty)).to(device),
                     "labels": torch.zeros(len(targets.get(ids[tr[k]], empty)), dtype=torch.int64, device=device),
                 }
-                for k in batch.tolist()
+                for k in batch
             ]
             opt.zero_grad(set_to_none=True)
             losses = model(x, y)
@@ -330,8 +349,8 @@ def train_detector(
             for key in sums:
                 sums[key] += losses[key].item() * len(x)
             seen += len(x)
-        val_heat = predict_heatmaps(model, data.images[va], device, settings.min_score)
-        val_ap = mean_pixel_ap(val_heat, masks[va])
+        val_heat = predict_heatmaps(model, data.image_rows(va), device, settings.min_score)
+        val_ap = mean_pixel_ap(val_heat, masks_va)
         row = {
             "epoch": epoch,
             "train_loss": (sums["classification"] + sums["bbox_regression"]) / seen,
@@ -353,7 +372,7 @@ def train_detector(
     history = fit_epochs(model, opt, stopper, settings.epochs, run_epoch, "val_ap", [gen], checkpoint)
     best, best_epoch = stopper.best, stopper.best_epoch
     test_ap = (
-        mean_pixel_ap(predict_heatmaps(model, data.images[te], device, settings.min_score), masks[te])
+        mean_pixel_ap(predict_heatmaps(model, data.image_rows(te), device, settings.min_score), data.masks[te, li])
         if len(te)
         else float("nan")
     )

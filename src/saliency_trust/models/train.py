@@ -27,9 +27,10 @@ import pandas as pd
 import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
+from torch.utils.data import WeightedRandomSampler
 
 from saliency_trust.data.canonical import CanonicalDataset
+from saliency_trust.data.loading import to_device, training_loader
 from saliency_trust.io import write_csv, write_json
 from saliency_trust.models.registry import build_model
 from saliency_trust.models.serialization import save_torch
@@ -244,12 +245,13 @@ def mean_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: np.ndarray, device: torch.device, batch_size: int = 64) -> np.ndarray:
-    """Sigmoid probabilities, N x L, for N x H x W images."""
+def predict(model: nn.Module, images, device: torch.device, batch_size: int = 64) -> np.ndarray:
+    """Sigmoid probabilities, N x L, for N x H x W images (an array, or a
+    :class:`~saliency_trust.data.canonical.RowView` read batch by batch)."""
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
-        x = torch.from_numpy(images[start : start + batch_size]).unsqueeze(1).to(device)
+        x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).unsqueeze(1).to(device)
         logits = model(x).float()
         if not torch.isfinite(logits).all():
             raise FloatingPointError(f"model output is NaN/inf for images {start}..{start + len(x) - 1}")
@@ -283,9 +285,8 @@ def train_classifier(
     model = build_model(arch, len(data.label_names), settings.input_size, settings.pretrained_weights).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     loss_fn = nn.BCEWithLogitsLoss()
-    train_set = TensorDataset(torch.from_numpy(data.images[tr]).unsqueeze(1), torch.from_numpy(labels[tr]))
     sampler = balanced_sampler(labels[tr], seed)
-    loader = DataLoader(train_set, batch_size=settings.batch_size, sampler=sampler)
+    loader = training_loader(data, tr, settings.batch_size, sampler, device, labels=labels[tr])
     flip_gen = torch.Generator().manual_seed(seed + 1)
     stopper = EarlyStopping(settings.patience, "val AUC")
 
@@ -297,7 +298,7 @@ def train_classifier(
             if settings.hflip:
                 flip = torch.rand(len(x), generator=flip_gen) < 0.5
                 x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
-            x, y = x.to(device), y.to(device)
+            x, y = to_device(x, device), to_device(y, device)
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(model(x), y)
             if not torch.isfinite(loss):
@@ -306,7 +307,7 @@ def train_classifier(
             opt.step()
             total += loss.item() * len(x)
             n_seen += len(x)
-        p_tr, p_va = predict(model, data.images[tr], device), predict(model, data.images[va], device)
+        p_tr, p_va = predict(model, data.image_rows(tr), device), predict(model, data.image_rows(va), device)
         val_loss = float(
             loss_fn(
                 torch.logit(torch.from_numpy(p_va).double().clamp(1e-7, 1 - 1e-7)),
@@ -337,7 +338,7 @@ def train_classifier(
         model, opt, stopper, settings.epochs, run_epoch, "val_auc", [sampler.generator, flip_gen], checkpoint
     )
     best_auc, best_epoch = stopper.best, stopper.best_epoch
-    p_te = predict(model, data.images[te], device)
+    p_te = predict(model, data.image_rows(te), device)
     metrics = {
         "arch": arch,
         "seed": seed,
@@ -396,10 +397,10 @@ def test_auc_metrics(labels: np.ndarray, scores: np.ndarray, label_names: list[s
 def run_evaluation(manifest_path, images_path, model_path, training_metrics_path, out_path, device: str = "cpu"):
     """Stage entry: the model's AUC on the dataset's current test images (``evaluation.json``, with the training
     job's validation AUC). Apart from training, so that new test images re-evaluate the model without retraining
-    it (docs/new-data.md); memory holds the test images only."""
+    it (docs/new-data.md); test images are read batch by batch."""
     import json
 
-    from saliency_trust.data.canonical import read_images
+    from saliency_trust.data.canonical import RowView, StoredArray, h5_image_ids
 
     manifest = pd.read_csv(manifest_path, dtype={"image_id": str})
     model, payload = load_checkpoint(model_path, select_device(device))
@@ -407,8 +408,11 @@ def run_evaluation(manifest_path, images_path, model_path, training_metrics_path
     if not label_names:
         raise ValueError(f"{manifest_path}: none of the labels {payload['label_names']} that {model_path} predicts")
     test = manifest[manifest["split"] == "test"]
-    images, _ = read_images(images_path, test["image_id"].tolist(), with_masks=False)
-    scores = predict(model, images, next(model.parameters()).device)
+    ids = h5_image_ids(images_path)
+    if ids != manifest["image_id"].tolist():
+        raise ValueError(f"{images_path}: image ids do not match {manifest_path} (row order or content differs)")
+    rows = np.flatnonzero(manifest["split"].to_numpy() == "test")
+    scores = predict(model, RowView(StoredArray(images_path, "image"), rows), next(model.parameters()).device)
     columns = [payload["label_names"].index(name) for name in label_names]
     metrics = test_auc_metrics(test[label_names].to_numpy(dtype=np.float32), scores[:, columns], label_names)
     with open(training_metrics_path) as fh:

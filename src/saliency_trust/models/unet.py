@@ -38,6 +38,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from torchvision.ops import sigmoid_focal_loss
 
+from saliency_trust.data.loading import to_device, training_loader
 from saliency_trust.io import write_csv, write_json
 from saliency_trust.models.serialization import save_torch
 from saliency_trust.models.train import EarlyStopping, EpochCheckpoint, balanced_sampler, fit_epochs
@@ -153,8 +154,8 @@ class PlateauStopping(EarlyStopping):
 
 
 @torch.no_grad()
-def predict_masks(model: nn.Module, images: np.ndarray, device: torch.device, batch_size: int = 32) -> np.ndarray:
-    """Per-pixel logits, N x H x W, for N x H x W images."""
+def predict_masks(model: nn.Module, images, device: torch.device, batch_size: int = 32) -> np.ndarray:
+    """Per-pixel logits, N x H x W, for N x H x W images (an array or a row view read batch by batch)."""
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
@@ -224,8 +225,9 @@ def train_unet(
         nn.init.constant_(model.head.bias, -float(np.log((1 - settings.init_prior) / settings.init_prior)))
     model = model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
-    masks = data.masks[:, li].astype(np.float32)
-    loader = balanced_loader(data.images[tr], masks[tr], positive[tr], settings.batch_size, seed)
+    sampler = balanced_sampler(np.asarray(positive[tr], np.float32).reshape(-1, 1), seed)
+    loader = training_loader(data, tr, settings.batch_size, sampler, device, mask_label=li)
+    masks_va = np.asarray(data.masks[va, li], dtype=np.float32)  # the validation loss is over the whole split
     stopper = PlateauStopping(settings.patience, opt, settings.lr_factor, settings.lr_patience)
 
     def run_epoch(epoch: int) -> dict:
@@ -234,7 +236,7 @@ def train_unet(
         lr = opt.param_groups[0]["lr"]
         total, seen = 0.0, 0
         for x, y in loader:
-            x, y = x.to(device), y.to(device)
+            x, y = to_device(x, device), to_device(y, device)
             opt.zero_grad(set_to_none=True)
             loss = focal_dice_loss(model(x), y, settings)
             if not torch.isfinite(loss):
@@ -243,9 +245,9 @@ def train_unet(
             opt.step()
             total += loss.item() * len(x)
             seen += len(x)
-        val_logits = predict_masks(model, data.images[va], device)
-        val_loss = validation_loss(val_logits, masks[va], settings)
-        val_dice = dice_at_half(val_logits[np.isin(va, va_pos)], masks[va_pos])
+        val_logits = predict_masks(model, data.image_rows(va), device)
+        val_loss = validation_loss(val_logits, masks_va, settings)
+        val_dice = dice_at_half(val_logits[np.isin(va, va_pos)], masks_va[np.isin(va, va_pos)])
         row = {
             "epoch": epoch,
             "train_loss": total / seen,
@@ -266,9 +268,7 @@ def train_unet(
         )
         return row
 
-    history = fit_epochs(
-        model, opt, stopper, settings.epochs, run_epoch, "val_loss", [loader.sampler.generator], checkpoint
-    )
+    history = fit_epochs(model, opt, stopper, settings.epochs, run_epoch, "val_loss", [sampler.generator], checkpoint)
     best_epoch = stopper.best_epoch
     metrics = {
         "seed": seed,
@@ -277,7 +277,9 @@ def train_unet(
         "epochs_run": len(history),
         "val_loss": -stopper.best,
         "val_dice": history[best_epoch - 1]["val_dice"],
-        "test_dice": dice_at_half(predict_masks(model, data.images[te], device), masks[te]),
+        "test_dice": dice_at_half(
+            predict_masks(model, data.image_rows(te), device), np.asarray(data.masks[te, li], dtype=np.float32)
+        ),
         "n_train": int(len(tr)),
         "n_train_positive": int(positive[tr].sum()),
         "settings": asdict(settings),

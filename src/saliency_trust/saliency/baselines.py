@@ -23,10 +23,31 @@ import torch
 
 from saliency_trust.saliency.compute import explained_images
 
+BLOCK = 64  # images read and mapped at a time: memory holds one block (docs/scaling.md)
+
 
 def mean_mask(masks: np.ndarray) -> np.ndarray:
     """The AVG low baseline: pixel-wise mean of the given masks (train + val images)."""
     return masks.astype(np.float64).mean(axis=0).astype(np.float32)
+
+
+def streamed_mean_mask(masks, rows: np.ndarray, label_index: int) -> np.ndarray:
+    """:func:`mean_mask` of ``masks[rows, label_index]`` read a block at a time (a streamed dataset)."""
+    total = np.zeros(masks.shape[2:], np.float64)
+    for start in range(0, len(rows), BLOCK):
+        total += np.asarray(masks[rows[start : start + BLOCK], label_index], dtype=np.float64).sum(axis=0)
+    return (total / len(rows)).astype(np.float32)
+
+
+def write_map_blocks(out_path, ids: list[str], images, make_maps, method: str, params: dict, sha: str, target: dict):
+    """Write a baseline's cache file a block of images at a time: ``make_maps(images)`` -> (maps, raw)."""
+    from saliency_trust.storage.maps import MapWriter
+
+    with MapWriter(out_path, ids) as writer:
+        for start in range(0, len(ids), BLOCK):
+            maps, raw = make_maps(np.asarray(images[start : start + BLOCK]))
+            writer.write(np.arange(start, start + len(maps)), maps, raw, method)
+        writer.finish(method, params, sha, target)
 
 
 def run_avg_map(
@@ -36,25 +57,24 @@ def run_avg_map(
     train + val masks are averaged when it is another one (an external test set's models_from)."""
     from saliency_trust.data.canonical import load_dataset
     from saliency_trust.io import sha256_file
-    from saliency_trust.storage.maps import write_maps
 
     data = load_dataset(manifest_path, images_path)
     fit = data if fit_manifest_path is None else load_dataset(fit_manifest_path, fit_images_path)
     label = target_label or data.label_names[0]
     fit_idx = np.concatenate([fit.indices("train"), fit.indices("val")])
-    avg = mean_mask(fit.masks[fit_idx, fit.label_index(label)])
-    if avg.shape != data.images.shape[1:]:
+    li = fit.label_index(label)
+    avg = streamed_mean_mask(fit.masks, fit_idx, li) if fit.streamed else mean_mask(fit.masks[fit_idx, li])
+    if avg.shape != data.image_shape:
         raise ValueError(
-            f"{images_path}: images of {data.images.shape[1:]} px, but the masks averaged from {fit_images_path} "
+            f"{images_path}: images of {data.image_shape} px, but the masks averaged from {fit_images_path} "
             f"are {avg.shape}: an external test set needs the image size of its models_from dataset"
         )
-    ids, _ = explained_images(data, label)
-    maps = np.repeat(avg[None], len(ids), axis=0)
-    write_maps(
+    ids, images = explained_images(data, label)
+    write_map_blocks(
         out_path,
         ids,
-        maps,
-        maps[:, None],
+        images,
+        lambda x: (np.repeat(avg[None], len(x), axis=0), np.repeat(avg[None, None], len(x), axis=0)),
         "AVG",
         {"fit_splits": ["train", "val"]},
         sha256_file(images_path if fit_images_path is None else fit_images_path),
@@ -87,7 +107,6 @@ def run_unet_map(
     from saliency_trust.io import sha256_file
     from saliency_trust.models.train import select_device
     from saliency_trust.models.unet import load_unet, logits_to_map, predict_masks
-    from saliency_trust.storage.maps import write_maps
 
     torch.set_num_threads(max(int(threads), 1))
     dev = select_device(device)
@@ -96,12 +115,17 @@ def run_unet_map(
     ids, images = explained_images(data, label)
     payload = torch.load(model_path, map_location="cpu", weights_only=True)
     check_baseline_label(payload, label, model_path)
-    logits = predict_masks(load_unet(model_path, dev), images, dev)
-    write_maps(
+    model = load_unet(model_path, dev)
+
+    def unet_maps(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logits = predict_masks(model, x, dev)
+        return logits_to_map(logits, output), logits[:, None]
+
+    write_map_blocks(
         out_path,
         ids,
-        logits_to_map(logits, output),
-        logits[:, None],
+        images,
+        unet_maps,
         "UNET",
         payload["settings"],
         sha256_file(model_path),
@@ -119,7 +143,6 @@ def run_detector_map(
     from saliency_trust.io import sha256_file
     from saliency_trust.models.detector import DETECTOR_METHOD, load_detector, predict_heatmaps
     from saliency_trust.models.train import select_device
-    from saliency_trust.storage.maps import write_maps
 
     torch.set_num_threads(max(int(threads), 1))
     dev = select_device(device)
@@ -129,18 +152,21 @@ def run_detector_map(
     payload = torch.load(model_path, map_location="cpu", weights_only=True)
     check_baseline_label(payload, label, model_path)
     trained_shape = tuple(payload["image_shape"])
-    if trained_shape != tuple(data.images.shape[1:]):
+    if trained_shape != data.image_shape:
         raise ValueError(
-            f"{model_path}: detector trained on {trained_shape} images, the dataset's are "
-            f"{tuple(data.images.shape[1:])}"
+            f"{model_path}: detector trained on {trained_shape} images, the dataset's are {data.image_shape}"
         )
     ids, images = explained_images(data, label)
-    heat = predict_heatmaps(model, images, dev, settings.min_score)
-    write_maps(
+
+    def heat_maps(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        heat = predict_heatmaps(model, x, dev, settings.min_score)
+        return heat, heat[:, None]
+
+    write_map_blocks(
         out_path,
         ids,
-        heat,
-        heat[:, None],
+        images,
+        heat_maps,
         DETECTOR_METHOD,
         asdict(settings),
         sha256_file(model_path),

@@ -140,16 +140,29 @@ def model_output(payload: dict, label: str, model_path) -> int:
     return names.index(label)
 
 
-def explained_images(data, target_label: str) -> tuple[list[str], np.ndarray]:
-    """Positive test images of the target label: (ids, N x H x W images)."""
+def explained_images(data, target_label: str):
+    """Positive test images of the target label: (ids, N x H x W images): an array when the dataset is in
+    memory, else a row view read batch by batch (docs/scaling.md)."""
     idx = data.positive_indices("test", target_label)
     if len(idx) == 0:
         raise ValueError(f"the test split has no positive images for label '{target_label}'")
-    return data.manifest["image_id"].iloc[idx].tolist(), data.images[idx]
+    return data.manifest["image_id"].iloc[idx].tolist(), data.image_rows(idx)
+
+
+def explained_keys(ids: list[str], images, block: int = 256) -> list[str]:
+    """The map store's key (:func:`~saliency_trust.storage.maps.image_key`) of each explained image, read a
+    block at a time."""
+    from saliency_trust.storage.maps import image_key
+
+    keys = []
+    for start in range(0, len(ids), block):
+        pixels = np.asarray(images[start : start + block])
+        keys += [image_key(i, img) for i, img in zip(ids[start : start + block], pixels)]
+    return keys
 
 
 def method_segments(method_key: str, segments_path, image_ids: list[str]) -> np.ndarray | None:
-    """The XRAI segments of ``image_ids`` when the method uses them, else None."""
+    """The XRAI segments of ``image_ids`` (one batch) when the method uses them, else None."""
     from saliency_trust.storage.maps import read_segments
 
     if not get_method(method_key).uses_segments:
@@ -168,11 +181,13 @@ def run_segments(manifest_path, images_path, target_label: str | None, out_path)
     data = load_dataset(manifest_path, images_path)
     ids, images = explained_images(data, target_label or data.label_names[0])
     progress = Progress("XRAI segments", len(ids), logger=log)
-    labels = []
-    for img in images:
-        labels.append(felzenszwalb_segments(img))
-        progress.update(len(labels))
-    write_segments(out_path, ids, np.stack(labels), segment_params())
+
+    def labels():  # one image at a time: memory holds one image's segments
+        for k in range(len(ids)):
+            yield felzenszwalb_segments(np.asarray(images[k : k + 1])[0])
+            progress.update(k + 1)
+
+    write_segments(out_path, ids, labels(), segment_params())
 
 
 def run_saliency(
@@ -204,7 +219,7 @@ def run_saliency(
     from saliency_trust.io import sha256_file
     from saliency_trust.models.train import load_checkpoint, select_device
     from saliency_trust.saliency.methods import check_control, resolve_params
-    from saliency_trust.storage.maps import MapStore, compute_maps, image_key
+    from saliency_trust.storage.maps import MapStore, compute_maps
 
     if control:
         check_control(method_key)
@@ -222,13 +237,12 @@ def run_saliency(
 
     def compute(rows: list[int]) -> tuple[np.ndarray, np.ndarray]:
         if not loaded:
-            loaded["segments"] = method_segments(method_key, segments_path, ids)
             loaded["model"], loaded["payload"] = load_checkpoint(model_path, dev)
-        segments = loaded["segments"]
+        segments = method_segments(method_key, segments_path, [ids[k] for k in rows])
         raw, maps = compute_saliency(
             loaded["model"],
             loaded["payload"]["arch"],
-            images[rows],
+            np.asarray(images[rows]),
             method_key,
             params,
             model_output(loaded["payload"], label, model_path),
@@ -236,7 +250,7 @@ def run_saliency(
             batch_size,
             dev,
             [ids[k] for k in rows],
-            segments[rows] if segments is not None else None,
+            segments,
             seed,
             max_batch_inputs,
             amp,
@@ -244,7 +258,7 @@ def run_saliency(
         )
         return maps, raw
 
-    keys = [image_key(i, img) for i, img in zip(ids, images)]
+    keys = explained_keys(ids, images)
     compute_maps(out_path, method_key, params, model_sha, target, ids, keys, compute, store, batch_size, method_key)
 
 
@@ -294,7 +308,7 @@ def run_randomized_saliency(
     from saliency_trust.models.randomize import blocks_of_step, randomization_blocks, randomized_model
     from saliency_trust.models.train import load_checkpoint, select_device
     from saliency_trust.saliency.methods import check_control, resolve_params
-    from saliency_trust.storage.maps import MapStore, compute_randomized_maps, image_key, randomized_store_target
+    from saliency_trust.storage.maps import MapStore, compute_randomized_maps, randomized_store_target
 
     if control:
         check_control(method_key)
@@ -305,7 +319,8 @@ def run_randomized_saliency(
     label = target_label or data.label_names[0]
     all_ids, all_images = explained_images(data, label)
     ids = randomization_subset(all_ids, n_images, seed)
-    images = all_images[[all_ids.index(i) for i in ids]]
+    position = {i: k for k, i in enumerate(all_ids)}
+    images = data.image_rows(data.positive_indices("test", label)[[position[i] for i in ids]])
     model, payload = load_checkpoint(model_path, dev)
     arch = payload["arch"]
     steps = randomization_blocks(arch)
@@ -315,7 +330,6 @@ def run_randomized_saliency(
         "seed": seed,
         "randomization": {"mode": mode, "init": init, "n_images": n_images},
     }
-    segments = method_segments(method_key, segments_path, ids)
     seeds = draw_seeds(seed, draws)
     t0 = time.perf_counter()
 
@@ -331,7 +345,7 @@ def run_randomized_saliency(
         raw, maps = compute_saliency(
             current["model"],
             arch,
-            images[rows],
+            np.asarray(images[rows]),
             method_key,
             params,
             model_output(payload, label, model_path),
@@ -339,7 +353,7 @@ def run_randomized_saliency(
             batch_size,
             dev,
             [ids[r] for r in rows],
-            segments[rows] if segments is not None else None,
+            method_segments(method_key, segments_path, [ids[r] for r in rows]),
             seed,
             max_batch_inputs,
             amp,
@@ -359,7 +373,7 @@ def run_randomized_saliency(
         )
         return maps, raw
 
-    keys = [image_key(i, img) for i, img in zip(ids, images)]
+    keys = explained_keys(ids, images)
     compute_randomized_maps(
         out_path, method_key, params, model_sha, target, ids, steps, compute_step, seeds, keys, store, batch_size
     )

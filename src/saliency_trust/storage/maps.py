@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING
 import h5py
 import numpy as np
 
-from saliency_trust.io import atomic_path, stamp_checksums, verify_h5
+from saliency_trust.io import atomic_path, row_sha256, stamp_checksums, verify_h5, verify_rows
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -107,6 +107,79 @@ def _write_cache_attrs(h5: h5py.File, method: str, params: dict, model_sha256: s
     stamp_checksums(h5)
 
 
+class MapWriter:
+    """A cache file written a batch at a time (memory holds one batch): rows in any order, each checked for
+    NaN; :meth:`finish` records the constant maps, the attributes and the checksums. Use as a context manager:
+    the file is renamed into place on success, and an exception leaves no file behind."""
+
+    def __init__(self, path: str | Path, image_ids: list[str]):
+        self.path, self.image_ids = Path(path), list(image_ids)
+        self.written = np.zeros(len(self.image_ids), bool)
+        self.constant = np.zeros(len(self.image_ids), bool)
+        self.sums = np.zeros(len(self.image_ids), "S64")  # per-map checksums: files read in part are verified
+        self._atomic, self._h5 = None, None
+
+    def __enter__(self) -> MapWriter:
+        self._atomic = atomic_path(self.path)
+        tmp = self._atomic.__enter__()
+        self._h5 = h5py.File(tmp, "w")
+        _write_ids(self._h5, self.image_ids)
+        return self
+
+    def write(self, rows, maps: np.ndarray, raw: np.ndarray, what: str = "") -> None:
+        """Maps (K x H x W) and raw attributions (K x C x H x W) of the images at positions ``rows``."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if not len(rows) == len(maps) == len(raw):
+            raise ValueError(f"{self.path}: {len(rows)} images, {len(maps)} maps and {len(raw)} raw attributions")
+        _check_finite(maps, [self.image_ids[k] for k in rows], what or str(self.path))
+        if "map" not in self._h5:
+            n = len(self.image_ids)
+            for name, arr in (("map", maps), ("raw", raw)):
+                shape = tuple(np.shape(arr)[1:])
+                self._h5.create_dataset(name, (n, *shape), np.float32, chunks=(1, *shape), compression="gzip")
+        if not len(rows):
+            return
+        order = np.argsort(rows, kind="stable")
+        sorted_rows = rows[order]
+        maps32, raw32 = np.asarray(maps, np.float32)[order], np.asarray(raw, np.float32)[order]
+        if sorted_rows[-1] - sorted_rows[0] + 1 == len(rows):  # contiguous: one write
+            block = slice(int(sorted_rows[0]), int(sorted_rows[-1]) + 1)
+            self._h5["map"][block] = maps32
+            self._h5["raw"][block] = raw32
+        else:
+            for k, row in enumerate(sorted_rows):
+                self._h5["map"][int(row)] = maps32[k]
+                self._h5["raw"][int(row)] = raw32[k]
+        self.sums[sorted_rows] = row_sha256(maps32)
+        flat = np.asarray(maps).reshape(len(maps), -1)
+        self.constant[rows] = flat.max(axis=1) == flat.min(axis=1)
+        self.written[rows] = True
+
+    def finish(self, method: str, params: dict, model_sha256: str, target: dict, **extra) -> None:
+        if not self.written.all():
+            missing = self.image_ids[int(np.argmin(self.written))]
+            raise ValueError(f"{self.path}: no map was written for image '{missing}'")
+        constant = [self.image_ids[k] for k in np.flatnonzero(self.constant)]
+        if constant:
+            log.warning(
+                "%s: %s: %d constant map(s), scored as all-zero maps and listed in summary/constant_maps.csv; "
+                "e.g. image '%s'",
+                self.path,
+                method,
+                len(constant),
+                constant[0],
+            )
+        self._h5.create_dataset("map_sha256", data=self.sums)
+        _write_cache_attrs(self._h5, method, params, model_sha256, target, constant_maps=json.dumps(constant), **extra)
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self._h5.close()
+        if exc_type is None:
+            self._atomic.__exit__(None, None, None)
+            return False
+        return bool(self._atomic.__exit__(exc_type, exc, tb))
+
+
 def write_maps(
     path: str | Path,
     image_ids: list[str],
@@ -120,14 +193,9 @@ def write_maps(
     """Write one cache file atomically; refuses NaN maps, naming the image."""
     if len(image_ids) != len(maps) or len(maps) != len(raw):
         raise ValueError(f"{path}: {len(image_ids)} ids, {len(maps)} maps and {len(raw)} raw attributions")
-    _check_finite(maps, image_ids, method)
-    constant = constant_ids(maps, image_ids, f"{path}: {method}")
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as h5:
-            _write_ids(h5, image_ids)
-            h5.create_dataset("map", data=maps.astype(np.float32), chunks=(1, *maps.shape[1:]), compression="gzip")
-            h5.create_dataset("raw", data=raw.astype(np.float32), chunks=(1, *raw.shape[1:]), compression="gzip")
-            _write_cache_attrs(h5, method, params, model_sha256, target, constant_maps=json.dumps(constant))
+    with MapWriter(path, image_ids) as writer:
+        writer.write(np.arange(len(image_ids)), maps, raw, method)
+        writer.finish(method, params, model_sha256, target)
 
 
 def read_maps(
@@ -187,6 +255,22 @@ class MapStore:
         self.usable = True  # False once the file was found locked by another process: nothing is saved then
         key = hashlib.sha256(json.dumps(self.fields, sort_keys=True).encode()).hexdigest()
         self.path = Path(root) / f"{method}-{key[:24]}.h5"
+
+    def held(self, entries: list[str]) -> set[str]:
+        """The entries the store has (not read nor verified: :meth:`load` does that)."""
+        if not self.path.exists():
+            return set()
+        try:
+            with h5py.File(self.path, "r") as h5:
+                return {entry for entry in entries if entry in h5}
+        except OSError as err:
+            if "lock" in str(err).lower():
+                log.warning("%s: locked by another process (%s); maps computed, not stored", self.path, err)
+                self.usable = False
+                return set()
+            log.warning("%s: unreadable (%s); removed, its maps are computed again", self.path, err)
+            self.path.unlink(missing_ok=True)
+            return set()
 
     def load(self, entries: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """(map, raw) of each entry the store holds intact."""
@@ -256,27 +340,49 @@ def _from_store_or_compute(
     batch_size: int,
     what: str,
     progress_name: str | None = None,
-) -> tuple[np.ndarray, np.ndarray, int]:
+    sink: Callable[[list[int], np.ndarray, np.ndarray], None] | None = None,
+) -> tuple[np.ndarray | None, np.ndarray | None, int]:
     """(maps, raw, number computed) of every entry: those the store holds, the others computed by
     ``compute(indices)`` batch by batch, each batch checked and saved to the store as soon as it is done;
-    ``progress_name``: log ``<name>: k/n images (rate)`` after each batch."""
+    ``progress_name``: log ``<name>: k/n images (rate)`` after each batch. With ``sink``, every batch (computed
+    or read from the store) goes to ``sink(indices, maps, raw)`` instead and (None, None, computed) is returned:
+    memory then holds one batch."""
     from saliency_trust.io import Progress
 
-    held = store.load(entries) if store is not None else {}
-    missing = [k for k, entry in enumerate(entries) if entry not in held]
-    progress = Progress(progress_name, len(missing), every=0.0, logger=log) if progress_name else None
+    step = max(int(batch_size), 1)
     if not entries:
         maps, raw = compute([])
+        if sink is not None:
+            sink([], maps, raw)
+            return None, None, 0
         return maps, raw, 0
-    for start in range(0, len(missing), max(int(batch_size), 1)):
-        rows = missing[start : start + max(int(batch_size), 1)]
+    held = store.held(entries) if store is not None else set()
+    kept: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    damaged = []  # held entries found damaged when read: computed again
+    reused = [k for k, entry in enumerate(entries) if entry in held]
+    for start in range(0, len(reused), step):
+        rows = reused[start : start + step]
+        found = store.load([entries[k] for k in rows])
+        damaged += [k for k in rows if entries[k] not in found]
+        rows = [k for k in rows if entries[k] in found]
+        if rows and sink is not None:
+            sink(rows, np.stack([found[entries[k]][0] for k in rows]), np.stack([found[entries[k]][1] for k in rows]))
+        elif rows:
+            kept.update({k: found[entries[k]] for k in rows})
+    missing = sorted([k for k, entry in enumerate(entries) if entry not in held] + damaged)
+    progress = Progress(progress_name, len(missing), every=0.0, logger=log) if progress_name else None
+    for start in range(0, len(missing), step):
+        rows = missing[start : start + step]
         maps, raw = compute(rows)
         if not len(maps) == len(raw) == len(rows):
             raise ValueError(f"{what}: {len(maps)} maps and {len(raw)} raw attributions for {len(rows)} images")
         _check_finite(maps, [image_ids[k] for k in rows], what)
         if store is not None:
             store.save([entries[k] for k in rows], maps, raw)
-        held.update({entries[k]: (m, r) for k, m, r in zip(rows, maps, raw)})
+        if sink is not None:
+            sink(rows, maps, raw)
+        else:
+            kept.update({k: (m, r) for k, m, r in zip(rows, maps, raw)})
         if progress is not None:
             progress.update(start + len(rows))
     log.info(
@@ -286,9 +392,11 @@ def _from_store_or_compute(
         len(entries),
         len(missing),
     )
+    if sink is not None:
+        return None, None, len(missing)
     return (
-        np.stack([held[e][0] for e in entries]).astype(np.float32),
-        np.stack([held[e][1] for e in entries]).astype(np.float32),
+        np.stack([kept[k][0] for k in range(len(entries))]).astype(np.float32),
+        np.stack([kept[k][1] for k in range(len(entries))]).astype(np.float32),
         len(missing),
     )
 
@@ -307,13 +415,23 @@ def compute_maps(
     progress_name: str | None = None,
 ) -> int:
     """Write the cache file of every image's map: reused from ``store`` (:class:`MapStore`) where it holds the
-    image (``image_keys``: :func:`image_key`), else ``compute(indices)`` -> (maps, raw) of those images.
+    image (``image_keys``: :func:`image_key`), else ``compute(indices)`` -> (maps, raw) of those images. Each
+    batch goes to the file as soon as it is done, so memory holds one batch (docs/scaling.md).
 
     Returns the number of maps computed."""
-    maps, raw, computed = _from_store_or_compute(
-        store, image_keys, image_ids, compute, batch_size, f"{path}: {method}", progress_name
-    )
-    write_maps(path, image_ids, maps, raw, method, params, model_sha256, target)
+    what = f"{path}: {method}"
+    with MapWriter(path, image_ids) as writer:
+        _, _, computed = _from_store_or_compute(
+            store,
+            image_keys,
+            image_ids,
+            compute,
+            batch_size,
+            what,
+            progress_name,
+            sink=lambda rows, maps, raw: writer.write(rows, maps, raw, what),
+        )
+        writer.finish(method, params, model_sha256, target)
     return computed
 
 
@@ -452,13 +570,28 @@ def read_randomized_maps(
     return ids, steps, maps
 
 
-def write_segments(path: str | Path, image_ids: list[str], labels: np.ndarray, params: dict | None = None) -> None:
-    """Write XRAI segment label images (N x levels x H x W) atomically; ``params`` (the segmentation's
-    settings, :func:`saliency_trust.saliency.xrai.segment_params`) are stored as JSON attributes."""
+def write_segments(path: str | Path, image_ids: list[str], labels, params: dict | None = None) -> None:
+    """Write XRAI segment label images (N x levels x H x W, or an iterable of levels x H x W, written as they
+    come) atomically; ``params`` (the segmentation's settings,
+    :func:`saliency_trust.saliency.xrai.segment_params`) are stored as JSON attributes."""
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as h5:
             _write_ids(h5, image_ids)
-            h5.create_dataset("labels", data=labels.astype(np.int32), chunks=(1, *labels.shape[1:]), compression="gzip")
+            dset, sums = None, []
+            k = -1
+            for k, label_image in enumerate(labels):
+                if dset is None:
+                    shape = tuple(np.shape(label_image))
+                    dset = h5.create_dataset(
+                        "labels", (len(image_ids), *shape), np.int32, chunks=(1, *shape), compression="gzip"
+                    )
+                dset[k] = stored = np.asarray(label_image, np.int32)
+                sums += row_sha256(stored[None])
+            if k + 1 != len(image_ids):
+                raise ValueError(f"{path}: {k + 1} segment label images for {len(image_ids)} images")
+            if dset is None:
+                h5.create_dataset("labels", (0, 0, 0, 0), np.int32)
+            h5.create_dataset("labels_sha256", data=np.array(sums, dtype="S64"))
             for key, value in (params or {}).items():
                 h5.attrs[key] = json.dumps(value)
             h5.attrs["versions"] = json.dumps(package_versions(), sort_keys=True)
@@ -466,16 +599,27 @@ def write_segments(path: str | Path, image_ids: list[str], labels: np.ndarray, p
 
 
 def read_segments(path: str | Path, image_ids: list[str]) -> np.ndarray:
-    """Label images of the given images, in that order; names a missing image."""
+    """Label images of the given images (one batch), in that order; names a missing image. Only those images'
+    labels are read; the ids are verified against the file's checksum."""
     with h5py.File(path, "r") as h5:
         stored = _read_ids(h5)
-        labels = h5["labels"][:]
-        verify_h5(path, h5, {"image_id": stored, "labels": labels})
+        verify_h5(path, h5, {"image_id": stored})
         index = {i: k for k, i in enumerate(stored)}
         missing = [i for i in image_ids if i not in index]
         if missing:
             raise KeyError(f"{path}: no XRAI segments for image '{missing[0]}'")
-    return labels[[index[i] for i in image_ids]]
+        rows = np.asarray([index[i] for i in image_ids], dtype=np.int64)
+        if not len(rows):
+            return np.empty((0, *h5["labels"].shape[1:]), np.int32)
+        unique, back = np.unique(rows, return_inverse=True)
+        labels = np.stack([h5["labels"][int(row)] for row in unique])  # per row: h5py's point selection is slow
+        sums = h5["labels_sha256"][:] if "labels_sha256" in h5 else None
+    if sums is None:  # written by an older version: the whole labels checked against the file's checksum
+        with h5py.File(path, "r") as h5:
+            verify_h5(path, h5, {"labels": h5["labels"][:]})
+    else:
+        verify_rows(path, "labels", unique, labels, sums)
+    return labels[back]
 
 
 def read_cached_ids(path: str | Path) -> list[str]:
@@ -492,10 +636,13 @@ def read_steps(path: str | Path) -> list[str]:
         return json.loads(h5.attrs["steps"])
 
 
-def read_maps_of(path: str | Path, image_ids: list[str]) -> np.ndarray:
-    """Only the maps of ``image_ids`` (in that order): K x H x W, or D x S x K x H x W for a randomized-model file.
-    A KeyError names an id the file lacks."""
+def read_maps_of(path: str | Path, image_ids: list[str], method: str | None = None) -> np.ndarray:
+    """Only the maps of ``image_ids`` (in that order): K x H x W, or D x S x K x H x W for a randomized-model file
+    (one batch: the maps are verified against their per-map checksums where the file has them). A KeyError names
+    an id the file lacks; a ``method`` other than the file's is a ValueError."""
     with h5py.File(path, "r") as h5:
+        if method is not None and h5.attrs["method"] != method:
+            raise ValueError(f"{path}: holds method '{h5.attrs['method']}', expected '{method}'")
         stored = _read_ids(h5)
         verify_h5(path, h5, {"image_id": stored})  # the maps themselves are read in part: not verified
         position = {i: k for k, i in enumerate(stored)}
@@ -505,6 +652,12 @@ def read_maps_of(path: str | Path, image_ids: list[str]) -> np.ndarray:
         rows = np.asarray([position[i] for i in image_ids], dtype=int)
         order = np.argsort(rows)
         stepped = "steps" in h5.attrs
-        data = h5["map"][:, :, rows[order]] if stepped else h5["map"][rows[order]]
+        if stepped:
+            data = h5["map"][:, :, rows[order]]
+        else:  # per row: h5py's point selection is ~100x slower on per-image chunks (measured)
+            data = np.stack([h5["map"][int(row)] for row in rows[order]]) if len(rows) else h5["map"][:0]
+        sums = h5["map_sha256"][:] if "map_sha256" in h5 and not stepped else None
+    if sums is not None:
+        verify_rows(path, "map", rows[order], data, sums)
     back = np.argsort(order)
     return data[:, :, back] if stepped else data[back]

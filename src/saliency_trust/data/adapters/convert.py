@@ -19,7 +19,6 @@ files are renamed into place together only when everything succeeded.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -32,10 +31,10 @@ import pandas as pd
 
 from saliency_trust.data.adapters.common import Collection, Item, ItemError, Shape
 from saliency_trust.data.adapters.images import read_image
-from saliency_trust.data.canonical import BOX_COLUMNS
+from saliency_trust.data.canonical import BOX_COLUMNS, DEFAULT_ENCODING, ImageStoreWriter
 from saliency_trust.data.geometry import Geometry, mask_boxes, rasterize_box, rasterize_polygon
 from saliency_trust.data.splits import SPLITS, assign_splits, check_splits, split_uniform
-from saliency_trust.io import Progress, atomic_path, stamp_checksums
+from saliency_trust.io import Progress, atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -168,9 +167,11 @@ def convert_collection(
     source: str,
     workers: int = 1,
     all_test: bool = False,
+    encoding: str = DEFAULT_ENCODING,
 ) -> pd.DataFrame:
     """Convert every item and write manifest, images, boxes and skipped list atomically; returns the manifest.
-    ``all_test``: an external test set, every image in the test split."""
+    ``all_test``: an external test set, every image in the test split. Images are written a block at a time
+    (``encoding``: :mod:`saliency_trust.data.canonical`), so memory holds one block."""
     label_names = collection.label_names
     for note in collection.notes:
         log.info("%s", note)
@@ -204,25 +205,11 @@ def convert_collection(
         }
         pool = stack.enter_context(ThreadPoolExecutor(max_workers=max(1, workers)))
         with h5py.File(tmp["images"], "w") as h5:
-            images = h5.create_dataset(
-                "image",
-                shape=(0, size, size),
-                maxshape=(None, size, size),
-                dtype=np.float32,
-                chunks=(1, size, size),
-                compression="gzip",
-            )
-            masks = h5.create_dataset(
-                "mask",
-                shape=(0, n_labels, size, size),
-                maxshape=(None, n_labels, size, size),
-                dtype=np.uint8,
-                chunks=(1, n_labels, size, size),
-                compression="gzip",
-            )
+            writer = ImageStoreWriter(h5, (size, size), n_labels, encoding)
             for start in range(0, len(items), BLOCK):
                 block = items[start : start + BLOCK]
                 args = [(it, label_names, opts, collection.consensus_min_raters) for it in block]
+                done = []
                 for item, result in zip(block, pool.map(_safe_convert, args)):
                     if isinstance(result, ItemError):
                         if opts.on_error == "raise":
@@ -230,21 +217,20 @@ def convert_collection(
                         log.warning("skipped: %s", result)
                         skipped.append(result)
                         continue
-                    n = images.shape[0]
-                    images.resize(n + 1, axis=0)
-                    masks.resize(n + 1, axis=0)
-                    images[n] = result.image
-                    masks[n] = result.masks
+                    done.append((item, result))
                     box_rows += result.boxes
                     rows.append(_manifest_row(item, result, label_names, root))
+                if done:
+                    writer.append(
+                        [item.image_id for item, _ in done],
+                        np.stack([result.image for _, result in done]),
+                        np.stack([result.masks for _, result in done]),
+                    )
                 progress.update(min(start + BLOCK, len(items)))
             if not rows:
                 raise ValueError(f"{source}: no image could be converted ({len(skipped)} skipped); see the log")
-            h5.create_dataset("image_id", data=np.array([r["image_id"].encode() for r in rows]))
-            h5.attrs["label_names"] = json.dumps(label_names)
-            h5.attrs["source"] = source
-            stamp_checksums(h5)
-        manifest = _finish_manifest(pd.DataFrame(rows), label_names, seed, splits, all_test)
+            manifest = _finish_manifest(pd.DataFrame(rows), label_names, seed, splits, all_test)
+            writer.finish(label_names, source)
         manifest.to_csv(tmp["manifest"], index=False)
         pd.DataFrame(box_rows, columns=BOX_COLUMNS).to_csv(tmp["boxes"], index=False)
         pd.DataFrame([s.record() for s in skipped], columns=SKIPPED_COLUMNS).to_csv(tmp["skipped"], index=False)
