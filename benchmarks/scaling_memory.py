@@ -45,13 +45,15 @@ def dataset_config(n_images: int, size: int) -> dict:
 
 
 def run_stage(stage: str, folder: Path, args: argparse.Namespace, n_images: int) -> None:
-    """The body of one child process: one stage, as its Snakemake job runs it."""
-    import torch
-
+    """The body of one child process: one stage, as its Snakemake job runs it (the data preparation does not
+    import torch, as its job does not)."""
     from saliency_trust.config import setup_logging
 
     setup_logging(folder / f"{stage}.log", {"in_memory_mb": args.in_memory_mb, "loader_workers": args.workers})
-    torch.set_num_threads(args.threads)
+    if stage != "data":
+        import torch
+
+        torch.set_num_threads(args.threads)
     data = folder / "data"
     manifest, images, boxes = data / "manifest.csv", data / "images.h5", data / "boxes.csv"
     if stage == "data":

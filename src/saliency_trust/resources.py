@@ -1,27 +1,25 @@
-"""Memory and runtime requests of the heavy jobs, derived from measurement (docs/clusters.md, docs/scaling.md).
+"""The SLURM profile's memory and runtime, fitted from measured jobs (docs/clusters.md, docs/scaling.md).
 
 The heavy rules carry Snakemake ``benchmark:`` directives: every run leaves, per job,
 ``results/{dataset}/benchmarks/<rule>/<job>.tsv`` with its wall time (``s``) and peak resident memory
-(``max_rss``, MB). :func:`fit_resources` reads those of a finished run (a pilot on the cluster, for example the
-dataset's first ``max_images`` images) and fits per rule
+(``max_rss``, MB). :func:`fit_resources` reads those of a finished run (a pilot on the cluster, for example on
+the dataset's first ``max_images`` images) and fits per rule
 
 - the peak memory: the largest measured ``max_rss`` (memory is bounded by the batch, not by the dataset:
-  docs/scaling.md), and
+  docs/scaling.md, so it does not grow with the images), and
 - the time per image: the least-squares line ``s = fixed + per_image x images`` through the jobs' wall times
-  (a single size: through the origin),
+  (one size only: through the origin),
 
-where a job's images are those its part of the data holds (``trainval`` for training, ``explained`` for the
-maps; the counts come from ``results/{dataset}/data/fingerprints.json``). ``python -m saliency_trust.resources
-results/ > measured.yaml`` writes the fit; with config ``measured_resources: measured.yaml`` each rule then asks
-for ``headroom x`` the measured peak (``x attempt`` on a retry) and ``headroom x`` the predicted time for the
-job's images, instead of the fixed numbers written in the rule.
+where a job's images are those of the part of the data it reads (``trainval`` for training, ``explained``
+for the maps; counted in ``results/{dataset}/data/fingerprints.json``). ``python -m saliency_trust.resources
+results/ --scale 20`` prints the profile's ``set-resources`` for a run 20 times the pilot's size: each rule
+asks for 1.5 x the measured peak and 1.5 x the predicted time (whole minutes, at least 5).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -110,15 +108,36 @@ def request(measured: dict, rule: str, images: int, attempt: int = 1) -> tuple[i
     return mem, max(MIN_RUNTIME_MIN, math.ceil(seconds / 60))
 
 
+def set_resources(measured: dict, pilot: pd.DataFrame, scale: float) -> dict:
+    """The profile's ``set-resources`` of each measured rule for a run ``scale`` times the pilot's size (each
+    rule's largest measured job, scaled)."""
+    out = {}
+    for rule in measured:
+        images = int(math.ceil(pilot.loc[pilot["rule"] == rule, "images"].max() * scale))
+        mem_mb, runtime = request(measured, rule, images)
+        out[rule] = {"mem_mb": mem_mb, "runtime": runtime}
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
-    """``python -m saliency_trust.resources RESULTS``: print the fit of a finished run's benchmarks as YAML."""
-    args = argv if argv is not None else sys.argv[1:]
-    if len(args) != 1:
-        raise SystemExit("usage: python -m saliency_trust.resources RESULTS_FOLDER > measured.yaml")
-    table = read_benchmarks(args[0])
+    """``python -m saliency_trust.resources RESULTS [--scale S]``: the fit of a finished run's benchmark files,
+    and the SLURM profile's ``set-resources`` for a run S times its size, as YAML."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m saliency_trust.resources", description=main.__doc__)
+    ap.add_argument("results", help="the results/ folder of a finished (pilot) run")
+    ap.add_argument("--scale", type=float, default=1.0, help="size of the full run relative to the pilot")
+    args = ap.parse_args(argv)
+    table = read_benchmarks(args.results)
     if table.empty:
-        raise SystemExit(f"{args[0]}: no benchmark files (results/<dataset>/benchmarks/<rule>/*.tsv) of a finished run")
-    print(yaml.safe_dump(fit_resources(table), sort_keys=True), end="")
+        raise SystemExit(
+            f"{args.results}: no benchmark files (results/<dataset>/benchmarks/<rule>/*.tsv) of a finished run"
+        )
+    measured = fit_resources(table)
+    print("# measured per rule (peak_mb, fixed_s + per_image_s x images), from " + args.results)
+    print(yaml.safe_dump({"measured": measured}, sort_keys=True), end="")
+    print(f"# paste into workflow/profiles/slurm/config.yaml: a run {args.scale:g} x the pilot's size")
+    print(yaml.safe_dump({"set-resources": set_resources(measured, table, args.scale)}, sort_keys=True), end="")
 
 
 if __name__ == "__main__":

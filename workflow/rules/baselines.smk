@@ -8,6 +8,8 @@ rule train_unet:
         metrics="results/{dataset}/baselines/unet-r{replicate}/metrics.json",
     log:
         "results/{dataset}/logs/baselines/train_unet-r{replicate}.log",
+    benchmark:
+        job_benchmark("train_unet", "r{replicate}")
     priority: 5
     conda:
         "../../envs/train.yaml"
@@ -37,6 +39,8 @@ rule unet_maps:
         "results/{dataset}/saliency/baselines/UNET-r{replicate}.h5",
     log:
         "results/{dataset}/logs/baselines/unet_maps-r{replicate}.log",
+    benchmark:
+        job_benchmark("unet_maps", "r{replicate}")
     conda:
         "../../envs/saliency.yaml"
     threads: config["baselines"]["threads"]
@@ -83,6 +87,8 @@ rule train_detector:
         metrics="results/{dataset}/baselines/detector-r{replicate}/metrics.json",
     log:
         "results/{dataset}/logs/baselines/train_detector-r{replicate}.log",
+    benchmark:
+        job_benchmark("train_detector", "r{replicate}")
     priority: 5
     conda:
         "../../envs/train.yaml"
@@ -110,6 +116,8 @@ rule detector_maps:
         "results/{dataset}/saliency/baselines/DETECTOR-r{replicate}.h5",
     log:
         "results/{dataset}/logs/baselines/detector_maps-r{replicate}.log",
+    benchmark:
+        job_benchmark("detector_maps", "r{replicate}")
     conda:
         "../../envs/saliency.yaml"
     threads: config["baselines"]["threads"]

@@ -148,6 +148,12 @@ def final_outputs():
 STABILITY_FILES = ["pass_fail.csv", "pass_fail.md", "pass_fail.tex", "pass_fail.html", "pass_fail_seeds.csv"]
 
 
+def job_benchmark(rule_name, job="{model}"):
+    """The Snakemake benchmark file of one job (wall time, peak memory): what the SLURM profile's memory and
+    runtime are fitted from (python -m saliency_trust.resources; docs/clusters.md)."""
+    return f"results/{{dataset}}/benchmarks/{rule_name}/{job}.tsv"
+
+
 def train_settings(wildcards):
     """Training settings of one model: config 'training' overridden by its 'models' entry."""
     from saliency_trust.models.train import TrainSettings

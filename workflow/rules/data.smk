@@ -14,6 +14,8 @@ checkpoint synthetic_dataset:
         fingerprints="results/{dataset}/data/fingerprints.json",
     log:
         "results/{dataset}/logs/data/synthetic_dataset.log",
+    benchmark:
+        job_benchmark("synthetic_dataset", "data")
     wildcard_constraints:
         dataset=dataset_regex(config["datasets"], synthetic=True, seeded=bool(STABILITY_SEEDS)),
     conda:
@@ -46,6 +48,8 @@ checkpoint prepare_dataset:
         fingerprints="results/{dataset}/data/fingerprints.json",
     log:
         "results/{dataset}/logs/data/prepare_dataset.log",
+    benchmark:
+        job_benchmark("prepare_dataset", "data")
     wildcard_constraints:
         dataset=dataset_regex(config["datasets"], synthetic=False, seeded=bool(STABILITY_SEEDS)),
     conda:

@@ -7,6 +7,8 @@ rule utility_scores:
         "results/{dataset}/metrics/utility/{model}.csv",
     log:
         "results/{dataset}/logs/metrics/utility/{model}.log",
+    benchmark:
+        job_benchmark("utility_scores", "{model}")
     conda:
         "../../envs/metrics.yaml"
     threads: 1
@@ -30,6 +32,8 @@ use rule utility_scores as utility_scores_randomized with:
         "results/{dataset}/metrics/utility/randomized/{model}.csv",
     log:
         "results/{dataset}/logs/metrics/utility/randomized_{model}.log",
+    benchmark:
+        job_benchmark("utility_scores_randomized", "{model}")
     params:
         target_label=lambda wildcards: run_dataset(config, wildcards.dataset)["target_label"],
         metrics=config["metrics"]["utility"],
@@ -46,6 +50,8 @@ use rule utility_scores as utility_baselines with:
         "results/{dataset}/metrics/utility/baselines.csv",
     log:
         "results/{dataset}/logs/metrics/utility/baselines.log",
+    benchmark:
+        job_benchmark("utility_baselines", "baselines")
     params:
         target_label=lambda wildcards: run_dataset(config, wildcards.dataset)["target_label"],
         metrics=config["metrics"]["utility"],

@@ -6,6 +6,8 @@ rule xrai_segments:
         "results/{dataset}/saliency/xrai_segments.h5",
     log:
         "results/{dataset}/logs/saliency/xrai_segments.log",
+    benchmark:
+        job_benchmark("xrai_segments", "segments")
     conda:
         "../../envs/saliency.yaml"
     threads: 1
@@ -27,6 +29,8 @@ rule saliency_maps:
         maps="results/{dataset}/saliency/{model}/{method}.h5",
     log:
         "results/{dataset}/logs/saliency/{model}/{method}.log",
+    benchmark:
+        job_benchmark("saliency_maps", "{model}-{method}")
     conda:
         "../../envs/saliency.yaml"
     threads: config["saliency"]["threads"]
@@ -59,6 +63,8 @@ rule randomized_saliency:
         maps="results/{dataset}/saliency/{model}/randomized/{mode}/{method}.h5",
     log:
         "results/{dataset}/logs/saliency/{model}/randomized_{mode}_{method}.log",
+    benchmark:
+        job_benchmark("randomized_saliency", "{model}-{mode}-{method}")
     conda:
         "../../envs/saliency.yaml"
     threads: config["saliency"]["threads"]

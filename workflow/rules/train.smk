@@ -8,6 +8,8 @@ rule train_model:
         metrics="results/{dataset}/models/{model}/metrics.json",
     log:
         "results/{dataset}/logs/train/{model}.log",
+    benchmark:
+        job_benchmark("train_model", "{model}")
     priority: 10  # train every model first: training is the critical path
     conda:
         "../../envs/train.yaml"
@@ -35,6 +37,8 @@ rule evaluate_model:
         "results/{dataset}/models/{model}/evaluation.json",
     log:
         "results/{dataset}/logs/train/evaluate_{model}.log",
+    benchmark:
+        job_benchmark("evaluate_model", "{model}")
     conda:
         "../../envs/train.yaml"
     threads: 1

@@ -304,6 +304,15 @@ class CanonicalDataset:
         return self.label_names.index(label)
 
 
+def explained_images(data: CanonicalDataset, target_label: str):
+    """Positive test images of the target label: (ids, N x H x W images): an array when the dataset is in
+    memory, else a row view read batch by batch (docs/scaling.md)."""
+    idx = data.positive_indices("test", target_label)
+    if len(idx) == 0:
+        raise ValueError(f"the test split has no positive images for label '{target_label}'")
+    return data.manifest["image_id"].iloc[idx].tolist(), data.image_rows(idx)
+
+
 def validate_manifest(manifest: pd.DataFrame, label_names: list[str]) -> None:
     """Raise ValueError naming the offending image/column if the manifest is inconsistent."""
     missing = [c for c in ["image_id", "split", *label_names] if c not in manifest.columns]
@@ -327,7 +336,7 @@ def validate_dataset(manifest: pd.DataFrame, images, masks, label_names: list[st
         raise ValueError(f"masks must have shape {(n, len(label_names), *images.shape[1:])}, got {masks.shape}")
 
 
-WRITE_BATCH = 256  # images encoded and written at a time
+WRITE_BATCH = 32  # images encoded and written at a time (memory: a few MB per image in temporaries)
 
 
 def write_dataset(

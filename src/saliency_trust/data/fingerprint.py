@@ -17,8 +17,9 @@ explain no image again, new test images recompute maps but retrain nothing, and 
 images retrain the models. Each fingerprint reads as ``"<n> images, sha256 <12 hex>"``, so a dry
 run's "Params have changed" line says which part changed and how many images it holds.
 
-Pixels are hashed as stored (float32 images, uint8 masks), so any change of the conversion that
-changes a pixel changes the fingerprint; memory holds one block of images at a time.
+Pixels are hashed as stored (uint16 images by default, uint8 masks: the per-image checksums the
+writer stores, :mod:`saliency_trust.data.canonical`), so any change of the conversion or of the
+encoding that changes a stored pixel changes the fingerprint.
 """
 
 from __future__ import annotations
@@ -34,13 +35,15 @@ import pandas as pd
 from saliency_trust.io import write_json
 
 FORMAT = 1  # bump when the canonical format changes in a way the pixels do not show
-BLOCK = 256  # images hashed per read
+BLOCK = 64  # images hashed per read
 
 
 def image_digests(images_path: str | Path) -> tuple[list[str], list[str], list[str]]:
     """(ids, SHA-256 of each image's pixels, SHA-256 of each image's masks) of a canonical image store."""
     with h5py.File(images_path, "r") as h5:
         ids = [s.decode() if isinstance(s, bytes) else str(s) for s in h5["image_id"][:]]
+        if "image_sha256" in h5 and "mask_sha256" in h5:  # the writer's per-image checksums of the same bytes
+            return ids, [v.decode() for v in h5["image_sha256"][:]], [v.decode() for v in h5["mask_sha256"][:]]
         image_sums, mask_sums = [], []
         for start in range(0, len(ids), BLOCK):
             for name, out in (("image", image_sums), ("mask", mask_sums)):

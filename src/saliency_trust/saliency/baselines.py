@@ -19,9 +19,8 @@ saliency maps:
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-from saliency_trust.saliency.compute import explained_images
+from saliency_trust.data.canonical import explained_images
 
 BLOCK = 64  # images read and mapped at a time: memory holds one block (docs/scaling.md)
 
@@ -103,6 +102,8 @@ def run_unet_map(
     output: str = "uint8",
 ) -> None:
     """Stage entry: U-Net heat maps (``output``: uint8 or probability) of every positive test image."""
+    import torch
+
     from saliency_trust.data.canonical import load_dataset
     from saliency_trust.io import sha256_file
     from saliency_trust.models.train import select_device
@@ -138,6 +139,8 @@ def run_detector_map(
 ) -> None:
     """Stage entry: detector heat maps (method ``DETECTOR``) of every positive test image."""
     from dataclasses import asdict
+
+    import torch
 
     from saliency_trust.data.canonical import load_dataset
     from saliency_trust.io import sha256_file

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from saliency_trust.data.canonical import explained_images
 from saliency_trust.data.splits import split_uniform
 from saliency_trust.io import Progress, stable_seed
 from saliency_trust.saliency.methods import ExplainContext, NonFiniteOutputError, TargetOutput, get_method
@@ -111,6 +112,7 @@ def _attribute_batches(
         try:
             with autocast:
                 raw = method.attribute(ctx, x, target, params)
+            ctx.forward.check_finite()  # the outputs of all its passes, read once per batch
         except NonFiniteOutputError:
             with torch.no_grad():
                 finite = torch.isfinite(model(x.detach())).flatten(1).all(dim=1).cpu().numpy()
@@ -140,15 +142,6 @@ def model_output(payload: dict, label: str, model_path) -> int:
     return names.index(label)
 
 
-def explained_images(data, target_label: str):
-    """Positive test images of the target label: (ids, N x H x W images): an array when the dataset is in
-    memory, else a row view read batch by batch (docs/scaling.md)."""
-    idx = data.positive_indices("test", target_label)
-    if len(idx) == 0:
-        raise ValueError(f"the test split has no positive images for label '{target_label}'")
-    return data.manifest["image_id"].iloc[idx].tolist(), data.image_rows(idx)
-
-
 def explained_keys(ids: list[str], images, block: int = 256) -> list[str]:
     """The map store's key (:func:`~saliency_trust.storage.maps.image_key`) of each explained image, read a
     block at a time."""
@@ -170,24 +163,6 @@ def method_segments(method_key: str, segments_path, image_ids: list[str]) -> np.
     if segments_path is None:
         raise ValueError(f"method {method_key} needs the XRAI segments file")
     return read_segments(segments_path, image_ids)
-
-
-def run_segments(manifest_path, images_path, target_label: str | None, out_path) -> None:
-    """Stage entry: XRAI Felzenszwalb segments of every explained image, once per dataset."""
-    from saliency_trust.data.canonical import load_dataset
-    from saliency_trust.saliency.xrai import felzenszwalb_segments, segment_params
-    from saliency_trust.storage.maps import write_segments
-
-    data = load_dataset(manifest_path, images_path)
-    ids, images = explained_images(data, target_label or data.label_names[0])
-    progress = Progress("XRAI segments", len(ids), logger=log)
-
-    def labels():  # one image at a time: memory holds one image's segments
-        for k in range(len(ids)):
-            yield felzenszwalb_segments(np.asarray(images[k : k + 1])[0])
-            progress.update(k + 1)
-
-    write_segments(out_path, ids, labels(), segment_params())
 
 
 def run_saliency(

@@ -26,12 +26,12 @@ defaults given here.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from captum.attr import LRP, InputXGradient, IntegratedGradients, LayerAttribution, LayerGradCam, Saliency
+from captum.attr import LRP, LayerAttribution, LayerGradCam
 from torch import nn
 
 from saliency_trust.models.registry import get_architecture, get_submodule
@@ -40,7 +40,13 @@ from saliency_trust.saliency.xrai import XRAI_ALGORITHMS, felzenszwalb_segments,
 
 
 class TargetOutput(nn.Module):
-    """Expose the quantity to explain: the raw logits, or sigmoid probabilities."""
+    """Expose the quantity to explain: the raw logits, or sigmoid probabilities.
+
+    Gradients can stay finite when the output is not, so a NaN/inf output must never be explained: every
+    forward pass records whether its output was finite, and :meth:`check_finite` (called by the engine after
+    each batch, and by methods before they leave the device) raises :class:`NonFiniteOutputError`. The flag
+    stays on the device, so that no pass waits for the accelerator to finish the previous one.
+    """
 
     def __init__(self, model: nn.Module, output: str = "logit"):
         super().__init__()
@@ -48,12 +54,19 @@ class TargetOutput(nn.Module):
             raise ValueError(f"saliency.output must be 'logit' or 'probability', got '{output}'")
         self.model = model
         self.output = output
+        self._finite: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.model(x)
-        if not torch.isfinite(y).all():  # gradients can stay finite when the output is not: never explain it
-            raise NonFiniteOutputError("the model outputs NaN/inf")
+        finite = torch.isfinite(y.detach()).all()
+        self._finite = finite if self._finite is None else self._finite & finite
         return torch.sigmoid(y) if self.output == "probability" else y
+
+    def check_finite(self) -> None:
+        """Raise :class:`NonFiniteOutputError` if an output since the last check was NaN/inf; resets the flag."""
+        finite, self._finite = self._finite, None
+        if finite is not None and not bool(finite):
+            raise NonFiniteOutputError("the model outputs NaN/inf")
 
 
 class NonFiniteOutputError(FloatingPointError):
@@ -92,45 +105,151 @@ def _baseline(x: torch.Tensor, kind: str) -> torch.Tensor:
     raise ValueError(f"unknown IG baseline '{kind}' (allowed: black, white)")
 
 
+def input_gradient(forward: nn.Module, x: torch.Tensor, target: int) -> torch.Tensor:
+    """d output[target] / d x for one pass of the model over the batch ``x``."""
+    x = x.detach().requires_grad_(True)
+    (g,) = torch.autograd.grad(forward(x)[:, target].sum(), x)
+    return g
+
+
 def input_gradients(forward: nn.Module, x: torch.Tensor, target: int, chunk: int) -> torch.Tensor:
     """d output[target] / d x for a batch, in chunks of at most ``chunk`` inputs."""
-    grads = []
-    for part in torch.split(x, max(chunk, 1)):
-        part = part.detach().requires_grad_(True)
-        (g,) = torch.autograd.grad(forward(part)[:, target].sum(), part)
-        grads.append(g)
-    return torch.cat(grads)
+    return torch.cat([input_gradient(forward, part, target) for part in torch.split(x, max(chunk, 1))])
 
 
-def grad(ctx: ExplainContext, x: torch.Tensor, target: int, params: dict) -> torch.Tensor:
-    """Vanilla gradient of the target output w.r.t. the input (Simonyan et al. 2014)."""
-    return Saliency(ctx.forward).attribute(x, target=target, abs=False)
+# The integration rules of Captum's IntegratedGradients (captum.attr._utils.approximation_methods, private):
+# (step sizes, alphas) for n steps. Owned here; a test checks them against Captum's.
+RIEMANN_RULES = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
 
 
-def _ig(
-    ctx: ExplainContext, x: torch.Tensor, target: int, n_steps: int, baseline: str, integration: str
-) -> torch.Tensor:
-    """Captum IG with at most ``ctx.max_batch_inputs`` model inputs per forward pass.
+def integration_rule(n_steps: int, integration: str) -> tuple[list[float], list[float]]:
+    """Step sizes (weights summing to 1) and path positions alpha in [0, 1] of an IG integration rule."""
+    if integration == "gausslegendre":
+        if n_steps < 1:
+            raise ValueError("IG needs at least one step")
+        nodes, weights = np.polynomial.legendre.leggauss(n_steps)
+        return (0.5 * weights).tolist(), (0.5 * (1 + nodes)).tolist()
+    if integration not in RIEMANN_RULES:
+        raise ValueError(f"unknown IG integration '{integration}' (allowed: gausslegendre, {', '.join(RIEMANN_RULES)})")
+    if n_steps < 2:
+        raise ValueError(f"IG integration '{integration}' needs at least two steps")
+    n, rule = n_steps, integration.split("_")[1]
+    sizes = [1 / n] * n
+    if rule == "trapezoid":
+        sizes[0] /= 2
+        sizes[-1] /= 2
+    lo, hi = {"left": (0, 1 - 1 / n), "right": (1 / n, 1), "middle": (1 / (2 * n), 1 - 1 / (2 * n))}.get(rule, (0, 1))
+    return sizes, torch.linspace(lo, hi, n).tolist()
 
-    Images are taken ``cap // n_steps`` at a time so each pass holds all their steps; with more
-    steps than the cap, one image at a time and Captum splits its steps.
+
+class _Rows:
+    """A batch of images read by index ranges (the interface of :class:`_NoisyCopies`)."""
+
+    def __init__(self, x: torch.Tensor):
+        self.x = x.detach()
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def rows(self, start: int, stop: int) -> torch.Tensor:
+        return self.x[start:stop]
+
+
+def _seeded_normal(seed: int, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """Standard normal noise from a CPU generator seeded with ``seed`` (the same values on every device), moved
+    to ``device``; for an accelerator through pinned memory without waiting, so that the CPU draws the next
+    image's noise while the accelerator computes."""
+    generator = torch.Generator().manual_seed(int(seed))
+    if device.type != "cuda":
+        return torch.randn(shape, generator=generator).to(device)
+    return torch.empty(shape, pin_memory=True).normal_(generator=generator).to(device, non_blocking=True)
+
+
+class _NoisyCopies:
+    """The ``n_samples`` noisy copies of each image of a batch, row ``i * n_samples + k`` = copy k of image i.
+
+    Noise sd = ``noise_level`` x each image's value range, drawn from a generator seeded per image
+    (``ctx.noise_seeds``), so the copies do not depend on batching. An image's copies are drawn when a row of
+    them is first read (reads go forward), so no batch holds all copies at once.
     """
-    ig = IntegratedGradients(ctx.forward)
-    cap = max(ctx.max_batch_inputs, 1)
-    per_chunk = max(cap // n_steps, 1)
-    out = []
-    for part in torch.split(x, per_chunk):
-        out.append(
-            ig.attribute(
-                part,
-                baselines=_baseline(part, baseline),
-                target=target,
-                n_steps=n_steps,
-                method=integration,
-                internal_batch_size=min(len(part) * n_steps, cap) if n_steps <= cap else cap,
-            )
-        )
-    return torch.cat(out)
+
+    def __init__(self, ctx: ExplainContext, x: torch.Tensor, params: dict):
+        b, self.n = x.shape[0], params["n_samples"]
+        seeds = ctx.noise_seeds if ctx.noise_seeds is not None else list(range(b))
+        if len(seeds) != b:
+            raise ValueError(f"{len(seeds)} noise seeds for {b} images")
+        self.x, self.seeds, self.level = x.detach(), list(seeds), params["noise_level"]
+        flat = self.x.flatten(1)
+        self.span = flat.amax(1) - flat.amin(1)
+        self._drawn: dict[int, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self.x) * self.n
+
+    def image(self, i: int) -> torch.Tensor:
+        """The n_samples x C x H x W noisy copies of image ``i``."""
+        if i not in self._drawn:
+            noise = _seeded_normal(self.seeds[i], (self.n, *self.x.shape[1:]), self.x.device).to(self.x.dtype)
+            self._drawn = {i: self.x[i] + noise * self.level * self.span[i]}  # reads go forward: keep one image
+        return self._drawn[i]
+
+    def rows(self, start: int, stop: int) -> torch.Tensor:
+        first, last = start // self.n, (stop - 1) // self.n
+        parts = [
+            self.image(i)[max(start - i * self.n, 0) : min(stop - i * self.n, self.n)] for i in range(first, last + 1)
+        ]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def _noisy_samples(ctx: ExplainContext, x: torch.Tensor, params: dict) -> torch.Tensor:
+    """(B * n_samples) x C x H x W noisy copies; noise sd = noise_level x each image's value range."""
+    copies = _NoisyCopies(ctx, x, params)
+    return copies.rows(0, len(copies))
+
+
+def _chunks(n_images: int, per_image: int, cap: int) -> Iterator[tuple[int, int, list[tuple[int, int, int]]]]:
+    """Passes over ``n_images x per_image`` model inputs (row ``i * per_image + k``), ``cap`` inputs each however
+    the rows fall on images: ``(start, stop, [(image, first, last) ...])`` with the chunk's rows of each image
+    (chunk-local, ``last`` excluded)."""
+    total, cap = n_images * per_image, max(cap, 1)
+    for start in range(0, total, cap):
+        stop = min(start + cap, total)
+        spans = [
+            (i, max(i * per_image, start) - start, min((i + 1) * per_image, stop) - start)
+            for i in range(start // per_image, (stop - 1) // per_image + 1)
+        ]
+        yield start, stop, spans
+
+
+def _ig(ctx: ExplainContext, x, target: int, n_steps: int, baseline: str, integration: str) -> torch.Tensor:
+    """Integrated Gradients with Captum's integration rules, of a batch ``x`` (a tensor, or :class:`_NoisyCopies`).
+
+    Each image's ``n_steps`` path points ``baseline + alpha * (x - baseline)`` are packed with the other images'
+    into passes of ``ctx.max_batch_inputs`` model inputs, built when their pass comes; each image's weighted
+    gradients are summed as its passes come and multiplied by ``x - baseline`` when its path is done.
+    """
+    images = _Rows(x) if isinstance(x, torch.Tensor) else x
+    sizes, alphas = integration_rule(n_steps, integration)
+    weights = alphas_t = None
+    attributions, total = [], None
+    for start, _, spans in _chunks(len(images), n_steps, ctx.max_batch_inputs):
+        first = spans[0][0]
+        imgs = images.rows(first, spans[-1][0] + 1)
+        base = _baseline(imgs, baseline)
+        diff = imgs - base
+        if weights is None:
+            shape = (-1,) + (1,) * (imgs.dim() - 1)
+            weights = torch.tensor(sizes, dtype=torch.float32).view(shape).to(imgs.device)
+            alphas_t = torch.tensor(alphas, dtype=torch.float32).view(shape).to(imgs.device)
+        steps = [(i - first, (start + a) % n_steps, b - a) for i, a, b in spans]
+        path = [base[j] + alphas_t[k : k + m] * diff[j] for j, k, m in steps]
+        grads = input_gradient(ctx.forward, path[0] if len(path) == 1 else torch.cat(path), target)
+        for (j, k, m), (_, a, b) in zip(steps, spans):
+            part = (grads[a:b] * weights[k : k + m]).sum(0)
+            total = part if k == 0 else total + part
+            if k + m == n_steps:
+                attributions.append(total * diff[j])
+    return torch.stack(attributions)
 
 
 def integrated_gradients(ctx: ExplainContext, x: torch.Tensor, target: int, params: dict) -> torch.Tensor:
@@ -138,35 +257,38 @@ def integrated_gradients(ctx: ExplainContext, x: torch.Tensor, target: int, para
     return _ig(ctx, x, target, params["n_steps"], params["baseline"], params["integration"])
 
 
-def _noisy_samples(ctx: ExplainContext, x: torch.Tensor, params: dict) -> torch.Tensor:
-    """(B * n_samples) x C x H x W noisy copies; noise sd = noise_level x each image's value range."""
-    b, n = x.shape[0], params["n_samples"]
-    seeds = ctx.noise_seeds if ctx.noise_seeds is not None else list(range(b))
-    if len(seeds) != b:
-        raise ValueError(f"{len(seeds)} noise seeds for {b} images")
-    span = (x.flatten(1).amax(1) - x.flatten(1).amin(1)).view(b, 1, 1, 1, 1)
-    noise = torch.stack(
-        [torch.randn((n, *x.shape[1:]), generator=torch.Generator().manual_seed(int(s))) for s in seeds]
-    ).to(x.device, x.dtype)
-    return (x.unsqueeze(1) + noise * params["noise_level"] * span).reshape(b * n, *x.shape[1:])
-
-
 def _aggregate(samples: torch.Tensor, b: int, squared: bool) -> torch.Tensor:
     samples = samples.reshape(b, -1, *samples.shape[1:])
     return (samples**2 if squared else samples).mean(dim=1)
 
 
+def grad(ctx: ExplainContext, x: torch.Tensor, target: int, params: dict) -> torch.Tensor:
+    """Vanilla gradient of the target output w.r.t. the input (Simonyan et al. 2014)."""
+    return input_gradients(ctx.forward, x, target, ctx.max_batch_inputs)
+
+
 def smoothgrad(ctx: ExplainContext, x: torch.Tensor, target: int, params: dict) -> torch.Tensor:
-    """SmoothGrad (Smilkov et al. 2017) as the papers used it: mean of squared noisy gradients."""
-    noisy = _noisy_samples(ctx, x, params)
-    grads = input_gradients(ctx.forward, noisy, target, ctx.max_batch_inputs)
-    return _aggregate(grads, x.shape[0], params["squared"])
+    """SmoothGrad (Smilkov et al. 2017) as the papers used it: mean of squared noisy gradients.
+
+    The noisy copies of all images are packed into passes of ``ctx.max_batch_inputs``; each image's (squared)
+    gradients are summed as its passes come."""
+    copies = _NoisyCopies(ctx, x, params)
+    n, squared, out, total = copies.n, params["squared"], [], None
+    for start, stop, spans in _chunks(len(x), n, ctx.max_batch_inputs):
+        grads = input_gradient(ctx.forward, copies.rows(start, stop), target)
+        for _, a, b in spans:
+            g = grads[a:b]
+            part = (g**2 if squared else g).sum(0)
+            total = part if (start + a) % n == 0 else total + part
+            if (start + b) % n == 0:
+                out.append(total / n)
+    return torch.stack(out)
 
 
 def smooth_integrated_gradients(ctx: ExplainContext, x: torch.Tensor, target: int, params: dict) -> torch.Tensor:
     """SmoothGrad over Integrated Gradients (SIG): IG of each noisy copy, squared, averaged."""
-    noisy = _noisy_samples(ctx, x, params)
-    igs = _ig(ctx, noisy, target, params["n_steps"], params["baseline"], params["integration"])
+    copies = _NoisyCopies(ctx, x, params)
+    igs = _ig(ctx, copies, target, params["n_steps"], params["baseline"], params["integration"])
     return _aggregate(igs, x.shape[0], params["squared"])
 
 
@@ -189,7 +311,7 @@ def guided_grad_cam(ctx: ExplainContext, x: torch.Tensor, target: int, params: d
 
 def input_x_gradient(ctx: ExplainContext, x: torch.Tensor, target: int, params: dict) -> torch.Tensor:
     """Input x Gradient (Shrikumar et al. 2016)."""
-    return InputXGradient(ctx.forward).attribute(x, target=target)
+    return input_gradients(ctx.forward, x, target, ctx.max_batch_inputs) * x.detach()
 
 
 # Leaf layer types Captum's public LRP class handles by default: an epsilon rule (Bach et al. 2015) for the
@@ -241,6 +363,7 @@ def xrai(ctx: ExplainContext, x: torch.Tensor, target: int, params: dict) -> tor
         _ig(ctx, x, target, params["n_steps"], "black", params["integration"])
         + _ig(ctx, x, target, params["n_steps"], "white", params["integration"])
     ) / 2
+    ctx.forward.check_finite()  # before the attributions leave the device
     attr = ig.amax(dim=1).detach().cpu().numpy()  # channels reduced by max
     images = x.detach().cpu().numpy()
     segments = ctx.segments or [felzenszwalb_segments(img.max(axis=0)) for img in images]

@@ -227,3 +227,24 @@ def xrai_fast(attr: np.ndarray, masks: sparse.csr_matrix, min_pixel_diff: int = 
 
 
 XRAI_ALGORITHMS = {"full": xrai_full, "fast": xrai_fast}
+
+
+def run_segments(manifest_path, images_path, target_label: str | None, out_path) -> None:
+    """Stage entry: XRAI Felzenszwalb segments of every explained image, once per dataset, computed and written
+    one image at a time (the job imports neither torch nor Captum)."""
+    import logging
+
+    from saliency_trust.data.canonical import explained_images, load_dataset
+    from saliency_trust.io import Progress
+    from saliency_trust.storage.maps import write_segments
+
+    data = load_dataset(manifest_path, images_path)
+    ids, images = explained_images(data, target_label or data.label_names[0])
+    progress = Progress("XRAI segments", len(ids), logger=logging.getLogger(__name__))
+
+    def labels():
+        for k in range(len(ids)):
+            yield felzenszwalb_segments(np.asarray(images[k : k + 1])[0])
+            progress.update(k + 1)
+
+    write_segments(out_path, ids, labels(), segment_params())
