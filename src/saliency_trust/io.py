@@ -31,7 +31,7 @@ import pandas as pd
 log = logging.getLogger(__name__)
 CHECKSUM_ATTR = "sha256"
 #: How this process reads canonical images (config ``storage``; docs/scaling.md): set once per job.
-STORAGE_DEFAULTS = {"in_memory_mb": 512.0, "loader_workers": 2}
+STORAGE_DEFAULTS = {"in_memory_mb": 256.0, "loader_workers": 2}
 _storage = dict(STORAGE_DEFAULTS)
 
 

@@ -42,9 +42,15 @@ def compute_saliency(
     batching); ``segments`` (N x levels x H x W) are the XRAI label images;
     ``max_batch_inputs`` caps the inputs per forward pass; ``amp`` enables CUDA
     autocast (ignored on the CPU); ``progress`` logs a line per batch. Returns (raw N x 1 x H x W, maps N x H x W in [0, 1]).
+    On the CPU, the process's C library is told to keep freed memory for the next pass
+    (:func:`~saliency_trust.saliency.methods.reuse_freed_memory`).
     """
+    from saliency_trust.saliency.methods import reuse_freed_memory
+
     method = get_method(method_key)
     device = torch.device(device)
+    if device.type == "cpu":
+        reuse_freed_memory()
     model = model.to(device).eval()
     # Gradients are needed w.r.t. the input only: frozen weights spare autograd the weight gradients.
     trainable = [p for p in model.parameters() if p.requires_grad]
