@@ -329,3 +329,149 @@ class _Squeeze(nn.Module):
 
     def forward(self, x):
         return self.net(x).flatten(1)
+
+
+# ---------------------------------------------------------------- the batched engine (issue 17)
+
+
+@pytest.mark.parametrize("n_steps", [2, 7, 25, 70])
+@pytest.mark.parametrize(
+    "integration", ["gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid"]
+)
+def test_integration_rules_are_captums(integration, n_steps):
+    from captum.attr._utils.approximation_methods import approximation_parameters
+
+    from saliency_trust.saliency.methods import integration_rule
+
+    sizes, alphas = approximation_parameters(integration)
+    ours = integration_rule(n_steps, integration)
+    np.testing.assert_allclose(ours[0], sizes(n_steps), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(ours[1], alphas(n_steps), rtol=1e-12, atol=1e-15)
+
+
+def test_integration_rule_refuses_unknown_rules():
+    from saliency_trust.saliency.methods import integration_rule
+
+    with pytest.raises(ValueError, match="unknown IG integration 'simpson'"):
+        integration_rule(10, "simpson")
+    with pytest.raises(ValueError, match="at least two steps"):
+        integration_rule(1, "riemann_left")
+
+
+@pytest.mark.parametrize("arch", ["simple_cnn", "tiny_resnet"])
+@pytest.mark.parametrize(
+    "baseline,integration,n_steps", [("black", "gausslegendre", 25), ("white", "riemann_trapezoid", 9)]
+)
+def test_integrated_gradients_equal_captum_whatever_the_packing(arch, baseline, integration, n_steps):
+    """IG packs all images' path points into passes of max_batch_inputs (also splitting an image's path, or
+    more steps than one pass holds): Captum's IntegratedGradients up to float32 rounding, for every packing."""
+    from captum.attr import IntegratedGradients
+
+    torch.manual_seed(8)
+    model = build_model(arch, 2).eval()
+    images = _images(5)
+    params = {"n_steps": n_steps, "baseline": baseline, "integration": integration}
+    x = torch.from_numpy(images)[:, None]
+    base = torch.zeros_like(x) if baseline == "black" else torch.ones_like(x)
+    ref = IntegratedGradients(model).attribute(x, baselines=base, target=1, n_steps=n_steps, method=integration)
+    ref = ref.detach().numpy()
+    for batch_size, cap in ((5, 64), (2, 7), (5, 1), (3, 1000)):
+        raw, _ = _run(model, arch, images, "IG", target=1, params=params, batch_size=batch_size, max_batch_inputs=cap)
+        np.testing.assert_allclose(raw, ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("arch", ["simple_cnn", "tiny_resnet"])
+def test_grad_and_input_x_gradient_equal_captum(arch):
+    from captum.attr import InputXGradient, Saliency
+
+    torch.manual_seed(9)
+    model = build_model(arch, 2).eval()
+    images = _images(5)
+    x = torch.from_numpy(images)[:, None].requires_grad_(True)
+    for key, ref in (
+        ("GRAD", Saliency(model).attribute(x, target=1, abs=False)),
+        ("IXG", InputXGradient(model).attribute(x, target=1)),
+    ):
+        for cap in (64, 2):
+            raw, _ = _run(model, arch, images, key, target=1, batch_size=4, max_batch_inputs=cap)
+            np.testing.assert_allclose(raw, ref.detach().numpy(), rtol=1e-5, atol=1e-5 * np.abs(raw).max())
+
+
+def test_noise_is_the_seeded_stream_of_each_image_however_it_is_read_or_drawn():
+    """SmoothGrad's copies are x + noise_level x range x randn(seed) per image (cached maps depend on it): the
+    same read in any chunks, and drawn ahead by other threads (as on an accelerator) or not."""
+    from saliency_trust.saliency.methods import _noisy_samples, _NoisyCopies
+
+    x = torch.rand(3, 1, 20, 24)
+    seeds = [5, 123456789, 7]
+    ctx = ExplainContext(TargetOutput(Linear(20)), "linear", noise_seeds=seeds)
+    params = {"n_samples": 6, "noise_level": 0.15}
+    span = (x.flatten(1).amax(1) - x.flatten(1).amin(1)).view(3, 1, 1, 1, 1)
+    noise = torch.stack([torch.randn((6, 1, 20, 24), generator=torch.Generator().manual_seed(s)) for s in seeds])
+    expected = (x.unsqueeze(1) + noise * 0.15 * span).reshape(18, 1, 20, 24)
+    assert torch.equal(_noisy_samples(ctx, x, params), expected)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        ahead = _NoisyCopies(ctx, x, params, ahead=True)
+        assert len(ahead._ahead) == 3
+    finally:
+        torch.set_num_threads(threads)
+    for copies in (ahead, _NoisyCopies(ctx, x, params)):
+        parts = [copies.rows(a, b) for a, b in ((0, 4), (4, 5), (5, 13), (13, 18))]
+        assert torch.equal(torch.cat(parts), expected)
+
+
+def test_smoothgrad_and_sig_do_not_depend_on_how_passes_are_packed():
+    torch.manual_seed(10)
+    model = build_model("tiny_resnet", 1).eval()
+    images = _images(3)
+    ids = ["a", "b", "c"]
+    for key, params in (("SG", {"n_samples": 5}), ("SIG", {"n_samples": 3, "n_steps": 4})):
+        runs = [
+            _run(
+                model,
+                "tiny_resnet",
+                images,
+                key,
+                params=params,
+                image_ids=ids,
+                seed=2,
+                batch_size=b,
+                max_batch_inputs=c,
+            )[0]
+            for b, c in ((3, 64), (1, 3), (2, 7), (3, 1))
+        ]
+        for raw in runs[1:]:
+            np.testing.assert_allclose(raw, runs[0], rtol=1e-5, atol=1e-6 * np.abs(runs[0]).max())
+
+
+@pytest.mark.parametrize("key", ["GRAD", "SG", "IG", "SIG", "GBP", "GGCAM", "GCAM", "IXG"])
+def test_a_nan_output_is_never_explained(key):
+    """The finiteness of the outputs is checked once per batch (not per pass, which would wait for an
+    accelerator), and still stops every method."""
+    torch.manual_seed(11)
+    model = build_model("simple_cnn", 1).eval()
+    with torch.no_grad():
+        model.fc.bias.fill_(float("nan"))
+    params = {"n_steps": 3} if "n_steps" in METHODS[key].defaults else {}
+    if "n_samples" in METHODS[key].defaults:
+        params["n_samples"] = 2
+    with pytest.raises(FloatingPointError, match=f"{key}: the model outputs NaN/inf for image '0'"):
+        _run(model, "simple_cnn", _images(2), key, params=params)
+
+
+def test_the_cpu_engine_keeps_freed_memory_once_per_process():
+    import ctypes
+    import os
+    import sys
+
+    from saliency_trust.saliency import methods
+
+    _run(build_model("simple_cnn", 1).eval(), "simple_cnn", _images(1), "GRAD")
+    assert len(methods._MEMORY_KEPT) == 1  # decided once, at the first CPU call
+    kept = methods.reuse_freed_memory()
+    assert kept == methods._MEMORY_KEPT[0] and len(methods._MEMORY_KEPT) == 1
+    glibc = sys.platform.startswith("linux") and hasattr(ctypes.CDLL(None), "mallopt")
+    if glibc and not {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"} & set(os.environ):
+        assert kept

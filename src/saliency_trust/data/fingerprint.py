@@ -71,15 +71,17 @@ def dataset_fingerprints(manifest_path: str | Path, images_path: str | Path, box
     labels = manifest[label_names].to_numpy(dtype=int)
     split = manifest["split"].to_numpy()
     trainval = np.flatnonzero(split != "test")
-    by_image = {i: g for i, g in boxes.sort_values(list(boxes.columns)).groupby("image_id", sort=True)}
-    empty = boxes.iloc[:0]
+    by_image: dict[str, list] = {}  # image id -> its sorted box rows without the id (plain lists: small)
+    ordered = boxes.sort_values(list(boxes.columns))
+    for image_id, row in zip(ordered["image_id"], ordered.drop(columns="image_id").values.tolist()):
+        by_image.setdefault(image_id, []).append(row)
     parts = {
         "label_names": label_names,
         "trainval": _part(header, [f"{ids[k]} {split[k]} {labels[k].tolist()} {image_sums[k]}" for k in trainval]),
         "trainval_masks": _part(header, [f"{ids[k]} {mask_sums[k]}" for k in trainval]),
         "trainval_boxes": _part(
             header,
-            [f"{ids[k]} {by_image.get(ids[k], empty).drop(columns='image_id').values.tolist()}" for k in trainval],
+            [f"{ids[k]} {by_image.get(ids[k], [])}" for k in trainval],
         ),
         "explained": {
             label: _part(

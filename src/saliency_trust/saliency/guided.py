@@ -27,7 +27,8 @@ _LOCK = threading.Lock()
 
 
 class GuidedReLUFunction(torch.autograd.Function):
-    """ReLU forward; backward ``grad.clamp(min=0) * (output > 0)``."""
+    """ReLU forward; backward ``grad.clamp(min=0) * (output > 0)``, as ReLU's own backward (one fused pass)
+    followed by an in-place clamp of its fresh result: two passes over the activation instead of four."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # noqa: D401
@@ -38,7 +39,7 @@ class GuidedReLUFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         (out,) = ctx.saved_tensors
-        return grad.clamp(min=0) * (out > 0).to(grad.dtype)
+        return torch.ops.aten.threshold_backward(grad, out, 0).clamp_(min=0)
 
 
 def _guided(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:  # noqa: A002 - F.relu's signature
