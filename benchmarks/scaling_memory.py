@@ -49,12 +49,12 @@ def dataset_config(n_images: int, size: int) -> dict:
 
 
 def run_stage(stage: str, folder: Path, args: argparse.Namespace, n_images: int) -> None:
-    """The body of one child process: one stage, as its Snakemake job runs it (the data preparation does not
-    import torch, as its job does not)."""
+    """The body of one child process: one stage, as its Snakemake job runs it (torch only where the job imports
+    it)."""
     from saliency_trust.config import setup_logging
 
     setup_logging(folder / f"{stage}.log", {"in_memory_mb": args.in_memory_mb, "loader_workers": args.workers})
-    if stage != "data":
+    if stage in ("train", "saliency"):  # the jobs that import torch; data preparation and utility do not
         import torch
 
         torch.set_num_threads(args.threads)
