@@ -26,6 +26,7 @@ LAYERS = {
     "validation": 7,
     "config_reference": 7,
     "envs": 7,  # tools the Snakefile and the docs call
+    "resources": 7,  # the SLURM profile's fit from measured jobs (python -m saliency_trust.resources)
 }
 
 
