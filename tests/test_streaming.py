@@ -80,7 +80,7 @@ def test_uint16_store_is_smaller_than_float32_and_holds_one_checksum_per_image(t
 
 def test_stored_array_indexes_like_the_array_it_stores(canonical_files):
     manifest, images = canonical_files
-    whole = load_dataset(manifest, images, in_memory_mb=None if False else 1e9)
+    whole = load_dataset(manifest, images, in_memory_mb=1e9)
     assert not whole.streamed
     lazy = StoredArray(images, "image")
     masks = StoredArray(images, "mask")
