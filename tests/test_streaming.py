@@ -235,3 +235,22 @@ def test_a_damaged_map_is_detected_when_read_in_part(tmp_path):
     with pytest.raises(CorruptFileError, match="the content of 'map' does not match its checksum"):
         read_maps_of(path, ["c"])
     assert not path.exists()
+
+
+def test_synthetic_counterfactuals_compare_through_the_store_encoding():
+    """The shortcut check regenerates synthetic images: a uint16 store holds them rounded, and the
+    counterfactuals go through the same rounding, so they differ from the stored image by the marker only."""
+    from saliency_trust.data.canonical import as_stored
+    from saliency_trust.data.synthetic import ShortcutSpec, SyntheticSpec, generate_dataset
+    from saliency_trust.metrics.shortcut import synthetic_counterfactuals
+
+    spec = SyntheticSpec(n_images=6, image_size=32, shortcut=ShortcutSpec(enabled=True, p_positive=0.5, p_negative=0.5))
+    manifest, images, _, _ = generate_dataset(spec, 2)
+    ids, flags = manifest["image_id"].tolist(), manifest["shortcut_marker"].to_numpy()
+    stored = as_stored(images, "uint16")
+    assert not np.array_equal(stored, images) and np.abs(stored - images).max() <= 0.5 / 65535 + 1e-7
+    with pytest.raises(ValueError, match="differs from the synthetic generator"):  # compared as float32: refused
+        synthetic_counterfactuals(spec, 2, ids, stored, flags, "images.h5")
+    removed, added, _ = synthetic_counterfactuals(spec, 2, ids, stored, flags, "images.h5", "uint16")
+    for k in range(len(ids)):
+        np.testing.assert_array_equal(stored[k], added[k] if flags[k] else removed[k])

@@ -70,6 +70,18 @@ def encode_images(images: np.ndarray, encoding: str = DEFAULT_ENCODING) -> np.nd
     return np.rint(np.clip(np.asarray(images, dtype=np.float64), 0.0, 1.0) * top).astype(dtype)  # nearest level
 
 
+def as_stored(images: np.ndarray, encoding: str = DEFAULT_ENCODING) -> np.ndarray:
+    """The float32 intensities a reader gets back for ``images`` stored with ``encoding`` (the round trip)."""
+    top = IMAGE_ENCODINGS[encoding][1]
+    return decode_images(encode_images(images, encoding), None if top is None else 1.0 / top)
+
+
+def store_encoding(images_path: str | Path) -> str:
+    """The encoding of a canonical image store's images (float32 for a store written before it was recorded)."""
+    with h5py.File(images_path, "r") as h5:
+        return str(h5["image"].attrs.get("encoding", "float32"))
+
+
 def decode_images(stored: np.ndarray, scale: float | None) -> np.ndarray:
     """Stored values back to float32 intensities (``scale``: intensity of one stored unit; None for floats)."""
     if scale is None:

@@ -349,13 +349,22 @@ def synthetic_index(image_id: str) -> int:
 
 
 def synthetic_counterfactuals(
-    spec, seed: int, image_ids: list[str], stored: np.ndarray, markers: np.ndarray, images_name: str
+    spec,
+    seed: int,
+    image_ids: list[str],
+    stored: np.ndarray,
+    markers: np.ndarray,
+    images_name: str,
+    encoding: str = "float32",
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int, int, int]]]:
     """(marker removed, marker added, marker boxes) of a batch of synthetic images, regenerated.
 
-    Each stored image must equal the generator's (the one with its manifest marker state); otherwise the
-    counterfactuals would not be of the same images, and the error names the image.
+    Each stored image must equal the generator's (the one with its manifest marker state) as the store
+    encodes it (``encoding``: :func:`~saliency_trust.data.canonical.as_stored`); otherwise the
+    counterfactuals would not be of the same images, and the error names the image. The counterfactuals
+    go through the same encoding, so that they differ from the stored image by the marker alone.
     """
+    from saliency_trust.data.canonical import as_stored
     from saliency_trust.data.synthetic import generate_image
 
     removed, added, boxes = [], [], []
@@ -363,6 +372,7 @@ def synthetic_counterfactuals(
         index = synthetic_index(image_id)
         off = generate_image(spec, seed, index, marker=False)
         on = generate_image(spec, seed, index, marker=True)
+        off.image, on.image = as_stored(off.image[None], encoding)[0], as_stored(on.image[None], encoding)[0]
         if not np.array_equal((on if markers[k] else off).image, stored[k]):
             raise ValueError(
                 f"{images_name}: image '{image_id}' differs from the synthetic generator's (seed {seed}, "
@@ -394,8 +404,10 @@ def counterfactual_scores(
     device,
     batch_size: int,
     images_name: str,
+    encoding: str = "float32",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(scores, regions) of the synthetic test images under every condition of ``SYNTHETIC_CONDITIONS``.
+    """(scores, regions) of the synthetic test images under every condition of ``SYNTHETIC_CONDITIONS``
+    (``encoding``: the image store's, :func:`synthetic_counterfactuals`).
 
     Images are regenerated ``batch_size`` at a time (memory bounded by the batch). The random condition shows
     each image with or without the marker by :func:`random_assignment`.
@@ -405,7 +417,9 @@ def counterfactual_scores(
     for start in range(0, len(image_ids), batch_size):
         sl = slice(start, start + batch_size)
         ids = image_ids[sl]
-        removed, added, boxes = synthetic_counterfactuals(spec, seed, ids, images[sl], markers[sl], images_name)
+        removed, added, boxes = synthetic_counterfactuals(
+            spec, seed, ids, images[sl], markers[sl], images_name, encoding
+        )
         regions += [(i, int(m), *b) for i, m, b in zip(ids, markers[sl], boxes)]
         scores = {
             c: model_scores(models, imgs, label_index, device, batch_size)
@@ -739,7 +753,7 @@ def run_shortcut_check(
     """Stage entry: the shortcut check of one dataset (module docstring), four files."""
     import torch
 
-    from saliency_trust.data.canonical import load_dataset
+    from saliency_trust.data.canonical import load_dataset, store_encoding
     from saliency_trust.io import write_csv, write_text
     from saliency_trust.models.train import load_checkpoint, select_device
     from saliency_trust.storage.maps import read_maps
@@ -775,6 +789,7 @@ def run_shortcut_check(
             dev,
             batch_size,
             str(images_path),
+            store_encoding(images_path),
         )
         aucs = auc_table(scores, n_bootstrap, seed, alpha, min_auc_drop)
     else:
