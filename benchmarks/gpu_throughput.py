@@ -42,29 +42,8 @@ from saliency_trust.data.synthetic import SyntheticSpec, generate_image
 from saliency_trust.models.registry import build_model, get_architecture
 from saliency_trust.models.train import select_device
 from saliency_trust.saliency.compute import compute_saliency
-from saliency_trust.saliency.methods import ARUN_METHODS, get_method, resolve_params
+from saliency_trust.saliency.methods import ARUN_METHODS, get_method, pass_batch, passes_per_map, resolve_params
 from saliency_trust.saliency.xrai import felzenszwalb_segments
-
-SAMPLING_METHODS = ("SG", "IG", "SIG", "XRAI")  # many model inputs per image (noise samples, IG steps)
-
-
-def passes_per_map(key: str, params: dict) -> int:
-    """Forward+backward passes of the model that one map of ``key`` needs."""
-    if key == "SG":
-        return params["n_samples"]
-    if key == "IG":
-        return params["n_steps"]
-    if key == "SIG":
-        return params["n_steps"] * params["n_samples"]
-    if key == "XRAI":
-        return 2 * params["n_steps"]
-    return 2 if key == "GGCAM" else 1  # GGCAM: guided backprop + Grad-CAM
-
-
-def pass_batch(key: str, passes: int, n_images: int, batch_size: int, max_batch_inputs: int) -> int:
-    """Model inputs per forward pass of the engine: the image batch, or ``max_batch_inputs`` of its samples/steps."""
-    images = min(batch_size, n_images, max(max_batch_inputs, 1))
-    return min(images * passes, max(max_batch_inputs, 1)) if key in SAMPLING_METHODS else images
 
 
 def sync(device: torch.device) -> None:
@@ -78,6 +57,18 @@ def autocast(device: torch.device, amp: bool):
 
 def batch_of(images: np.ndarray, batch: int, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.resize(images, (batch, *images.shape[1:])))[:, None].to(device)
+
+
+def seconds_per_input(step, reps: int, batch: int, device: torch.device) -> float:
+    """Seconds per model input of ``step`` (one pass over a batch of ``batch``): one warm-up, then ``reps``
+    timed calls between device synchronizations."""
+    step()
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        step()
+    sync(device)
+    return (time.perf_counter() - t0) / (reps * batch)
 
 
 def input_grad_seconds(model, images, batch: int, device, amp: bool, n_passes: int) -> float:
@@ -95,13 +86,7 @@ def input_grad_seconds(model, images, batch: int, device, amp: bool, n_passes: i
         out.backward()
 
     try:
-        step()  # warm-up
-        sync(device)
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            step()
-        sync(device)
-        return (time.perf_counter() - t0) / (reps * batch)
+        return seconds_per_input(step, reps, batch, device)
     finally:
         for p in frozen:
             p.requires_grad_(True)
@@ -126,13 +111,7 @@ def train_step_seconds(model, images, batch: int, device, amp: bool, n_passes: i
         scaler.step(opt)
         scaler.update()
 
-    step()  # warm-up
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        step()
-    sync(device)
-    return (time.perf_counter() - t0) / (reps * batch)
+    return seconds_per_input(step, reps, batch, device)
 
 
 def device_name(device: torch.device) -> str:

@@ -52,7 +52,7 @@ from saliency_trust.data.synthetic import SyntheticSpec, generate_image
 from saliency_trust.models.registry import build_model
 from saliency_trust.models.train import select_device
 from saliency_trust.saliency.compute import compute_saliency
-from saliency_trust.saliency.methods import resolve_params, reuse_freed_memory
+from saliency_trust.saliency.methods import pass_batch, passes_per_map, resolve_params, reuse_freed_memory
 from saliency_trust.saliency.postprocess import abs_sum_percentile
 from saliency_trust.saliency.xrai import felzenszwalb_segments, segment_masks, xrai_fast, xrai_full
 
@@ -133,27 +133,7 @@ ENGINE_METHODS = ("GRAD", "SG", "IG", "SIG", "GBP", "GGCAM", "GCAM", "IXG")
 NAIVE_METHODS = ("IG", "SG", "SIG")
 
 
-def passes_per_map(key: str, params: dict) -> int:
-    """Forward+backward passes of the model that one map of ``key`` needs."""
-    if key == "SG":
-        return params["n_samples"]
-    if key == "IG":
-        return params["n_steps"]
-    if key == "SIG":
-        return params["n_steps"] * params["n_samples"]
-    if key == "XRAI":
-        return 2 * params["n_steps"]
-    return 2 if key == "GGCAM" else 1  # GGCAM: guided backprop + Grad-CAM
-
-
-SAMPLING_METHODS = ("SG", "IG", "SIG", "XRAI")  # many model inputs per image (noise samples, IG steps)
 MIN_TIMED_PASSES = 256
-
-
-def pass_batch(key: str, passes: int, n_images: int, batch_size: int, max_batch_inputs: int) -> int:
-    """Model inputs per forward pass of the engine: the image batch, or ``max_batch_inputs`` of its samples/steps."""
-    images = min(batch_size, n_images, max(max_batch_inputs, 1))
-    return min(images * passes, max(max_batch_inputs, 1)) if key in SAMPLING_METHODS else images
 
 
 def _sync(device) -> None:

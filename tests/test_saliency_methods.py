@@ -475,3 +475,13 @@ def test_the_cpu_engine_keeps_freed_memory_once_per_process():
     glibc = sys.platform.startswith("linux") and hasattr(ctypes.CDLL(None), "mallopt")
     if glibc and not {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"} & set(os.environ):
         assert kept
+
+
+def test_passes_per_map_and_pass_batch_on_hand_computed_cases():
+    from saliency_trust.saliency.methods import pass_batch, passes_per_map
+
+    assert passes_per_map("SIG", {"n_steps": 25, "n_samples": 8}) == 200
+    assert passes_per_map("XRAI", {"n_steps": 25}) == 50  # black and white baselines
+    assert passes_per_map("GGCAM", {}) == 2 and passes_per_map("GRAD", {}) == 1
+    assert pass_batch("IG", 25, 16, 16, 64) == 64  # 16 images x 25 steps, packed into passes of 64 inputs
+    assert pass_batch("GRAD", 1, 16, 16, 64) == 16 and pass_batch("GRAD", 1, 5, 16, 64) == 5

@@ -448,6 +448,29 @@ def sobel_edges(ctx: ExplainContext, x: torch.Tensor, target: int, params: dict)
     return torch.from_numpy(edges.astype(np.float32))
 
 
+# The engine's cost per map, for the benchmarks (benchmarks/saliency_speed.py, benchmarks/gpu_throughput.py)
+SAMPLING_METHODS = ("SG", "IG", "SIG", "XRAI")  # many model inputs per image (noise samples, IG steps)
+
+
+def passes_per_map(key: str, params: dict) -> int:
+    """Forward+backward passes of the model that one map of ``key`` needs."""
+    if key == "SG":
+        return params["n_samples"]
+    if key == "IG":
+        return params["n_steps"]
+    if key == "SIG":
+        return params["n_steps"] * params["n_samples"]
+    if key == "XRAI":
+        return 2 * params["n_steps"]
+    return 2 if key == "GGCAM" else 1  # GGCAM: guided backprop + Grad-CAM
+
+
+def pass_batch(key: str, passes: int, n_images: int, batch_size: int, max_batch_inputs: int) -> int:
+    """Model inputs per forward pass of the engine: the image batch, or ``max_batch_inputs`` of its samples/steps."""
+    images = min(batch_size, n_images, max(max_batch_inputs, 1))
+    return min(images * passes, max(max_batch_inputs, 1)) if key in SAMPLING_METHODS else images
+
+
 @dataclass(frozen=True)
 class SaliencyMethod:
     """One registry entry; ``control`` marks a model-independent control map (config ``saliency.controls``)."""
