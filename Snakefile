@@ -29,6 +29,7 @@ include: "workflow/rules/metrics.smk"
 include: "workflow/rules/stats.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/validation.smk"
+include: "workflow/rules/qc.smk"
 
 
 rule all:

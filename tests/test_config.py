@@ -108,7 +108,7 @@ def _tiny():
         (
             lambda c: c.update(unknown_key=1),
             "config: unknown key 'unknown_key'; allowed keys: baselines, datasets, hdf5_file_locking, "
-            "metrics, models, plots, randomization, saliency, seed, seeds, stats, storage, training",
+            "metrics, models, plots, qc, randomization, saliency, seed, seeds, stats, storage, training",
         ),
         (lambda c: c.update(seeds=[3]), "config: seeds = [3]: must be at least 2 item(s)"),
         (lambda c: c["randomization"].update(draws=0), "config: randomization.draws = 0: must be a number >= 1"),

@@ -42,6 +42,8 @@ GPU_RULES = {
     "randomized_saliency",
     "unet_maps",
     "detector_maps",
+    "qc_class_maps",
+    "qc_predictions",
 }
 
 
@@ -105,6 +107,7 @@ def test_gpu_rules_ask_for_one_gpu_and_none_when_pinned_to_the_cpu(rules, tmp_pa
             "training": {"device": "cpu", "threads": 3},
             "saliency": {"methods": ["GRAD"], "device": "cpu"},
             "baselines": {"device": "cpu", "threads": 2},
+            "qc": {"device": "cpu"},
         },
     )
     assert not any(resource(cpu[name], "gpu") for name in GPU_RULES)

@@ -23,6 +23,7 @@ LAYERS = {
     "metrics": 4,  # siblings: metrics read maps through storage, never through saliency
     "stats": 5,
     "plots": 6,
+    "qc": 6,  # quality control (INFORMER): maps, models and the stats tables' writers; plots read its tables
     "validation": 7,
     "config_reference": 7,
     "envs": 7,  # tools the Snakefile and the docs call

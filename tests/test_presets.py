@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, planned_jobs
 from fixtures_datasets import write_chexpert, write_mura, write_rsna, write_siim
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -147,6 +147,12 @@ def test_preset_dry_run_on_fixture_data(tmp_path, name):
     # CheXpert, and MURA without an annotation file (the presets' default), have no localization: no utility and
     # no PASS/FAIL table; the other criteria still run
     assert ("pass_fail" in out) == ("utility_scores" in out) == (name in ("siim", "rsna"))
+    # CheXpert's preset quality-controls the DenseNet121's multi-label predictions as INFORMER (IXG and LRP maps)
+    jobs = planned_jobs(proc.stdout)
+    if name == "chexpert":
+        assert jobs["qc_class_maps"] == 2 and jobs["qc_predictions"] == jobs["quality_control"] == 1
+    else:
+        assert "quality_control" not in jobs
     assert not (tmp_path / "work/results").exists()  # a dry run converts nothing
 
 
@@ -199,3 +205,13 @@ def test_missing_pretrained_weights_fail_the_dry_run(tmp_path):
     assert proc.returncode != 0
     assert "resources/weights/inception_v3_imagenet.pth" in out
     assert not (tmp_path / "work/results").exists()
+
+
+def test_chexpert_preset_quality_control_is_informers():
+    """INFORMER (Shu et al.): DenseNet121's predictions, IXG and LRP maps, entropy and TTA baselines, grid step
+    0.001, 30 bootstrap resamples; TTA rotations up to 45 degrees, a 10 x 10 box blur and crop padding 8."""
+    qc = load("chexpert")["qc"]
+    assert qc["datasets"] == ["chexpert"] and qc["model"] == "densenet121-r1"
+    assert qc["methods"] == ["IXG", "LRP"] and qc["baselines"] == ["entropy", "tta"]
+    assert qc["grid_step"] == 0.001 and qc["bootstrap"]["resamples"] == 30
+    assert qc["tta"] == {"passes": 10, "rotation": 45, "blur_kernel": 10, "crop_padding": 8}

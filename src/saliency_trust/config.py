@@ -152,6 +152,22 @@ def primary_models(config: dict) -> list[str]:
     return names
 
 
+def qc_model(config: dict) -> str:
+    """The model whose predictions the quality-control branch checks (``qc.model``, default the first replicate of
+    the primary architecture)."""
+    return (config.get("qc") or {}).get("model") or primary_models(config)[0]
+
+
+def qc_datasets(config: dict) -> list[str]:
+    """Datasets with the quality-control branch (``qc.datasets``)."""
+    return list((config.get("qc") or {}).get("datasets") or [])
+
+
+def runs_trust_criteria(dataset_cfg: dict) -> bool:
+    """Whether a dataset runs the trust criteria (``datasets.<name>.trust_criteria``, default true)."""
+    return bool(dataset_cfg.get("trust_criteria", True))
+
+
 def setup_logging(log_path: str | Path | None, storage: dict | None = None) -> None:
     """Send log records (and warnings) of a job to its Snakemake log file and stderr; ``storage``: the config's
     ``storage`` options for the job's readers (:func:`saliency_trust.io.configure_storage`)."""

@@ -140,7 +140,9 @@ def check_config(config: dict) -> None:
                     f"config: randomization.models[{i}] = '{name}': must be one of the configured "
                     f"models {', '.join(names)}"
                 )
-    criteria = stats.get("criteria", [])
+    # criteria are decided only where a dataset runs them (a config of quality-controlled datasets needs none)
+    trust = any(d.get("trust_criteria", True) for d in config["datasets"].values())
+    criteria = stats.get("criteria", []) if trust else []
     index = archs.index(primary)
     needs = {
         "repeatability": (
@@ -188,6 +190,7 @@ def check_config(config: dict) -> None:
                 f"{key}: its images are {sizes[source]} px, this dataset's {sizes[name]} px; the models and "
                 "baselines need the same image size (image_size, or synthetic.image_size)"
             )
+    check_quality_control(config)
     from saliency_trust.data.adapters import context
 
     for name, dataset in config["datasets"].items():
@@ -196,3 +199,51 @@ def check_config(config: dict) -> None:
                 context(name, dataset)
             except (FileNotFoundError, ValueError) as err:
                 raise ConfigError(f"config: {err}") from None
+
+
+def dataset_labels(dataset: dict) -> list[str] | None:
+    """The labels a dataset entry will have, where the config says (None where only its data does: MURA, RSNA
+    and SIIM have one label each)."""
+    source = dataset["source"]
+    if source == "synthetic":
+        spec = dataset.get("synthetic") or {}
+        return list(spec.get("lesion_kinds", ["nodule", "opacity"])) if spec.get("multi_label") else ["abnormal"]
+    if source == "chexpert":
+        return list(((dataset.get("chexpert") or {}).get("findings") or {}).values())
+    if source == "generic":
+        return list((dataset.get("generic") or {}).get("labels") or [])
+    return None
+
+
+def check_quality_control(config: dict) -> None:
+    """``qc``: its datasets exist, are multi-label and train their own models; its model is configured; a dataset
+    that runs no trust criteria is quality-controlled (else it would do nothing)."""
+    from saliency_trust.config import qc_model
+
+    qc = config.get("qc") or {}
+    for i, name in enumerate(qc.get("datasets", [])):
+        key = f"config: qc.datasets[{i}] = '{name}'"
+        if name not in config["datasets"]:
+            raise ConfigError(f"{key}: must name a dataset of the config ({', '.join(config['datasets'])})")
+        dataset = config["datasets"][name]
+        if (dataset.get("evaluate") or {}).get("models_from"):
+            raise ConfigError(f"{key}: an external test set has no validation split to fit the flagging thresholds")
+        labels = dataset_labels(dataset)
+        if labels is not None and len(labels) < 2:
+            hint = " (set synthetic.multi_label: true)" if dataset["source"] == "synthetic" else ""
+            raise ConfigError(f"{key}: quality control needs a multi-label dataset; it has the labels {labels}{hint}")
+    if qc.get("datasets"):
+        try:
+            name = qc_model(config)
+        except KeyError as err:
+            raise ConfigError(f"config: qc.model = '{qc.get('model')}': {err.args[0]}") from None
+        if name not in model_names(config):
+            raise ConfigError(
+                f"config: qc.model = '{name}': must be one of the configured models {', '.join(model_names(config))}"
+            )
+    for name, dataset in config["datasets"].items():
+        if not dataset.get("trust_criteria", True) and name not in qc.get("datasets", []):
+            raise ConfigError(
+                f"config: datasets.{name}.trust_criteria = false: the dataset would run nothing; add it to "
+                "qc.datasets or set trust_criteria: true"
+            )

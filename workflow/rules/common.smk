@@ -18,11 +18,14 @@ from saliency_trust.config import (
     models_run,
     parse_model_name,
     primary_models,
+    qc_datasets,
+    qc_model,
     question_tables,
     randomized_models,
     run_dataset,
     run_regex,
     run_seed,
+    runs_trust_criteria,
     stability_seeds,
     stats_options,
 )
@@ -63,10 +66,16 @@ HIGH_REPLICATES = (
 )
 
 HIGH_MODEL_DIRS = [r.lower() for r in HIGH_REPLICATES]  # results/{dataset}/baselines/{unet-r1,...}
-LOCALIZED_DATASETS = [d for d, cfg in config["datasets"].items() if has_localization(cfg)]
+# datasets that run the trust criteria (datasets.<name>.trust_criteria); the others are only quality-controlled
+TRUST_DATASETS = [d for d, cfg in config["datasets"].items() if runs_trust_criteria(cfg)]
+LOCALIZED_DATASETS = [d for d in TRUST_DATASETS if has_localization(config["datasets"][d])]
+# quality control of multi-label predictions (INFORMER; docs/quality-control.md): datasets, model, methods
+QC_DATASETS = qc_datasets(config)
+QC_MODEL = qc_model(config) if QC_DATASETS else None
+QC_METHODS = config["qc"]["methods"]
 
 # a planted shortcut (synthetic.shortcut.enabled) or a configured confounder: the shortcut check runs there
-CONFOUNDED_DATASETS = [d for d, cfg in config["datasets"].items() if confounder_of(d, cfg) is not None]
+CONFOUNDED_DATASETS = [d for d in TRUST_DATASETS if confounder_of(d, config["datasets"][d]) is not None]
 CONFOUNDED_REGEX = run_regex(config, CONFOUNDED_DATASETS)  # their runs, and no other
 QUESTION_TABLES = question_tables(config)  # one table per question of Arun et al. (summary/{name}.csv)
 QUESTION_CATEGORIES = {
@@ -94,6 +103,7 @@ localrules:
     cross_dataset_summary,
     constant_maps,
     stability_table,
+    plot_quality_control,
 
 
 wildcard_constraints:
@@ -109,8 +119,9 @@ def final_outputs():
     """Every run's tables and figures; utility, PASS/FAIL and their figures only where a localization ground
     truth exists; the shortcut check where a dataset has a known confounder; in the stability mode each
     dataset's PASS/FAIL table across seeds; the cross-dataset summary when several datasets have one."""
-    outputs = []
-    for dataset, cfg in config["datasets"].items():
+    outputs = [f"results/{run}/qc/{f}" for d in QC_DATASETS for run in RUNS[d] for f in QC_FILES]
+    for dataset in TRUST_DATASETS:
+        cfg = config["datasets"][dataset]
         files = [
             "metrics/randomization.csv",
             "metrics/randomization_threshold.csv",
@@ -144,6 +155,20 @@ def final_outputs():
     return outputs
 
 
+# the quality-control branch's outputs (results/{dataset}/qc/)
+QC_FILES = [
+    "thresholds.csv",
+    "scores.csv",
+    "f1.csv",
+    "bootstrap.csv",
+    "comparisons.csv",
+    "table1.csv",
+    "table1.md",
+    "table1.tex",
+    "table1.html",
+    "bootstrap.png",
+    "bootstrap.pdf",
+]
 # the PASS/FAIL table across seeds of the stability mode (results/{dataset}/summary/)
 STABILITY_FILES = ["pass_fail.csv", "pass_fail.md", "pass_fail.tex", "pass_fail.html", "pass_fail_seeds.csv"]
 
@@ -212,6 +237,11 @@ def map_store(run):
 def model_file(wildcards):
     """A run's trained model: its own, or for an external test set the models_from dataset's (same replicate)."""
     return f"results/{models_run(config, wildcards.dataset)}/models/{wildcards.model}/model.pt"
+
+
+def qc_model_file(wildcards):
+    """The model whose predictions the quality-control branch checks (qc.model), trained on the run itself."""
+    return f"results/{wildcards.dataset}/models/{QC_MODEL}/model.pt"
 
 
 def baseline_model_file(kind):

@@ -661,3 +661,31 @@ def read_maps_of(path: str | Path, image_ids: list[str], method: str | None = No
         verify_rows(path, "map", rows[order], data, sums)
     back = np.argsort(order)
     return data[:, :, back] if stepped else data[back]
+
+
+def iter_map_blocks(path: str | Path, name: str = "map", block: int = 32):
+    """Read a cache file's ``map`` or ``raw`` dataset ``block`` images at a time: yields (ids, array, attributes).
+    The content is hashed as it is read (the digest of :func:`~saliency_trust.io.dataset_sha256`); a mismatch
+    with the file's checksum, known after the last block, removes the file and raises
+    :class:`~saliency_trust.io.CorruptFileError`, so callers write nothing before the iteration ends."""
+    from saliency_trust.io import CHECKSUM_ATTR, CorruptFileError
+
+    if name not in ("map", "raw"):
+        raise ValueError(f"cache files hold 'map' and 'raw', not '{name}'")
+    with h5py.File(path, "r") as h5:
+        attrs = {k: h5.attrs[k] for k in h5.attrs}
+        ids = _read_ids(h5)
+        verify_h5(path, h5, {"image_id": ids})
+        dset = h5[name]
+        digest = hashlib.sha256(f"{dset.dtype.str}{tuple(dset.shape)}".encode())
+        for start in range(0, len(dset), block):
+            arr = dset[start : start + block]
+            digest.update(memoryview(np.ascontiguousarray(arr)).cast("B"))
+            yield ids[start : start + block], arr, attrs
+    stored = json.loads(attrs.get(CHECKSUM_ATTR, "{}")).get(name)
+    if stored is not None and stored != digest.hexdigest():
+        Path(path).unlink(missing_ok=True)
+        raise CorruptFileError(
+            f"{path}: the content of '{name}' does not match its checksum: the file is corrupted. "
+            "It has been removed; run snakemake again and it is recomputed"
+        )
