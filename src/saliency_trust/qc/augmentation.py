@@ -56,6 +56,7 @@ def tta_probabilities(
     import torch
 
     model.eval()
+    max_batch = max(int(max_batch), 1)
     x = torch.from_numpy(np.ascontiguousarray(images, np.float32)).unsqueeze(1)
     copies = []
     for k in range(len(x)):
@@ -63,7 +64,7 @@ def tta_probabilities(
         copies += [augment(x[k], a, o, settings) for a, o in zip(angles, offsets)]
     out = []
     with torch.no_grad():
-        for start in range(0, len(copies), max(int(max_batch), 1)):
+        for start in range(0, len(copies), max_batch):
             logits = model(torch.stack(copies[start : start + max_batch]).to(device)).float()
             if not torch.isfinite(logits).all():
                 raise FloatingPointError("the model outputs NaN/inf on an augmented image")

@@ -144,9 +144,9 @@ def table1_cells(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
 
 
 def table1_markdown(table: pd.DataFrame, title: str, notes: list[str]) -> str:
-    header, rows = table1_cells(table)
-    out = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
+    from saliency_trust.stats.pass_fail import markdown_table
+
+    out = [f"# {title}", "", *markdown_table(*table1_cells(table))]
     out += ["", *[f"- {n}" for n in notes]]
     return "\n".join(out) + "\n"
 

@@ -31,7 +31,8 @@ from saliency_trust.qc.thresholds import corrected, flag, search_tau, youden_thr
 
 log = logging.getLogger(__name__)
 ENTROPY, TTA = "Pred. Entropy", "TTA"
-BASELINE_NAMES = {"entropy": ENTROPY, "tta": TTA}  # config qc.baselines -> method name in the tables
+# config qc.baselines -> (method name in the tables, column of the predictions table)
+BASELINES = {"entropy": (ENTROPY, "entropy"), "tta": (TTA, "tta_spread")}
 READ_BLOCK = 32  # class maps read per block
 
 
@@ -108,6 +109,11 @@ class QCSettings:
     tta: dict = field(default_factory=dict)
 
 
+def _split_ids(predictions: pd.DataFrame) -> dict[str, list[str]]:
+    """Per split, the image ids in the order of the predictions table."""
+    return {s: list(dict.fromkeys(predictions.loc[predictions["split"] == s, "image_id"])) for s in QC_SPLITS}
+
+
 def _arrays(pred: pd.DataFrame, labels: list[str], column: str) -> dict[str, np.ndarray]:
     """Per split, the N x L matrix of one column of the predictions table."""
     out = {}
@@ -127,7 +133,7 @@ def quality_control(
     """Every table of the branch from the predictions table and, per INFORMER variant, the class distinctiveness
     (per split, N x L in the order of the predictions' images)."""
     labels = list(dict.fromkeys(predictions["label"]))
-    ids = {s: list(dict.fromkeys(predictions.loc[predictions["split"] == s, "image_id"])) for s in QC_SPLITS}
+    ids = _split_ids(predictions)
     for s in QC_SPLITS:
         if not ids[s]:
             raise ValueError(f"quality control needs {s} images; the {s} split is empty")
@@ -135,12 +141,12 @@ def quality_control(
     truth = {s: v.astype(bool) for s, v in truth.items()}
     youden = np.array([youden_threshold(truth["val"][:, j], prob["val"][:, j], lab) for j, lab in enumerate(labels)])
     pred = {s: prob[s] >= youden for s in QC_SPLITS}
-    scores: dict[str, tuple[dict[str, np.ndarray], str]] = {}
-    for name, per_split in distinctiveness.items():
-        scores[name] = (per_split, LOW)
-    columns = {"entropy": "entropy", "tta": "tta_spread"}
+    informer = list(distinctiveness)
+    baselines = [BASELINES[key][0] for key in settings.baselines]
+    scores = {name: (per_split, LOW) for name, per_split in distinctiveness.items()}
     for key in settings.baselines:
-        scores[BASELINE_NAMES[key]] = (_arrays(predictions, labels, columns[key]), HIGH)
+        name, column = BASELINES[key]
+        scores[name] = (_arrays(predictions, labels, column), HIGH)
 
     threshold_rows, score_rows, f1_rows = [], [], []
     test_predictions = {}
@@ -196,22 +202,19 @@ def quality_control(
     boot = bootstrap_f1(test_predictions, truth["test"], n_ci, boot_seed)
     mean_t = {m: v[: settings.resamples].mean(axis=1) for m, v in boot.items()}
     mean_ci = {m: v.mean(axis=1) for m, v in boot.items()}
-    informer = list(distinctiveness)
-    baselines = [BASELINE_NAMES[k] for k in settings.baselines] + [NO_QC]
-    comparisons = paired_comparisons(mean_t, mean_ci, informer, baselines, settings.confidence)
+    comparisons = paired_comparisons(mean_t, mean_ci, informer, [*baselines, NO_QC], settings.confidence)
     boot_rows = []
     for m, v in boot.items():
         for r in range(settings.resamples):
             boot_rows += [{"resample": r + 1, "method": m, "label": lab, "f1": v[r, j]} for j, lab in enumerate(labels)]
             boot_rows.append({"resample": r + 1, "method": m, "label": "mean", "f1": mean_t[m][r]})
-    methods = [*informer, *[BASELINE_NAMES[k] for k in settings.baselines], NO_QC]
     return {
         "thresholds": pd.DataFrame(threshold_rows),
         "scores": pd.concat(score_rows, ignore_index=True),
         "f1": f1,
         "bootstrap": pd.DataFrame(boot_rows),
         "comparisons": comparisons,
-        "table1": table1(f1, methods, labels, {}),
+        "table1": table1(f1, [*informer, *baselines, NO_QC], labels, {}),
         "meta": pd.DataFrame({"n_val": [len(ids["val"])], "n_test": [len(ids["test"])], "bootstrap_seed": [boot_seed]}),
     }
 
@@ -265,7 +268,7 @@ def _f1_rows(name: str, prediction, truth, flagged, labels, auc=None) -> pd.Data
 def table_notes(tables: dict[str, pd.DataFrame], settings: QCSettings, model: str, tta: TTASettings) -> list[str]:
     """Every rule behind Table 1, in words (the table's notes)."""
     meta = tables["meta"].iloc[0]
-    labels = [c for c in tables["table1"].columns[1:-1]]
+    n_labels = len(tables["table1"].columns) - 2  # Method, a column per class, Mean F1
     notes = [
         f"Model {model}; a prediction is positive when its sigmoid output reaches the class's Youden-index threshold "
         f"on the validation split ({int(meta.n_val)} images).",
@@ -285,7 +288,7 @@ def table_notes(tables: dict[str, pd.DataFrame], settings: QCSettings, model: st
         "the validation F1 after the flagged predictions are flipped; ties go to the threshold flagging the fewest "
         "validation predictions.",
         f"F1 on the {int(meta.n_test)} test images after flipping the flagged predictions; Mean F1 over the "
-        f"{len(labels)} classes; No QC: no prediction flipped. Bold: best in the column.",
+        f"{n_labels} classes; No QC: no prediction flipped. Bold: best in the column.",
         f"Bootstrap (seed {int(meta.bootstrap_seed)}): {settings.resamples} resamples of the test images with "
         "replacement to the test set's size (Fig. 3) and a two-sided paired t-test of the mean F1 of each INFORMER "
         "variant against each baseline, as the paper. The resamples are not independent test sets: wherever the "
@@ -332,7 +335,7 @@ def run_quality_control(
     if "tta" in cfg.baselines and predictions["tta_spread"].isna().any():
         raise ValueError(f"{predictions_path}: no TTA spread, but qc.baselines lists tta; run qc_predictions again")
     labels = list(dict.fromkeys(predictions["label"]))
-    ids = {s: list(dict.fromkeys(predictions.loc[predictions["split"] == s, "image_id"])) for s in QC_SPLITS}
+    ids = _split_ids(predictions)
     distinctiveness = {}
     for method, path in class_maps.items():
         d, file_labels = class_map_distinctiveness(path, ids["val"] + ids["test"], cfg.maps)

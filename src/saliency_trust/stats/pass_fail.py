@@ -735,13 +735,17 @@ def pass_fail_markdown(
     design_note: str = "",
 ) -> str:
     """Table 2 layout in Markdown (the columns the table has), followed by the models' test AUCs."""
-    header, rows = _table2_cells(table, options.small_n)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
-    auc_lines = ["", "| Model | Val AUC | Test AUC |", "|---|---|---|"]
-    auc_lines += [f"| {r.model} | {r.val_auc:.3f} | {r.test_auc:.3f} |" for r in model_aucs.itertuples()]
+    lines = markdown_table(*_table2_cells(table, options.small_n))
+    aucs = [[r.model, f"{r.val_auc:.3f}", f"{r.test_auc:.3f}"] for r in model_aucs.itertuples()]
+    auc_lines = ["", *markdown_table(["Model", "Val AUC", "Test AUC"], aucs)]
     notes = ["- " + n for n in table_notes(table, alpha, rules, options, design_note)]
     return "\n".join(lines + [""] + notes + auc_lines) + "\n"
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """The lines of a Markdown table: header, separator, one line per row of cells."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(cells) + " |" for cells in rows]
 
 
 _LATEX_SPECIAL = {

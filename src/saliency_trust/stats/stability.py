@@ -23,6 +23,7 @@ from saliency_trust.stats.pass_fail import (
     latex_escape,
     latex_table,
     low_power,
+    markdown_table,
 )
 
 UNSTABLE = "unstable"
@@ -130,9 +131,7 @@ def stability_notes(table: pd.DataFrame, dataset: str = "") -> list[str]:
 
 def stability_markdown(table: pd.DataFrame, dataset: str = "") -> str:
     """Table 2 layout with one cell per verdict across seeds, followed by the notes."""
-    header, rows = _table2_cells(table, cell=stability_cell)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    lines = markdown_table(*_table2_cells(table, cell=stability_cell))
     return "\n".join(lines + [""] + ["- " + n for n in stability_notes(table, dataset)]) + "\n"
 
 
